@@ -1,0 +1,129 @@
+//! Capture: what a forward pass records about itself, as plain data.
+//!
+//! A [`CaptureSpec`] says what to record; the decoder fills one [`LayerCapture`] per layer with
+//! tensors that stay on the run device until the whole forward call has finished, so a GPU
+//! run never synchronises per layer. Head statistics (entropy, argmax) are computed per query
+//! block from the probabilities that block already holds: the full `T × T` matrix is only
+//! kept when [`CaptureSpec::attention_probs`] asks for it.
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// A set of layers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layers {
+    #[default]
+    None,
+    All,
+    Only(Vec<usize>),
+}
+
+impl Layers {
+    pub fn contains(&self, layer: usize) -> bool {
+        match self {
+            Layers::None => false,
+            Layers::All => true,
+            Layers::Only(v) => v.contains(&layer),
+        }
+    }
+    pub fn is_none(&self) -> bool {
+        matches!(self, Layers::None) || matches!(self, Layers::Only(v) if v.is_empty())
+    }
+}
+
+/// What to record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureSpec {
+    /// Per MoE layer and position: raw router logits, selected experts, combine weights.
+    pub router: bool,
+    /// Per layer, head and position: attention entropy (nats) and most-attended position.
+    pub attention_stats: bool,
+    /// Full attention probabilities `[H, T, T]` for these layers.
+    pub attention_probs: Layers,
+    /// Residual stream after these decoder layers.
+    pub hidden: Layers,
+    /// Output logits at every position (the last position's are always returned).
+    pub logits: bool,
+    /// Per MoE layer and position: L2 norms of the routed, shared-expert and dense-residual
+    /// contributions to the residual stream.
+    pub contributions: bool,
+}
+
+impl Default for CaptureSpec {
+    /// Routing and head statistics: cheap enough to leave on.
+    fn default() -> Self {
+        CaptureSpec {
+            router: true,
+            attention_stats: true,
+            attention_probs: Layers::None,
+            hidden: Layers::None,
+            logits: false,
+            contributions: true,
+        }
+    }
+}
+
+impl CaptureSpec {
+    /// Nothing at all: the plain forward.
+    pub fn none() -> Self {
+        CaptureSpec {
+            router: false,
+            attention_stats: false,
+            attention_probs: Layers::None,
+            hidden: Layers::None,
+            logits: false,
+            contributions: false,
+        }
+    }
+
+    /// Everything, full attention probabilities and residual streams included.
+    pub fn all() -> Self {
+        CaptureSpec {
+            router: true,
+            attention_stats: true,
+            attention_probs: Layers::All,
+            hidden: Layers::All,
+            logits: true,
+            contributions: true,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == CaptureSpec::none() || (!self.router && !self.attention_stats && self.attention_probs.is_none() && self.hidden.is_none() && !self.logits && !self.contributions)
+    }
+}
+
+/// One MoE layer's routing for the positions of one forward call.
+#[derive(Clone, Debug)]
+pub struct RouterCapture {
+    /// `[T, E]` f32, the router's raw outputs before softmax/sigmoid and before interventions.
+    pub logits: Tensor,
+    /// `[T, K]` u32, strongest first.
+    pub experts: Tensor,
+    /// `[T, K]` f32, the weights applied (0 for a dropped expert).
+    pub weights: Tensor,
+}
+
+/// Contribution norms of one MoE layer's parts, `[T]` f32 each.
+#[derive(Clone, Debug)]
+pub struct Contributions {
+    pub routed: Tensor,
+    pub shared: Option<Tensor>,
+    pub dense_residual: Option<Tensor>,
+}
+
+/// What one layer recorded during one forward call over T new positions.
+#[derive(Clone, Debug, Default)]
+pub struct LayerCapture {
+    pub router: Option<RouterCapture>,
+    /// `[T, H]` f32.
+    pub attn_entropy: Option<Tensor>,
+    /// `[T, H]` u32, absolute key positions.
+    pub attn_argmax: Option<Tensor>,
+    /// `[H, T, S]` f32 where S is every position so far (cache included).
+    pub attn_probs: Option<Tensor>,
+    /// `[T, D]`.
+    pub hidden: Option<Tensor>,
+    pub contributions: Option<Contributions>,
+}

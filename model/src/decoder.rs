@@ -1,0 +1,245 @@
+//! The one generic decoder every family runs on.
+//!
+//! ```text
+//! x₀ = embed(tokens)
+//! for each layer l:
+//!     h = x + Attention(norm_attn(x))                       (capture: head stats, probs)
+//!     x = h + FFN(norm_ffn(h))                               dense MLP or MoE (capture: routing)
+//!       | (h + MLP_res(norm_res(h))) + MoE(norm_ffn(x))      Snowflake Arctic, parallel residual
+//! logits = lm_head(norm_final(x))
+//! ```
+//!
+//! Families differ only in their config (attention kind, norms, feed-forward kind) and tensor
+//! names; see [`crate::families`].
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::cache::KvCache;
+use crate::capture::{CaptureSpec, LayerCapture, Layers};
+use crate::config::{FfnConfig, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::families::layout::TensorLayout;
+use crate::interventions::{Interventions, LayerEdits};
+use crate::layers::attend::MaskCache;
+use crate::layers::attention::Attention;
+use crate::layers::linear::Linear;
+use crate::layers::mlp::Mlp;
+use crate::layers::moe::{contributions, l2, Moe};
+use crate::layers::norm::Norm;
+use crate::rope::Rope;
+use crate::weights::Weights;
+
+#[derive(Clone, Debug)]
+enum FeedForward {
+    Dense(Mlp),
+    Moe(Box<Moe>),
+}
+
+#[derive(Clone, Debug)]
+struct DecoderLayer {
+    attn_norm: Norm,
+    attn: Attention,
+    ffn_norm: Norm,
+    ffn: FeedForward,
+    /// Arctic's parallel dense residual MLP and its norm.
+    dense_residual: Option<(Norm, Mlp)>,
+}
+
+/// Options of one forward call besides the tokens.
+pub struct ForwardOptions<'a> {
+    pub capture: &'a CaptureSpec,
+    /// Per layer, from [`Interventions::for_layer`] (empty: no interventions).
+    pub edits: &'a [LayerEdits],
+    /// Also return per-head attention outputs `[T, H, dv]` for these layers (for head means).
+    pub head_outputs: &'a Layers,
+}
+
+pub struct ForwardOutput {
+    /// `[T, V]` f32 when all logits were asked for, else `[1, V]` (last position).
+    pub logits: Tensor,
+    pub layers: Vec<LayerCapture>,
+    pub head_outputs: Vec<Option<Tensor>>,
+}
+
+/// The loaded model.
+pub struct Model {
+    pub config: ModelConfig,
+    embed: Tensor,
+    layers: Vec<DecoderLayer>,
+    final_norm: Norm,
+    lm_head: Linear,
+    rope: Rope,
+    device: Device,
+    dtype: DType,
+    parameters: usize,
+}
+
+impl Model {
+    /// Builds the model from its weights; `progress(done, total)` is called per layer.
+    pub fn load(config: ModelConfig, w: &Weights, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Model> {
+        let layout = config.family.layout();
+        let c = &config;
+        let d = c.hidden_size;
+        let embed = w.get(layout.embed, &[c.vocab_size, d])?;
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for l in 0..c.num_layers {
+            if !progress(l, c.num_layers) {
+                return Err(ModelError::Cancelled);
+            }
+            layers.push(load_layer(w, c, &layout, l)?);
+        }
+        let final_norm = Norm::load(w, layout.final_norm, d, c.norm)?;
+        let head_name = format!("{}.weight", layout.lm_head);
+        let lm_head = if w.contains(&head_name) || !c.tie_word_embeddings {
+            Linear::load(w, layout.lm_head, d, c.vocab_size, c.lm_head_bias)?
+        } else {
+            Linear { weight: embed.clone(), bias: None }
+        };
+        progress(c.num_layers, c.num_layers);
+        let parameters = w.names().iter().filter_map(|n| w.shape(n)).map(|s| s.iter().product::<usize>()).sum();
+        Ok(Model {
+            parameters,
+            rope: Rope::new(&c.rope),
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            device: w.device().clone(),
+            dtype: w.dtype(),
+            config,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.num_layers)
+    }
+
+    /// Resolves an intervention set into per-layer edits (after validating it).
+    pub fn edits(&self, interventions: &Interventions) -> Result<Vec<LayerEdits>> {
+        interventions.validate(&self.config)?;
+        if interventions.is_empty() {
+            return Ok(vec![]);
+        }
+        Ok((0..self.config.num_layers).map(|l| interventions.for_layer(l, &self.config)).collect())
+    }
+
+    /// Runs `tokens` at the positions after what `cache` holds, appending to it.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, opts: &ForwardOptions) -> Result<ForwardOutput> {
+        let t = tokens.len();
+        if t == 0 {
+            return Err(ModelError::Invalid("forward called with no tokens".into()));
+        }
+        let vocab = self.config.vocab_size as u32;
+        if let Some(&bad) = tokens.iter().find(|&&x| x >= vocab) {
+            return Err(ModelError::Invalid(format!("token id {bad} is outside the vocabulary (size {vocab})")));
+        }
+        let start = cache.len();
+        let ids = Tensor::from_vec(tokens.to_vec(), t, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?;
+        let cos_sin = self.rope.cos_sin(start, t, &self.device)?;
+        let masks = MaskCache::new(start, t, &self.device);
+        let cap = opts.capture;
+        let no_edits = LayerEdits::default();
+        let mut captures = Vec::with_capacity(self.layers.len());
+        let mut head_outputs = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let edits = opts.edits.get(l).unwrap_or(&no_edits);
+            let mut lc = LayerCapture::default();
+            let (a, extras) = layer.attn.forward(
+                &layer.attn_norm.forward(&x)?,
+                &self.rope,
+                &cos_sin,
+                &mut cache.layers[l],
+                &masks,
+                &edits.heads,
+                cap.attention_stats,
+                cap.attention_probs.contains(l),
+                opts.head_outputs.contains(l),
+            )?;
+            lc.attn_entropy = extras.attended.entropy;
+            lc.attn_argmax = extras.attended.argmax;
+            lc.attn_probs = extras.attended.probs;
+            head_outputs.push(extras.head_outputs);
+            let h = (&x + a)?;
+            x = match &layer.ffn {
+                FeedForward::Dense(mlp) => (&h + mlp.forward(&layer.ffn_norm.forward(&h)?)?)?,
+                FeedForward::Moe(moe) => {
+                    // Arctic's MoE reads the layer input, its dense residual MLP the attention output.
+                    let moe_in = if layer.dense_residual.is_some() { &x } else { &h };
+                    let m = moe.forward(&layer.ffn_norm.forward(moe_in)?, edits, cap.router, cap.contributions)?;
+                    lc.router = m.router;
+                    let mut dense_norm = None;
+                    let base = match &layer.dense_residual {
+                        Some((norm, mlp)) if !edits.mute_dense_residual => {
+                            let r = mlp.forward(&norm.forward(&h)?)?;
+                            if cap.contributions {
+                                dense_norm = Some(l2(&r)?);
+                            }
+                            (&h + r)?
+                        }
+                        Some(_) => {
+                            if cap.contributions {
+                                dense_norm = Some(Tensor::zeros(t, DType::F32, &self.device)?);
+                            }
+                            h.clone()
+                        }
+                        None => h.clone(),
+                    };
+                    lc.contributions = contributions(m.routed_norm, m.shared_norm, dense_norm);
+                    (base + m.out)?
+                }
+            };
+            if cap.hidden.contains(l) {
+                lc.hidden = Some(x.to_dtype(DType::F32)?);
+            }
+            captures.push(lc);
+        }
+        let last = if cap.logits { x } else { x.narrow(0, t - 1, 1)? };
+        let logits = self.lm_head.forward(&self.final_norm.forward(&last)?)?.to_dtype(DType::F32)?;
+        Ok(ForwardOutput { logits, layers: captures, head_outputs })
+    }
+
+    /// Number of parameters in the checkpoint (tied embeddings counted once).
+    pub fn parameter_count(&self) -> usize {
+        self.parameters
+    }
+
+    /// Bytes of weight memory on the device (at the run dtype).
+    pub fn weight_bytes(&self) -> usize {
+        self.parameters * self.dtype.size_in_bytes()
+    }
+}
+
+fn load_layer(w: &Weights, c: &ModelConfig, layout: &TensorLayout, l: usize) -> Result<DecoderLayer> {
+    let lp = layout.layer_prefix(l);
+    let d = c.hidden_size;
+    let attn_norm = Norm::load(w, &format!("{lp}.{}", layout.attn_norm), d, c.norm)?;
+    let ffn_norm = Norm::load(w, &format!("{lp}.{}", layout.ffn_norm), d, c.norm)?;
+    let attn = Attention::load(w, c, layout, l)?;
+    let (ffn, dense_residual) = match &c.layers[l].ffn {
+        FfnConfig::Dense(m) => {
+            let (prefix, names) = layout.mlp;
+            (FeedForward::Dense(Mlp::load(w, &format!("{lp}.{prefix}"), names, d, m.intermediate_size, m.bias, c.activation)?), None)
+        }
+        FfnConfig::Moe(m) => {
+            let moe = Moe::load(w, c, layout, l, m)?;
+            let dense = match (&m.dense_residual, layout.dense_residual) {
+                (Some(mc), Some(names)) => Some((
+                    Norm::load(w, &format!("{lp}.{}", names.norm), d, c.norm)?,
+                    Mlp::load(w, &format!("{lp}.{}", names.mlp), names.names, d, mc.intermediate_size, mc.bias, c.activation)?,
+                )),
+                _ => None,
+            };
+            (FeedForward::Moe(Box::new(moe)), dense)
+        }
+    };
+    Ok(DecoderLayer { attn_norm, attn, ffn_norm, ffn, dense_residual })
+}

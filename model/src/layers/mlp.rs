@@ -1,0 +1,59 @@
+//! The gated MLP (SwiGLU and friends): `down(act(gate(x)) ⊙ up(x))`, with gate and up fused
+//! into one `[2I, D]` projection so each token costs two matmuls.
+
+use candle_core::{Tensor, D};
+
+use crate::config::Activation;
+use crate::error::Result;
+use crate::families::layout::MlpNames;
+use crate::layers::linear::Linear;
+use crate::weights::Weights;
+
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    /// Gate rows then up rows, `[2I, D]`.
+    pub gate_up: Linear,
+    /// `[D, I]`.
+    pub down: Linear,
+    pub intermediate: usize,
+    pub activation: Activation,
+}
+
+impl Mlp {
+    pub fn load(w: &Weights, prefix: &str, names: MlpNames, hidden: usize, intermediate: usize, bias: bool, activation: Activation) -> Result<Self> {
+        let gate_up = match names {
+            MlpNames::Separate { gate, up, .. } => Linear::stack(&[
+                Linear::load(w, &format!("{prefix}.{gate}"), hidden, intermediate, bias)?,
+                Linear::load(w, &format!("{prefix}.{up}"), hidden, intermediate, bias)?,
+            ])?,
+            MlpNames::Fused { gate_up, .. } => Linear::load(w, &format!("{prefix}.{gate_up}"), hidden, 2 * intermediate, bias)?,
+        };
+        let down_name = match names {
+            MlpNames::Separate { down, .. } | MlpNames::Fused { down, .. } => down,
+        };
+        let down = Linear::load(w, &format!("{prefix}.{down_name}"), intermediate, hidden, bias)?;
+        Ok(Mlp { gate_up, down, intermediate, activation })
+    }
+
+    pub fn from_parts(gate_up: Tensor, down: Tensor, activation: Activation) -> Result<Self> {
+        let intermediate = down.dim(1)?;
+        Ok(Mlp { gate_up: Linear { weight: gate_up, bias: None }, down: Linear { weight: down, bias: None }, intermediate, activation })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gu = self.gate_up.forward(x)?;
+        let gate = gu.narrow(D::Minus1, 0, self.intermediate)?;
+        let up = gu.narrow(D::Minus1, self.intermediate, self.intermediate)?;
+        let h = (activate(&gate, self.activation)? * up)?;
+        self.down.forward(&h)
+    }
+}
+
+pub fn activate(x: &Tensor, a: Activation) -> Result<Tensor> {
+    Ok(match a {
+        Activation::Silu => x.silu()?,
+        Activation::GeluTanh => x.gelu()?,
+        Activation::Gelu => x.gelu_erf()?,
+        Activation::Relu => x.relu()?,
+    })
+}

@@ -1,0 +1,182 @@
+//! The sparse mixture-of-experts block: router, top-k routing, the selected experts, and the
+//! optional shared expert(s).
+//!
+//! `y = Σ_k w_k · E_{e_k}(x)  [+ g(x) · S(x)]`
+//!
+//! Routing runs through [`routelab_kernels::routing`], which covers every family's scheme.
+//! Experts run only on the tokens routed to them, in expert order (as transformers
+//! accumulates), each as one batched matmul over its tokens.
+
+use candle_core::{DType, Tensor, D};
+use routelab_kernels::routing::{route, RoutingParams, Routes};
+
+use crate::capture::{Contributions, RouterCapture};
+use crate::config::{Activation, ModelConfig, MoeConfig};
+use crate::error::{ModelError, Result};
+use crate::families::layout::{ExpertNames, MlpNames, MoeNames, TensorLayout};
+use crate::interventions::LayerEdits;
+use crate::layers::linear::Linear;
+use crate::layers::mlp::Mlp;
+use crate::weights::Weights;
+
+#[derive(Clone, Debug)]
+pub struct Moe {
+    /// `[E, D]`, f32 (routers run in f32 whatever the run dtype).
+    router: Tensor,
+    correction_bias: Option<Vec<f32>>,
+    routing: RoutingParams,
+    experts: Vec<Mlp>,
+    shared: Option<Mlp>,
+    /// Qwen2-MoE's `[1, D]` shared-expert gate.
+    shared_gate: Option<Linear>,
+}
+
+pub struct MoeOutput {
+    pub out: Tensor,
+    pub router: Option<RouterCapture>,
+    pub routed_norm: Option<Tensor>,
+    pub shared_norm: Option<Tensor>,
+}
+
+/// Loads all experts' MLPs in whichever layout the checkpoint uses; stacked layouts are read
+/// once and sliced.
+fn load_experts(w: &Weights, block: &str, names: ExpertNames, m: &MoeConfig, c: &ModelConfig) -> Result<Vec<Mlp>> {
+    let (d, i, ne) = (c.hidden_size, m.expert_intermediate_size, m.routing.num_experts);
+    let act = c.activation;
+    match names {
+        ExpertNames::PerExpert { experts, mlp } => {
+            let first = match mlp {
+                MlpNames::Separate { gate, .. } => gate,
+                MlpNames::Fused { gate_up, .. } => gate_up,
+            };
+            let fused = format!("{block}.{experts}.gate_up_proj");
+            if !w.contains(&format!("{block}.{experts}.0.{first}.weight")) && w.contains(&fused) {
+                // transformers ≥ 5 in-memory layout saved as is: gate_up [E, 2I, D], down [E, D, I].
+                let gu = w.get_cpu_f32(&fused, &[ne, 2 * i, d])?;
+                let down = w.get_cpu_f32(&format!("{block}.{experts}.down_proj"), &[ne, d, i])?;
+                return (0..ne).map(|e| Mlp::from_parts(w.place(gu.get(e)?)?, w.place(down.get(e)?)?, act)).collect();
+            }
+            (0..ne)
+                .map(|e| {
+                    let per_expert = format!("{block}.{experts}.{e}");
+                    if !w.contains(&format!("{per_expert}.{first}.weight")) {
+                        return Err(w.missing(&format!("{per_expert}.{first}.weight"), Some(format!("expert {e} of {ne}"))));
+                    }
+                    Mlp::load(w, &per_expert, mlp, d, i, false, act)
+                })
+                .collect()
+        }
+        ExpertNames::DbrxStacked { prefix } => {
+            let p = format!("{block}.{prefix}");
+            let all = |name: &str| w.get_cpu_f32(&format!("{p}.{name}"), &[ne * i, d]);
+            let (w1, v1, w2) = (all("w1")?, all("v1")?, all("w2")?);
+            (0..ne)
+                .map(|e| {
+                    let gate_up = Tensor::cat(&[w1.narrow(0, e * i, i)?, v1.narrow(0, e * i, i)?], 0)?;
+                    // w2 is applied as `x @ w2`, i.e. it is the transposed down projection.
+                    let down = w2.narrow(0, e * i, i)?.t()?.contiguous()?;
+                    Mlp::from_parts(w.place(gate_up)?, w.place(down)?, act)
+                })
+                .collect()
+        }
+    }
+}
+
+impl Moe {
+    pub fn load(w: &Weights, c: &ModelConfig, layout: &TensorLayout, layer: usize, m: &MoeConfig) -> Result<Self> {
+        let names: MoeNames = layout.moe.ok_or_else(|| ModelError::Invalid(format!("internal: {:?} has no MoE layout", c.family)))?;
+        let block = format!("{}.{}", layout.layer_prefix(layer), names.block);
+        let d = c.hidden_size;
+        let ne = m.routing.num_experts;
+        let router = w.get_as(&format!("{block}.{}", names.router), &[ne, d], DType::F32)?;
+        let correction_bias = match (m.correction_bias, names.correction_bias) {
+            (true, Some(n)) => Some(w.get_as(&format!("{block}.{n}"), &[ne], DType::F32)?.to_vec1::<f32>()?),
+            _ => None,
+        };
+        let experts = load_experts(w, &block, names.experts, m, c)?;
+        let (shared, shared_gate) = match (m.shared, names.shared) {
+            (Some(s), Some((prefix, mlp_names))) => {
+                let mlp = Mlp::load(w, &format!("{block}.{prefix}"), mlp_names, d, s.intermediate_size, false, c.activation)?;
+                let gate = match (s.gated, names.shared_gate) {
+                    (true, Some(g)) => Some(Linear { weight: w.get(&format!("{block}.{g}"), &[1, d])?, bias: None }),
+                    _ => None,
+                };
+                (Some(mlp), gate)
+            }
+            _ => (None, None),
+        };
+        Ok(Moe { router, correction_bias, routing: m.routing.clone(), experts, shared, shared_gate })
+    }
+
+    pub fn activation(&self) -> Activation {
+        self.experts[0].activation
+    }
+
+    pub fn forward(&self, x: &Tensor, edits: &LayerEdits, capture_router: bool, contributions: bool) -> Result<MoeOutput> {
+        let (t, _) = x.dims2()?;
+        let k = self.routing.top_k;
+        let logits = x.to_dtype(DType::F32)?.matmul(&self.router.t()?)?;
+        let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let Routes { experts, mut weights, .. } = route(&flat, &self.routing, self.correction_bias.as_deref(), &edits.excluded_experts);
+        for (e, w) in experts.iter().zip(weights.iter_mut()) {
+            if edits.dropped_experts.get(*e as usize).copied().unwrap_or(false) {
+                *w = 0.0;
+            }
+        }
+        let device = x.device();
+        let mut out = x.zeros_like()?;
+        for (e, expert) in self.experts.iter().enumerate() {
+            let (mut rows, mut ws) = (Vec::new(), Vec::new());
+            for (slot, (&ex, &wt)) in experts.iter().zip(&weights).enumerate() {
+                if ex as usize == e && wt != 0.0 {
+                    rows.push((slot / k) as u32);
+                    ws.push(wt);
+                }
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let n = rows.len();
+            let idx = Tensor::from_vec(rows, n, device)?;
+            let y = expert.forward(&x.index_select(&idx, 0)?)?;
+            let y = y.broadcast_mul(&Tensor::from_vec(ws, (n, 1), device)?.to_dtype(y.dtype())?)?;
+            out = out.index_add(&idx, &y, 0)?;
+        }
+        let routed_norm = if contributions { Some(l2(&out)?) } else { None };
+        let mut shared_norm = None;
+        if let Some(shared) = &self.shared {
+            if !edits.mute_shared {
+                let mut s = shared.forward(x)?;
+                if let Some(g) = &self.shared_gate {
+                    s = candle_nn::ops::sigmoid(&g.forward(x)?)?.broadcast_mul(&s)?;
+                }
+                if contributions {
+                    shared_norm = Some(l2(&s)?);
+                }
+                out = (out + s)?;
+            } else if contributions {
+                shared_norm = Some(Tensor::zeros(t, DType::F32, device)?);
+            }
+        }
+        let router = if capture_router {
+            Some(RouterCapture {
+                logits,
+                experts: Tensor::from_vec(experts, (t, k), device)?,
+                weights: Tensor::from_vec(weights, (t, k), device)?,
+            })
+        } else {
+            None
+        };
+        Ok(MoeOutput { out, router, routed_norm, shared_norm })
+    }
+}
+
+/// Row-wise L2 norm, `[T, D]` → `[T]` f32.
+pub fn l2(x: &Tensor) -> Result<Tensor> {
+    Ok(x.to_dtype(DType::F32)?.sqr()?.sum(D::Minus1)?.sqrt()?)
+}
+
+/// Contribution norms for capture.
+pub fn contributions(routed: Option<Tensor>, shared: Option<Tensor>, dense: Option<Tensor>) -> Option<Contributions> {
+    routed.map(|routed| Contributions { routed, shared, dense_residual: dense })
+}

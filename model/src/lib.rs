@@ -1,0 +1,21 @@
+//! RouteLab's model core.
+//!
+//! One generic decoder ([`decoder::Model`]) runs every supported family ([`families`]),
+//! matching Hugging Face transformers numerically. A forward pass records what
+//! [`capture::CaptureSpec`] asks for and applies [`interventions::Interventions`], both plain
+//! data. [`session::Session`] ties model, tokenizer and chat template together and generates.
+
+pub mod cache;
+pub mod capture;
+pub mod checkpoint;
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod families;
+pub mod gguf;
+pub mod interventions;
+pub mod layers;
+pub mod rope;
+pub mod weights;
+
+pub use error::{ModelError, Result};

@@ -1,0 +1,215 @@
+//! Weight files: memory-mapped safetensors (single or sharded) and GGUF.
+//!
+//! Tensors are looked up by their Hugging Face checkpoint name (GGUF names are translated, see
+//! [`crate::gguf`]), checked against the shape the config implies, converted to the run dtype
+//! and moved to the device. Every failure names the file and the tensor.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype as StDtype, Metadata};
+use safetensors::SafeTensors;
+
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufWeights;
+
+/// One memory-mapped safetensors file with its parsed header.
+struct SafetensorsFile {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Byte offset of the tensor data (8-byte length + JSON header).
+    data_start: usize,
+    metadata: Metadata,
+}
+
+impl SafetensorsFile {
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+        // Safety: the file is opened read-only; RouteLab never writes weight files, and a
+        // concurrent writer would be a user error whose worst outcome is wrong numbers.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
+            let what = match e {
+                safetensors::SafeTensorError::MetadataIncompleteBuffer => {
+                    "the file is shorter than its header declares (truncated download?)".to_string()
+                }
+                safetensors::SafeTensorError::HeaderTooSmall | safetensors::SafeTensorError::InvalidHeaderLength => {
+                    "not a safetensors file: its header is missing or cut short".to_string()
+                }
+                other => format!("invalid safetensors header: {other}"),
+            };
+            ModelError::weights(path, what)
+        })?;
+        Ok(SafetensorsFile { path: path.to_path_buf(), mmap, data_start: 8 + header_len, metadata })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.metadata.tensors().into_keys().collect()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.metadata.info(name).map(|i| i.shape.clone())
+    }
+
+    fn load(&self, name: &str) -> Result<Tensor> {
+        let info = self.metadata.info(name).expect("caller checked the name");
+        let dtype = match info.dtype {
+            StDtype::F32 => DType::F32,
+            StDtype::F16 => DType::F16,
+            StDtype::BF16 => DType::BF16,
+            StDtype::F64 => DType::F64,
+            StDtype::I64 => DType::I64,
+            StDtype::U32 => DType::U32,
+            StDtype::U8 => DType::U8,
+            other => {
+                return Err(ModelError::weights(
+                    &self.path,
+                    format!("tensor {name:?} has dtype {other:?}; RouteLab reads f32, f16, bf16 (quantised checkpoints: use a GGUF file)"),
+                ))
+            }
+        };
+        let (start, end) = info.data_offsets;
+        let bytes = &self.mmap[self.data_start + start..self.data_start + end];
+        Ok(Tensor::from_raw_buffer(bytes, dtype, &info.shape, &Device::Cpu)?)
+    }
+}
+
+enum Backend {
+    Safetensors { files: Vec<SafetensorsFile>, index: HashMap<String, usize> },
+    Gguf(Box<GgufWeights>),
+}
+
+/// The weights of one model, ready to be read tensor by tensor.
+pub struct Weights {
+    backend: Backend,
+    /// Where the weights live, for error messages (a directory or a file).
+    location: PathBuf,
+    dtype: DType,
+    device: Device,
+}
+
+impl Weights {
+    /// Opens safetensors files (one, or all shards of an index).
+    pub fn from_safetensors(paths: &[PathBuf], location: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut index = HashMap::new();
+        for (i, p) in paths.iter().enumerate() {
+            let f = SafetensorsFile::open(p)?;
+            for name in f.names() {
+                index.insert(name, i);
+            }
+            files.push(f);
+        }
+        Ok(Weights { backend: Backend::Safetensors { files, index }, location: location.to_path_buf(), dtype, device: device.clone() })
+    }
+
+    pub fn from_gguf(gguf: GgufWeights, dtype: DType, device: &Device) -> Self {
+        let location = gguf.path().to_path_buf();
+        Weights { backend: Backend::Gguf(Box::new(gguf)), location, dtype, device: device.clone() }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn location(&self) -> &Path {
+        &self.location
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        match &self.backend {
+            Backend::Safetensors { index, .. } => index.contains_key(name),
+            Backend::Gguf(g) => g.contains(name),
+        }
+    }
+
+    /// The stored shape of a tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        match &self.backend {
+            Backend::Safetensors { files, index } => index.get(name).and_then(|&i| files[i].shape(name)),
+            Backend::Gguf(g) => g.shape(name),
+        }
+    }
+
+    fn file_of(&self, name: &str) -> PathBuf {
+        match &self.backend {
+            Backend::Safetensors { files, index } => {
+                index.get(name).map(|&i| files[i].path.clone()).unwrap_or_else(|| self.location.clone())
+            }
+            Backend::Gguf(g) => g.path().to_path_buf(),
+        }
+    }
+
+    pub fn missing(&self, name: &str, hint: Option<String>) -> ModelError {
+        ModelError::MissingTensor { location: self.location.display().to_string(), name: name.to_string(), hint }
+    }
+
+    /// Loads a tensor in its stored dtype, on the CPU, without shape checks.
+    fn load_cpu(&self, name: &str) -> Result<Tensor> {
+        match &self.backend {
+            Backend::Safetensors { files, index } => {
+                let i = *index.get(name).ok_or_else(|| self.missing(name, None))?;
+                files[i].load(name)
+            }
+            Backend::Gguf(g) => g.load(name),
+        }
+    }
+
+    /// Loads `name`, checks it has `shape`, converts it to the run dtype on the run device.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.get_as(name, shape, self.dtype)
+    }
+
+    /// Like [`Weights::get`] with an explicit dtype (routers and norms stay f32).
+    pub fn get_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let found = self.shape(name).ok_or_else(|| self.missing(name, None))?;
+        if found != shape {
+            return Err(ModelError::TensorShape {
+                path: self.file_of(name),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        let t = self.load_cpu(name)?;
+        Ok(t.to_dtype(dtype)?.to_device(&self.device)?)
+    }
+
+    /// [`Weights::get`] for tensors a config may or may not have (biases).
+    pub fn get_opt(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        if self.contains(name) {
+            self.get(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Loads a tensor that must exist, in f32 on the CPU, for load-time reshaping.
+    pub fn get_cpu_f32(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let found = self.shape(name).ok_or_else(|| self.missing(name, None))?;
+        if found != shape {
+            return Err(ModelError::TensorShape { path: self.file_of(name), name: name.to_string(), expected: shape.to_vec(), found });
+        }
+        Ok(self.load_cpu(name)?.to_dtype(DType::F32)?)
+    }
+
+    /// Moves a tensor prepared on the CPU to the run dtype and device.
+    pub fn place(&self, t: Tensor) -> Result<Tensor> {
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+
+    /// All tensor names (for diagnostics).
+    pub fn names(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Safetensors { index, .. } => index.keys().cloned().collect(),
+            Backend::Gguf(g) => g.hf_names(),
+        }
+    }
+}

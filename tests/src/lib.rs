@@ -1,0 +1,82 @@
+//! Helpers for RouteLab's end-to-end tests: locating fixtures and reading the reference
+//! outputs that `tests/fixtures/generate.py` produced with Hugging Face transformers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use routelab_model::checkpoint;
+use routelab_model::decoder::Model;
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+pub fn case_dir(case: &str) -> PathBuf {
+    fixtures().join("models").join(case)
+}
+
+/// Every fixture case (one directory per case).
+pub fn cases() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(fixtures().join("models"))
+        .expect("tests/fixtures/models")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("reference.safetensors").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn load_model(case: &str) -> Model {
+    let ck = checkpoint::open_dir(&case_dir(case), DType::F32, &Device::Cpu).unwrap_or_else(|e| panic!("{case}: {e}"));
+    Model::load(ck.config, &ck.weights, &mut |_, _| true).unwrap_or_else(|e| panic!("{case}: {e}"))
+}
+
+/// A reference tensor: shape and values (floats as f32, integers as i64).
+#[derive(Clone, Debug)]
+pub struct RefTensor {
+    pub shape: Vec<usize>,
+    pub f32: Vec<f32>,
+    pub i64: Vec<i64>,
+}
+
+pub struct Reference {
+    pub tensors: HashMap<String, RefTensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl Reference {
+    pub fn load(case: &str) -> Reference {
+        let path = case_dir(case).join("reference.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut tensors = HashMap::new();
+        for (name, view) in st.tensors() {
+            let data = view.data();
+            let mut t = RefTensor { shape: view.shape().to_vec(), f32: vec![], i64: vec![] };
+            match view.dtype() {
+                safetensors::Dtype::F32 => t.f32 = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                safetensors::Dtype::I64 => t.i64 = data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+                other => panic!("{case}: reference tensor {name} has unexpected dtype {other:?}"),
+            }
+            tensors.insert(name, t);
+        }
+        Reference { tensors, metadata: meta.metadata().clone().unwrap_or_default() }
+    }
+
+    pub fn get(&self, name: &str) -> &RefTensor {
+        self.tensors.get(name).unwrap_or_else(|| panic!("reference has no tensor {name}"))
+    }
+
+    pub fn ids(&self, name: &str) -> Vec<u32> {
+        self.get(name).i64.iter().map(|&x| x as u32).collect()
+    }
+}
+
+/// Largest absolute difference, with the index where it occurs.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).enumerate().map(|(i, (x, y))| ((x - y).abs(), i)).fold((0.0, 0), |m, d| if d.0 > m.0 || d.0.is_nan() { d } else { m })
+}
