@@ -6,6 +6,7 @@
 //! data. [`session::Session`] ties model, tokenizer and chat template together and generates.
 
 pub mod cache;
+pub mod chat;
 pub mod capture;
 pub mod checkpoint;
 pub mod config;
@@ -16,6 +17,10 @@ pub mod gguf;
 pub mod interventions;
 pub mod layers;
 pub mod rope;
+pub mod sampling;
+pub mod session;
+pub mod source;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{ModelError, Result};

@@ -1,0 +1,471 @@
+//! A loaded model with its tokenizer and chat template, and generation with capture.
+//!
+//! [`Session::run`] prefills the prompt, then samples and feeds back one token at a time.
+//! Every position (prompt and generated) gets a [`PositionRecord`] with its routing and head
+//! statistics; heavier captures (logits, residual streams, full attention) are collected in
+//! the [`RunRecord`]. Captures are copied to the host once per forward call.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::capture::{CaptureSpec, LayerCapture, Layers};
+use crate::chat::{ChatTemplate, Message};
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::{FfnConfig, ModelConfig};
+use crate::decoder::{ForwardOptions, Model};
+use crate::error::{ModelError, Result};
+use crate::interventions::{HeadMethod, Intervention, Interventions};
+use crate::sampling::{Sampler, SamplingSettings};
+use crate::source::{LoadProgress, ModelSource};
+use crate::tokenizer::{read_tokenizer_config, TextStream, Tokenizer};
+
+/// How to load: device and dtype (f32 on CPU; bf16 is the GPU default).
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { device: Device::Cpu, dtype: DType::F32 }
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:1`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        _ => {
+            let ordinal = match s.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| ModelError::Invalid(format!("device {s:?}: expected cpu, cuda or cuda:N")))?,
+                None => return Err(ModelError::Invalid(format!("device {s:?}: expected cpu, cuda or cuda:N"))),
+            };
+            Device::new_cuda(ordinal).map_err(|e| ModelError::Invalid(format!("device {s}: {e}")))
+        }
+    }
+}
+
+/// What a prompt is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Prompt {
+    /// Raw text; the tokenizer adds its special tokens (BOS) as it is configured to.
+    Text { text: String },
+    /// Chat messages, rendered with the model's chat template and an assistant turn opened.
+    Chat { messages: Vec<Message> },
+    /// Token ids as given.
+    Tokens { ids: Vec<u32> },
+}
+
+impl Prompt {
+    pub fn text(s: &str) -> Self {
+        Prompt::Text { text: s.to_string() }
+    }
+    /// The prompt as one string (for trace metadata and display).
+    pub fn display(&self) -> String {
+        match self {
+            Prompt::Text { text } => text.clone(),
+            Prompt::Chat { messages } => messages.iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n"),
+            Prompt::Tokens { ids } => ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
+        }
+    }
+}
+
+/// A run to perform.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub tokens: Vec<u32>,
+    pub max_new_tokens: usize,
+    pub sampling: SamplingSettings,
+    pub capture: CaptureSpec,
+    pub interventions: Interventions,
+    /// Stop at an end-of-sequence token.
+    pub stop_at_eos: bool,
+}
+
+/// One layer's record at one position (empty vectors where not captured or not applicable).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    pub router_logits: Vec<f32>,
+    pub experts: Vec<u32>,
+    pub weights: Vec<f32>,
+    pub head_entropy: Vec<f32>,
+    pub head_argmax: Vec<u32>,
+    /// L2 norms of the routed / shared / dense-residual contributions.
+    pub routed_norm: Option<f32>,
+    pub shared_norm: Option<f32>,
+    pub dense_norm: Option<f32>,
+}
+
+/// Everything recorded at one position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PositionRecord {
+    pub position: usize,
+    pub token: u32,
+    /// The token's text on its own.
+    pub piece: String,
+    pub generated: bool,
+    pub layers: Vec<LayerRecord>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    MaxTokens,
+    EndOfSequence,
+    ContextFull,
+    Cancelled,
+}
+
+/// A finished run: what was asked, what came out, what was recorded.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    pub request: RunRequest,
+    pub tokens: Vec<u32>,
+    pub prompt_len: usize,
+    pub positions: Vec<PositionRecord>,
+    /// Generated text (special tokens kept).
+    pub text: String,
+    pub stop: StopReason,
+    /// Per position `[V]`, when `capture.logits`.
+    pub logits: Vec<Vec<f32>>,
+    /// Per captured layer, per position `[D]`.
+    pub hidden: BTreeMap<usize, Vec<Vec<f32>>>,
+    /// Per captured layer, per position `[H × (position + 1)]` (that query's row of every head).
+    pub probs: BTreeMap<usize, Vec<Vec<f32>>>,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+}
+
+impl RunRecord {
+    pub fn generated(&self) -> &[u32] {
+        &self.tokens[self.prompt_len..]
+    }
+}
+
+/// Streaming events from [`Session::run`]; returning `false` from the callback cancels.
+pub enum RunEvent<'a> {
+    Prefilled { records: &'a [PositionRecord] },
+    Token { record: &'a PositionRecord, text: &'a str },
+}
+
+/// Architecture facts for display.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub model_type: String,
+    pub summary: String,
+    pub layers: usize,
+    pub moe_layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub experts: usize,
+    pub top_k: usize,
+    pub shared_experts: usize,
+    pub dense_residual: bool,
+    pub parameters: usize,
+    pub weight_bytes: usize,
+    pub context: usize,
+    pub vocab: usize,
+    pub device: String,
+    pub dtype: String,
+}
+
+pub struct Session {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    pub source: ModelSource,
+    pub name: String,
+    eos_ids: Vec<u32>,
+}
+
+impl Session {
+    pub fn load(source: &ModelSource, opts: &LoadOptions, progress: &mut dyn FnMut(LoadProgress)) -> Result<Session> {
+        Self::load_cancellable(source, opts, &mut |p| {
+            progress(p);
+            true
+        })
+    }
+
+    /// Like [`Session::load`]; `progress` returning false cancels between layers.
+    pub fn load_cancellable(source: &ModelSource, opts: &LoadOptions, progress: &mut dyn FnMut(LoadProgress) -> bool) -> Result<Session> {
+        let path = source.local_path(&mut |p| {
+            progress(p);
+        })?;
+        let ck = match source {
+            ModelSource::Gguf(_) => checkpoint::open_gguf(&path, opts.dtype, &opts.device)?,
+            _ if path.is_file() => checkpoint::open_gguf(&path, opts.dtype, &opts.device)?,
+            _ => checkpoint::open_dir(&path, opts.dtype, &opts.device)?,
+        };
+        let (tokenizer, chat_template) = tokenizer_for(&ck)?;
+        let Checkpoint { config, weights, .. } = ck;
+        let model = Model::load(config, &weights, &mut |done, total| progress(LoadProgress::Layers { done, total }))?;
+        let eos_ids = tokenizer.eos_ids(&model.config.eos_token_ids);
+        Ok(Session { model, tokenizer, chat_template, name: source.display_name(), source: source.clone(), eos_ids })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.config
+    }
+
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos_ids
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        let c = &self.model.config;
+        let moe: Vec<_> = c.layers.iter().filter_map(|l| match &l.ffn {
+            FfnConfig::Moe(m) => Some(m),
+            _ => None,
+        }).collect();
+        ModelInfo {
+            name: self.name.clone(),
+            model_type: c.family.model_type().to_string(),
+            summary: c.summary(),
+            layers: c.num_layers,
+            moe_layers: moe.len(),
+            heads: c.attention.num_heads,
+            kv_heads: c.attention.num_kv_heads,
+            experts: moe.first().map(|m| m.routing.num_experts).unwrap_or(0),
+            top_k: moe.first().map(|m| m.routing.top_k).unwrap_or(0),
+            shared_experts: moe.first().and_then(|m| m.shared).map(|s| s.count).unwrap_or(0),
+            dense_residual: moe.iter().any(|m| m.dense_residual.is_some()),
+            parameters: self.model.parameter_count(),
+            weight_bytes: self.model.weight_bytes(),
+            context: c.max_position_embeddings,
+            vocab: c.vocab_size,
+            device: format!("{:?}", self.model.device()),
+            dtype: format!("{:?}", self.model.dtype()),
+        }
+    }
+
+    /// Token ids of a prompt.
+    pub fn encode(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        match prompt {
+            Prompt::Text { text } => self.tokenizer.encode(text, true),
+            Prompt::Chat { messages } => {
+                let t = self.chat_template.as_ref().ok_or_else(|| {
+                    ModelError::tokenizer(&self.tokenizer.source, "this model has no chat template; use a plain text prompt")
+                })?;
+                // The template writes the special tokens itself, so none are added.
+                self.tokenizer.encode(&t.render(messages, true)?, false)
+            }
+            Prompt::Tokens { ids } => Ok(ids.clone()),
+        }
+    }
+
+    fn check_context(&self, tokens: usize) -> Result<()> {
+        let max = self.model.config.max_position_embeddings;
+        if tokens > max {
+            return Err(ModelError::ContextOverflow { tokens, max, model: self.name.clone() });
+        }
+        Ok(())
+    }
+
+    /// Fills every `mean` head intervention that has no reference yet with the head's mean
+    /// output over a plain forward of `reference_tokens`.
+    pub fn fill_head_means(&self, interventions: &mut Interventions, reference_tokens: &[u32]) -> Result<()> {
+        let wanted: Vec<usize> = interventions
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Intervention::Head { layer, method: HeadMethod::Mean { reference }, .. } if reference.is_empty() => Some(*layer),
+                _ => None,
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.check_context(reference_tokens.len())?;
+        let mut cache = self.model.new_cache();
+        let out = self.model.forward(
+            reference_tokens,
+            &mut cache,
+            &ForwardOptions { capture: &CaptureSpec::none(), edits: &[], head_outputs: &Layers::Only(wanted) },
+        )?;
+        for i in interventions.items.iter_mut() {
+            if let Intervention::Head { layer, head, method: HeadMethod::Mean { reference } } = i {
+                if reference.is_empty() {
+                    let per_head = out.head_outputs[*layer].as_ref().expect("requested above");
+                    if *head >= per_head.dim(1)? {
+                        return Err(ModelError::Invalid(format!("head {head} out of range")));
+                    }
+                    *reference = per_head.narrow(1, *head, 1)?.to_dtype(DType::F32)?.mean(0)?.flatten_all()?.to_vec1()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Generates, streaming events; see the module docs.
+    pub fn run(&self, request: &RunRequest, on_event: &mut dyn FnMut(RunEvent) -> bool) -> Result<RunRecord> {
+        let prompt = &request.tokens;
+        if prompt.is_empty() {
+            return Err(ModelError::Invalid("the prompt is empty".into()));
+        }
+        self.check_context(prompt.len())?;
+        let edits = self.model.edits(&request.interventions)?;
+        let cap = &request.capture;
+        let opts = ForwardOptions { capture: cap, edits: &edits, head_outputs: &Layers::None };
+        let mut cache = self.model.new_cache();
+        let mut record = RunRecord {
+            request: request.clone(),
+            tokens: prompt.clone(),
+            prompt_len: prompt.len(),
+            positions: Vec::with_capacity(prompt.len() + request.max_new_tokens),
+            text: String::new(),
+            stop: StopReason::MaxTokens,
+            logits: vec![],
+            hidden: BTreeMap::new(),
+            probs: BTreeMap::new(),
+            prefill_seconds: 0.0,
+            decode_seconds: 0.0,
+        };
+        let started = Instant::now();
+        let out = self.model.forward(prompt, &mut cache, &opts)?;
+        let mut last = self.collect(&out.layers, &out.logits, prompt, 0, false, &mut record)?;
+        record.prefill_seconds = started.elapsed().as_secs_f64();
+        if !on_event(RunEvent::Prefilled { records: &record.positions }) {
+            record.stop = StopReason::Cancelled;
+            return Ok(record);
+        }
+        let mut sampler = Sampler::new(request.sampling.clone());
+        let mut stream = TextStream::new(&self.tokenizer, false);
+        let max = self.model.config.max_position_embeddings;
+        let decode_start = Instant::now();
+        for _ in 0..request.max_new_tokens {
+            if record.tokens.len() >= max {
+                record.stop = StopReason::ContextFull;
+                break;
+            }
+            let token = sampler.sample(&last);
+            let position = record.tokens.len();
+            record.tokens.push(token);
+            // Feed it back at once: its own routing and head stats, and the next logits.
+            let out = self.model.forward(&[token], &mut cache, &opts)?;
+            last = self.collect(&out.layers, &out.logits, &[token], position, true, &mut record)?;
+            let text = stream.push(token)?;
+            record.text.push_str(&text);
+            let go_on = on_event(RunEvent::Token { record: record.positions.last().unwrap(), text: &text });
+            if request.stop_at_eos && self.eos_ids.contains(&token) {
+                record.stop = StopReason::EndOfSequence;
+                break;
+            }
+            if !go_on {
+                record.stop = StopReason::Cancelled;
+                break;
+            }
+        }
+        record.text.push_str(&stream.finish()?);
+        record.decode_seconds = decode_start.elapsed().as_secs_f64();
+        Ok(record)
+    }
+
+    /// Copies one forward call's captures to the host; returns the last position's logits.
+    fn collect(&self, layers: &[LayerCapture], logits: &Tensor, tokens: &[u32], start: usize, generated: bool, record: &mut RunRecord) -> Result<Vec<f32>> {
+        let t = tokens.len();
+        let rows = |x: &Option<Tensor>| -> Result<Option<Vec<Vec<f32>>>> {
+            x.as_ref().map(|x| x.to_dtype(DType::F32)?.to_vec2::<f32>().map_err(Into::into)).transpose()
+        };
+        let rows_u32 = |x: &Option<Tensor>| -> Result<Option<Vec<Vec<u32>>>> {
+            x.as_ref().map(|x| x.to_vec2::<u32>().map_err(Into::into)).transpose()
+        };
+        let vec1 = |x: &Option<Tensor>| -> Result<Option<Vec<f32>>> { x.as_ref().map(|x| x.to_vec1::<f32>().map_err(Into::into)).transpose() };
+        let mut per_layer: Vec<Vec<LayerRecord>> = vec![vec![LayerRecord::default(); layers.len()]; t];
+        for (l, lc) in layers.iter().enumerate() {
+            if let Some(rc) = &lc.router {
+                let (lg, ex, w) = (rows(&Some(rc.logits.clone()))?.unwrap(), rows_u32(&Some(rc.experts.clone()))?.unwrap(), rows(&Some(rc.weights.clone()))?.unwrap());
+                for p in 0..t {
+                    let r = &mut per_layer[p][l];
+                    r.router_logits = lg[p].clone();
+                    r.experts = ex[p].clone();
+                    r.weights = w[p].clone();
+                }
+            }
+            if let (Some(e), Some(a)) = (rows(&lc.attn_entropy)?, rows_u32(&lc.attn_argmax)?) {
+                for p in 0..t {
+                    per_layer[p][l].head_entropy = e[p].clone();
+                    per_layer[p][l].head_argmax = a[p].clone();
+                }
+            }
+            if let Some(c) = &lc.contributions {
+                let routed = vec1(&Some(c.routed.clone()))?.unwrap();
+                let shared = vec1(&c.shared)?;
+                let dense = vec1(&c.dense_residual)?;
+                for p in 0..t {
+                    let r = &mut per_layer[p][l];
+                    r.routed_norm = Some(routed[p]);
+                    r.shared_norm = shared.as_ref().map(|s| s[p]);
+                    r.dense_norm = dense.as_ref().map(|s| s[p]);
+                }
+            }
+            if let Some(h) = rows(&lc.hidden)? {
+                record.hidden.entry(l).or_default().extend(h);
+            }
+            if let Some(pr) = &lc.attn_probs {
+                // [H, T, S] → per query position, its row of every head.
+                let pr = pr.transpose(0, 1)?.contiguous()?.flatten_from(1)?.to_vec2::<f32>()?;
+                record.probs.entry(l).or_default().extend(pr);
+            }
+        }
+        for (i, layers) in per_layer.into_iter().enumerate() {
+            record.positions.push(PositionRecord {
+                position: start + i,
+                token: tokens[i],
+                piece: self.tokenizer.piece(tokens[i]),
+                generated,
+                layers,
+            });
+        }
+        let all = logits.to_vec2::<f32>()?;
+        if record.request.capture.logits {
+            record.logits.extend(all.iter().cloned());
+        }
+        Ok(all.last().cloned().unwrap_or_default())
+    }
+}
+
+/// The tokenizer and chat template of a checkpoint: tokenizer.json in its directory, else the
+/// GGUF's vocabulary.
+fn tokenizer_for(ck: &Checkpoint) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+    if let Some(dir) = &ck.dir {
+        let tok = Tokenizer::from_dir(dir)?;
+        let template = match read_tokenizer_config(dir)? {
+            Some(cfg) => ChatTemplate::from_tokenizer_config(&cfg, &dir.join("tokenizer_config.json"), tok.bos_token.clone(), tok.eos_token.clone())?,
+            None => None,
+        };
+        // transformers ≥ 4.43 may keep the template in chat_template.jinja instead.
+        let template = match template {
+            Some(t) => Some(t),
+            None => {
+                let jinja = dir.join("chat_template.jinja");
+                if jinja.exists() {
+                    let src = std::fs::read_to_string(&jinja).map_err(|e| ModelError::io(&jinja, e))?;
+                    Some(ChatTemplate::new(src, &jinja, tok.bos_token.clone(), tok.eos_token.clone())?)
+                } else {
+                    None
+                }
+            }
+        };
+        return Ok((tok, template));
+    }
+    let g = ck.gguf.as_ref().ok_or_else(|| ModelError::Source("internal: checkpoint without tokenizer source".into()))?;
+    let json = g.tokenizer.as_ref().ok_or_else(|| {
+        ModelError::tokenizer(&g.path, "the GGUF's vocabulary type is not supported (byte-level BPE only); put the model's tokenizer.json next to the .gguf file")
+    })?;
+    let tok = Tokenizer::from_json(json, &g.path, g.bos_token.clone(), g.eos_token.clone())?;
+    let template = match &g.chat_template {
+        Some(src) => Some(ChatTemplate::new(src.clone(), &g.path, g.bos_token.clone(), g.eos_token.clone())?),
+        None => None,
+    };
+    Ok((tok, template))
+}
