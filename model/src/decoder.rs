@@ -125,6 +125,11 @@ impl Model {
     /// Resolves an intervention set into per-layer edits (after validating it).
     pub fn edits(&self, interventions: &Interventions) -> Result<Vec<LayerEdits>> {
         interventions.validate(&self.config)?;
+        if interventions.has_pending_means() {
+            return Err(ModelError::Invalid(
+                "a `mean` head intervention has no reference mean yet (measure it with Session::fill_head_means)".into(),
+            ));
+        }
         if interventions.is_empty() {
             return Ok(vec![]);
         }

@@ -130,7 +130,8 @@ impl Interventions {
                     }
                     if let HeadMethod::Mean { reference } = method {
                         let dv = config.attention.v_head_dim();
-                        if reference.len() != dv {
+                        // Empty: still to be measured (Session::fill_head_means).
+                        if !reference.is_empty() && reference.len() != dv {
                             return bad(i, format!("the mean has {} values, the head dimension is {dv}", reference.len()));
                         }
                     }
@@ -147,6 +148,11 @@ impl Interventions {
             }
         }
         Ok(())
+    }
+
+    /// Head means still to be measured on a reference run.
+    pub fn has_pending_means(&self) -> bool {
+        self.items.iter().any(|i| matches!(i, Intervention::Head { method: HeadMethod::Mean { reference }, .. } if reference.is_empty()))
     }
 
     /// What this set does to one layer, in the form the decoder applies it.

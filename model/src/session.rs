@@ -274,6 +274,7 @@ impl Session {
     /// Fills every `mean` head intervention that has no reference yet with the head's mean
     /// output over a plain forward of `reference_tokens`.
     pub fn fill_head_means(&self, interventions: &mut Interventions, reference_tokens: &[u32]) -> Result<()> {
+        interventions.validate(&self.model.config)?;
         let wanted: Vec<usize> = interventions
             .items
             .iter()

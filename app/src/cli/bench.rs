@@ -1,0 +1,90 @@
+//! `routelab bench`: prefill and decode speed with and without full capture, measured side by
+//! side (interleaved repeats, medians) so the ratio is not skewed by drift.
+
+use clap::Args;
+use routelab_model::capture::CaptureSpec;
+use routelab_model::interventions::Interventions;
+use routelab_model::sampling::SamplingSettings;
+use routelab_model::session::{RunRequest, Session};
+
+use super::args::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+    /// Tokens to decode per run.
+    #[arg(long, default_value_t = 32)]
+    pub new_tokens: usize,
+    /// Measured runs per configuration (after one warm-up each).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+}
+
+const TEXT: &str = "The history of the city begins with a small settlement on the river, where traders \
+met to exchange grain, salt and cloth. Over the centuries the market grew into a town, the town into a \
+city, and the city into the capital of a province whose records fill a library of their own. ";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Prefill and decode tokens/s of one run.
+fn measure(session: &Session, tokens: &[u32], new_tokens: usize, capture: &CaptureSpec) -> anyhow::Result<(f64, f64)> {
+    let req = RunRequest {
+        tokens: tokens.to_vec(),
+        max_new_tokens: new_tokens,
+        sampling: SamplingSettings::default(),
+        capture: capture.clone(),
+        interventions: Interventions::default(),
+        stop_at_eos: false,
+    };
+    let r = session.run(&req, &mut |_| true)?;
+    Ok((r.prompt_len as f64 / r.prefill_seconds, r.generated().len() as f64 / r.decode_seconds))
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let session = a.model.load()?;
+    let mut tokens = vec![];
+    while tokens.len() < a.prompt_tokens {
+        tokens.extend(session.tokenizer.encode(TEXT, false)?);
+    }
+    tokens.truncate(a.prompt_tokens);
+    let max = session.config().max_position_embeddings;
+    anyhow::ensure!(a.prompt_tokens + a.new_tokens <= max, "prompt + new tokens exceed the context window ({max})");
+    let configs = [("plain", CaptureSpec::none()), ("full capture", CaptureSpec::all())];
+    for (_, c) in &configs {
+        measure(&session, &tokens, 2, c)?; // warm-up
+    }
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); configs.len()];
+    for _ in 0..a.repeats.max(1) {
+        for (i, (_, c)) in configs.iter().enumerate() {
+            let (p, d) = measure(&session, &tokens, a.new_tokens, c)?;
+            results[i].0.push(p);
+            results[i].1.push(d);
+        }
+    }
+    let med: Vec<(f64, f64)> = results.into_iter().map(|(p, d)| (median(p), median(d))).collect();
+    println!(
+        "{} on {} ({}): {} prompt tokens, {} decoded, median of {}",
+        session.name,
+        session.info().device,
+        session.info().dtype,
+        a.prompt_tokens,
+        a.new_tokens,
+        a.repeats.max(1)
+    );
+    println!("{:<22} {:>14} {:>14}", "", "prefill tok/s", "decode tok/s");
+    for ((name, _), (p, d)) in configs.iter().zip(&med) {
+        println!("{name:<22} {p:>14.1} {d:>14.1}");
+    }
+    let (pp, pd) = med[0];
+    let (fp, fd) = med[1];
+    println!("{:<22} {:>14.3} {:>14.3}", "full / plain", fp / pp, fd / pd);
+    println!("full capture costs {:.1}% of decode speed, {:.1}% of prefill speed", 100.0 * (1.0 - fd / pd), 100.0 * (1.0 - fp / pp));
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! `routelab forward`: one forward pass over a prompt or token ids, written as a trace.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use routelab_model::capture::CaptureSpec;
+use routelab_model::sampling::SamplingSettings;
+use routelab_model::session::{Prompt, RunRequest};
+use routelab_probes::trace::Trace;
+
+use super::args::{CaptureArgs, InterventionArgs, ModelArgs};
+use super::generate::prompt_of;
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Comma-separated token ids.
+    #[arg(long, conflicts_with = "prompt")]
+    pub tokens: Option<String>,
+    /// Prompt text (tokenised with the model's special tokens).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Wrap the prompt in the chat template.
+    #[arg(long)]
+    pub chat: bool,
+    #[command(flatten)]
+    pub interventions: InterventionArgs,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// Output trace (safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn parse_tokens(s: &str) -> anyhow::Result<Vec<u32>> {
+    s.split(',')
+        .map(|x| x.trim().parse::<u32>().with_context(|| format!("--tokens: {x:?} is not a token id")))
+        .collect()
+}
+
+pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
+    let session = a.model.load()?;
+    let prompt = match (&a.tokens, &a.prompt) {
+        (Some(t), None) => Prompt::Tokens { ids: parse_tokens(t)? },
+        (None, Some(p)) => prompt_of(p, a.chat, None),
+        _ => bail!("give either --tokens or --prompt"),
+    };
+    let tokens = session.encode(&prompt)?;
+    let interventions = a.interventions.build(&session, &tokens)?;
+    // Logits are what a forward pass is for: always recorded.
+    let capture = CaptureSpec { logits: true, ..a.capture.spec(CaptureSpec::default())? };
+    let request = RunRequest {
+        tokens,
+        max_new_tokens: 0,
+        sampling: SamplingSettings::default(),
+        capture,
+        interventions,
+        stop_at_eos: true,
+    };
+    let record = session.run(&request, &mut |_| true)?;
+    let trace = Trace::from_run(&record, &session.name, session.config(), &prompt.display());
+    trace.write(&a.out).with_context(|| format!("writing trace {}", a.out.display()))?;
+    eprintln!("{} positions in {:.2}s; trace written to {}", record.prompt_len, record.prefill_seconds, a.out.display());
+    Ok(())
+}

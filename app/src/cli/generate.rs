@@ -1,0 +1,122 @@
+//! `routelab run`: generate from a prompt, streaming the text, then summarise expert load.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use routelab_model::capture::CaptureSpec;
+use routelab_model::chat::Message;
+use routelab_model::sampling::SamplingSettings;
+use routelab_model::session::{Prompt, RunEvent, RunRequest, StopReason};
+use routelab_probes::summary::{expert_load, format_load_table};
+use routelab_probes::trace::Trace;
+
+use super::args::{CaptureArgs, InterventionArgs, ModelArgs};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt text.
+    #[arg(long, short)]
+    pub prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// System message (implies --chat).
+    #[arg(long)]
+    pub system: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// 0 = no limit.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep generating past end-of-sequence tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    #[command(flatten)]
+    pub interventions: InterventionArgs,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// Write the run as a routelab-trace/1 safetensors file.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+pub fn prompt_of(text: &str, chat: bool, system: Option<&str>) -> Prompt {
+    if chat || system.is_some() {
+        let mut messages = vec![];
+        if let Some(s) = system {
+            messages.push(Message::new("system", s));
+        }
+        messages.push(Message::new("user", text));
+        Prompt::Chat { messages }
+    } else {
+        Prompt::text(text)
+    }
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    let session = a.model.load()?;
+    let prompt = prompt_of(&a.prompt, a.chat, a.system.as_deref());
+    let tokens = session.encode(&prompt)?;
+    let interventions = a.interventions.build(&session, &tokens)?;
+    let request = RunRequest {
+        tokens,
+        max_new_tokens: a.max_new_tokens,
+        sampling: SamplingSettings { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
+        capture: a.capture.spec(CaptureSpec::default())?,
+        interventions,
+        stop_at_eos: !a.ignore_eos,
+    };
+    if !request.interventions.is_empty() {
+        let labels: Vec<String> = request.interventions.items.iter().map(|i| i.label()).collect();
+        eprintln!("interventions: {}", labels.join(", "));
+    }
+    let mut out = std::io::stdout().lock();
+    let text = session.tokenizer.decode(&request.tokens, false)?;
+    write!(out, "{text}")?;
+    out.flush()?;
+    let record = session.run(&request, &mut |ev| {
+        if let RunEvent::Token { text, .. } = ev {
+            let _ = write!(out, "{text}");
+            let _ = out.flush();
+        }
+        true
+    })?;
+    let generated = record.generated().len();
+    let stop = match record.stop {
+        StopReason::MaxTokens => "max tokens",
+        StopReason::EndOfSequence => "end of sequence",
+        StopReason::ContextFull => "context window full",
+        StopReason::Cancelled => "cancelled",
+    };
+    writeln!(out)?;
+    writeln!(
+        out,
+        "\n[{} prompt tokens in {:.2}s ({:.1} tok/s); {generated} generated in {:.2}s ({:.1} tok/s); stopped: {stop}]",
+        record.prompt_len,
+        record.prefill_seconds,
+        record.prompt_len as f64 / record.prefill_seconds.max(1e-9),
+        record.decode_seconds,
+        generated as f64 / record.decode_seconds.max(1e-9),
+    )?;
+    let trace = Trace::from_run(&record, &session.name, session.config(), &prompt.display());
+    if request.capture.router {
+        writeln!(out, "\nexpert load over all {} positions:", trace.len())?;
+        write!(out, "{}", format_load_table(&expert_load(&trace, 0..trace.len()), 4))?;
+    }
+    if let Some(path) = &a.trace {
+        trace.write(path).with_context(|| format!("writing trace {}", path.display()))?;
+        eprintln!("trace written to {}", path.display());
+    }
+    Ok(())
+}

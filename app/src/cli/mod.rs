@@ -1,0 +1,44 @@
+//! Command-line interface: `run`, `forward`, `bench`, `info`.
+
+mod args;
+mod bench;
+mod forward;
+mod generate;
+mod info;
+
+use clap::{Parser, Subcommand};
+
+pub use args::{CaptureArgs, InterventionArgs, ModelArgs};
+
+#[derive(Parser, Debug)]
+#[command(name = "routelab", version, about = "A workbench for looking inside dense and mixture-of-experts language models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate from a prompt, streaming the text, and print per-layer expert load.
+    Run(generate::RunArgs),
+    /// One forward pass over a prompt or token ids, written as a trace.
+    Forward(forward::ForwardArgs),
+    /// Prefill and decode speed with and without full capture.
+    Bench(bench::BenchArgs),
+    /// Architecture summary of a model.
+    Info(info::InfoArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Run(a)) => generate::run(a),
+        Some(Command::Forward(a)) => forward::run(a),
+        Some(Command::Bench(a)) => bench::run(a),
+        Some(Command::Info(a)) => info::run(a),
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            Ok(())
+        }
+    }
+}

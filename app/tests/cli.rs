@@ -1,0 +1,64 @@
+//! The command line, end to end on fixture models.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use routelab_probes::trace::Trace;
+
+fn fixture(case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models").join(case)
+}
+
+fn routelab(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_routelab")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn run_streams_text_summarises_expert_load_and_writes_a_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("run.safetensors");
+    let model = fixture("mixtral");
+    let (ok, out, err) = routelab(&[
+        "run", "--model", model.to_str().unwrap(), "--prompt", "fn main() {", "--max-new-tokens", "6",
+        "--mask-expert", "0:2:drop", "--mask-head", "1:0:mean", "--trace", trace.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("<|endoftext|>fn main() {"), "the prompt is echoed with its BOS: {out}");
+    assert!(out.contains("expert load over all") && out.contains("balance"), "{out}");
+    assert!(err.contains("interventions: layers.0.experts.2:drop, layers.1.attn.head.0:mean"), "{err}");
+    let t = Trace::read(&trace).unwrap();
+    assert_eq!(t.meta.interventions.items.len(), 2);
+    assert_eq!(t.len(), t.meta.generated_from + 6);
+    // Dropped expert 2 still shows in routing (routing unchanged) with weight 0.
+    let r = t.layers[0].router.as_ref().unwrap();
+    for (e, w) in r.experts.iter().zip(&r.weights) {
+        if *e == 2 {
+            assert_eq!(*w, 0.0);
+        }
+    }
+}
+
+#[test]
+fn forward_with_capture_all_writes_full_attention_hidden_states_and_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.safetensors");
+    let model = fixture("llama");
+    let (ok, _, err) = routelab(&["forward", "--model", model.to_str().unwrap(), "--tokens", "5,6,7,8", "--out", out.to_str().unwrap(), "--capture", "all"]);
+    assert!(ok, "{err}");
+    let t = Trace::read(&out).unwrap();
+    assert_eq!(t.tokens, vec![5, 6, 7, 8]);
+    assert_eq!(t.logits.as_ref().unwrap().1.len(), 4 * 320);
+    assert!(t.layers.iter().all(|l| l.probs.is_some() && l.hidden.is_some() && l.entropy.is_some()));
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message_not_a_panic() {
+    let (ok, _, err) = routelab(&["run", "--model", "/no/such/model", "--prompt", "x"]);
+    assert!(!ok && err.contains("/no/such/model") && !err.contains("panicked"), "{err}");
+    let model = fixture("mixtral");
+    let (ok, _, err) = routelab(&["run", "--model", model.to_str().unwrap(), "--prompt", "x", "--mask-expert", "0:9"]);
+    assert!(!ok && err.contains("4 experts"), "{err}");
+    let (ok, _, err) = routelab(&["forward", "--model", model.to_str().unwrap(), "--tokens", "1,x", "--out", "/tmp/never.safetensors"]);
+    assert!(!ok && err.contains("\"x\""), "{err}");
+}

@@ -1,0 +1,197 @@
+//! Bad input gets a clear error naming the file, tensor or field, never a panic.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use routelab_model::checkpoint;
+use routelab_model::decoder::Model;
+use routelab_model::interventions::{ExpertMethod, Intervention, Interventions};
+use routelab_model::sampling::SamplingSettings;
+use routelab_model::session::{LoadOptions, RunRequest, Session};
+use routelab_model::source::ModelSource;
+use routelab_tests::*;
+
+/// A writable copy of a fixture model.
+fn copy_case(case: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(case_dir(case)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+fn load_err(dir: &Path) -> String {
+    match checkpoint::open_dir(dir, DType::F32, &Device::Cpu).and_then(|ck| Model::load(ck.config, &ck.weights, &mut |_, _| true)) {
+        Ok(_) => panic!("{} loaded although it is broken", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut v = json(&p);
+    f(&mut v);
+    std::fs::write(p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn missing_config_names_config_json() {
+    let d = copy_case("llama");
+    std::fs::remove_file(d.path().join("config.json")).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("config.json") && e.contains("missing"), "{e}");
+}
+
+#[test]
+fn missing_weights_say_what_was_looked_for() {
+    let d = copy_case("llama");
+    std::fs::remove_file(d.path().join("model.safetensors")).unwrap();
+    std::fs::remove_file(d.path().join("reference.safetensors")).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("no weights found") && e.contains("model.safetensors"), "{e}");
+}
+
+#[test]
+fn unknown_model_type_lists_the_supported_ones() {
+    let d = copy_case("llama");
+    edit_config(d.path(), |v| v["model_type"] = "gpt_neox_9000".into());
+    let e = load_err(d.path());
+    assert!(e.contains("config.json") && e.contains("gpt_neox_9000") && e.contains("mixtral") && e.contains("deepseek_v3"), "{e}");
+}
+
+#[test]
+fn config_with_a_bad_field_names_the_field() {
+    let d = copy_case("mixtral");
+    edit_config(d.path(), |v| v["num_local_experts"] = "eight".into());
+    let e = load_err(d.path());
+    assert!(e.contains("num_local_experts") && e.contains("integer"), "{e}");
+    let d = copy_case("mixtral");
+    edit_config(d.path(), |v| {
+        v.as_object_mut().unwrap().remove("num_experts_per_tok");
+    });
+    let e = load_err(d.path());
+    assert!(e.contains("num_experts_per_tok") && e.contains("missing"), "{e}");
+    let d = copy_case("llama");
+    std::fs::write(d.path().join("config.json"), "{ not json").unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("config.json") && e.contains("JSON"), "{e}");
+}
+
+#[test]
+fn a_tensor_with_the_wrong_shape_is_named_with_both_shapes() {
+    let d = copy_case("llama");
+    // The config claims a wider MLP than the weights have.
+    edit_config(d.path(), |v| v["intermediate_size"] = 999.into());
+    let e = load_err(d.path());
+    assert!(e.contains("model.layers.0.mlp.gate_proj.weight") && e.contains("999") && e.contains("model.safetensors"), "{e}");
+}
+
+#[test]
+fn a_missing_tensor_is_named() {
+    let d = copy_case("mixtral");
+    // Rewrite the checkpoint without one expert's down projection.
+    let p = d.path().join("model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let gone = "model.layers.1.block_sparse_moe.experts.3.w2.weight";
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st.tensors().into_iter().filter(|(n, _)| n != gone).collect();
+    std::fs::write(&p, safetensors::tensor::serialize(kept, None).unwrap()).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("missing tensor") && e.contains(gone), "{e}");
+    // A router whose size disagrees with the config is a shape error naming both.
+    let d = copy_case("mixtral");
+    edit_config(d.path(), |v| v["num_local_experts"] = 5.into());
+    let e = load_err(d.path());
+    assert!(e.contains("block_sparse_moe.gate.weight") && e.contains("[4, 64]") && e.contains("[5, 64]"), "{e}");
+}
+
+#[test]
+fn a_truncated_safetensors_file_is_reported_as_truncated() {
+    let d = copy_case("llama");
+    let p = d.path().join("model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
+    std::fs::write(&p, &bytes[..5]).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("model.safetensors") && e.contains("not a safetensors file"), "{e}");
+}
+
+#[test]
+fn a_corrupt_gguf_names_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("broken.gguf");
+    std::fs::write(&p, b"GGUF\x03\x00\x00\x00 this is not really a gguf file").unwrap();
+    let e = Session::load(&ModelSource::Gguf(p.clone()), &LoadOptions::default(), &mut |_| {}).err().expect("corrupt GGUF loaded").to_string();
+    assert!(e.contains("broken.gguf") && e.contains("GGUF"), "{e}");
+    std::fs::write(&p, b"not even a magic number").unwrap();
+    let e = Session::load(&ModelSource::Gguf(p), &LoadOptions::default(), &mut |_| {}).err().unwrap().to_string();
+    assert!(e.contains("broken.gguf"), "{e}");
+}
+
+#[test]
+fn a_truncated_gguf_names_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("cut.gguf");
+    let bytes = std::fs::read(smollm2_gguf()).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
+    let e = Session::load(&ModelSource::Gguf(p), &LoadOptions::default(), &mut |_| {}).err().expect("truncated GGUF loaded").to_string();
+    assert!(e.contains("cut.gguf"), "{e}");
+}
+
+fn fixture_session(case: &str) -> Session {
+    Session::load(&ModelSource::Dir(case_dir(case)), &LoadOptions::default(), &mut |_| {}).unwrap()
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_window_is_refused() {
+    let s = fixture_session("llama");
+    let max = s.config().max_position_embeddings;
+    let req = RunRequest {
+        tokens: vec![5; max + 1],
+        max_new_tokens: 1,
+        sampling: SamplingSettings::default(),
+        capture: Default::default(),
+        interventions: Interventions::default(),
+        stop_at_eos: true,
+    };
+    let e = s.run(&req, &mut |_| true).err().expect("overlong prompt ran").to_string();
+    assert!(e.contains(&format!("{} tokens", max + 1)) && e.contains(&format!("context window of {max}")), "{e}");
+}
+
+#[test]
+fn interventions_outside_the_model_are_refused_with_the_reason() {
+    let s = fixture_session("qwen2_moe");
+    let bad = |i: Intervention| Interventions::new(vec![i]).validate(s.config()).err().expect("accepted").to_string();
+    assert!(bad(Intervention::Expert { layer: 9, expert: 0, method: ExpertMethod::Drop }).contains("3 layers"));
+    assert!(bad(Intervention::Expert { layer: 0, expert: 99, method: ExpertMethod::Drop }).contains("8 experts"));
+    // Layer 1 of this fixture is dense (mlp_only_layers).
+    assert!(bad(Intervention::Expert { layer: 1, expert: 0, method: ExpertMethod::Drop }).contains("dense"));
+    assert!(bad(Intervention::DenseResidual { layer: 0 }).contains("no dense residual"));
+    // Rerouting away all but one expert of a top-2 router leaves nothing to route to.
+    let all: Vec<Intervention> = (0..7).map(|e| Intervention::Expert { layer: 0, expert: e, method: ExpertMethod::Reroute }).collect();
+    assert!(Interventions::new(all).validate(s.config()).is_err());
+}
+
+#[test]
+fn token_ids_outside_the_vocabulary_are_refused() {
+    let s = fixture_session("llama");
+    let req = RunRequest {
+        tokens: vec![1, 100_000],
+        max_new_tokens: 0,
+        sampling: SamplingSettings::default(),
+        capture: Default::default(),
+        interventions: Interventions::default(),
+        stop_at_eos: true,
+    };
+    let e = s.run(&req, &mut |_| true).err().unwrap().to_string();
+    assert!(e.contains("100000") && e.contains("vocabulary"), "{e}");
+}
+
+#[test]
+fn an_unknown_model_name_explains_the_accepted_forms() {
+    let e = ModelSource::parse("definitely-not-a-model").unwrap_err().to_string();
+    assert!(e.contains("bundled") && e.contains("owner/name"), "{e}");
+}
