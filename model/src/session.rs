@@ -1,7 +1,7 @@
 //! A loaded model with its tokenizer and chat template, and generation with capture.
 //!
 //! [`Session::run`] prefills the prompt, then samples and feeds back one token at a time.
-//! Every position (prompt and generated) gets a [`PositionRecord`] with its routing and head
+//! Every position (prompt and generated) gets a [`StepRecord`] with its routing and head
 //! statistics; heavier captures (logits, residual streams, full attention) are collected in
 //! the [`RunRecord`]. Captures are copied to the host once per forward call.
 
@@ -107,7 +107,7 @@ pub struct LayerRecord {
 
 /// Everything recorded at one position.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PositionRecord {
+pub struct StepRecord {
     pub position: usize,
     pub token: u32,
     /// The token's text on its own.
@@ -131,7 +131,7 @@ pub struct RunRecord {
     pub request: RunRequest,
     pub tokens: Vec<u32>,
     pub prompt_len: usize,
-    pub positions: Vec<PositionRecord>,
+    pub positions: Vec<StepRecord>,
     /// Generated text (special tokens kept).
     pub text: String,
     pub stop: StopReason,
@@ -153,8 +153,8 @@ impl RunRecord {
 
 /// Streaming events from [`Session::run`]; returning `false` from the callback cancels.
 pub enum RunEvent<'a> {
-    Prefilled { records: &'a [PositionRecord] },
-    Token { record: &'a PositionRecord, text: &'a str },
+    Prefilled { records: &'a [StepRecord] },
+    Token { record: &'a StepRecord, text: &'a str },
 }
 
 /// Architecture facts for display.
@@ -419,7 +419,7 @@ impl Session {
             }
         }
         for (i, layers) in per_layer.into_iter().enumerate() {
-            record.positions.push(PositionRecord {
+            record.positions.push(StepRecord {
                 position: start + i,
                 token: tokens[i],
                 piece: self.tokenizer.piece(tokens[i]),

@@ -178,10 +178,24 @@ impl hf_hub::api::Progress for Reporter<'_> {
     }
 }
 
+/// The local Hugging Face cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub` (as the Python libraries resolve it).
+pub fn hf_cache() -> Cache {
+    match std::env::var_os("HF_HUB_CACHE") {
+        Some(p) => Cache::new(PathBuf::from(p)),
+        None => Cache::from_env(),
+    }
+}
+
 /// Resolves a hub repo to its snapshot directory in the local cache, downloading what is
 /// missing unless `HF_HUB_OFFLINE` is set.
 pub fn fetch_hf(repo: &str, revision: Option<&str>, progress: &mut dyn FnMut(LoadProgress)) -> Result<PathBuf> {
-    let cache = Cache::from_env();
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    fetch_hf_in(&hf_cache(), offline, repo, revision, progress)
+}
+
+/// [`fetch_hf`] with an explicit cache and offline switch.
+pub fn fetch_hf_in(cache: &Cache, offline: bool, repo: &str, revision: Option<&str>, progress: &mut dyn FnMut(LoadProgress)) -> Result<PathBuf> {
     let cached = cache.repo(hf_repo(repo, revision));
     // Offline path: everything the index or single file names is already cached.
     if let Some(config) = cached.get("config.json") {
@@ -190,14 +204,13 @@ pub fn fetch_hf(repo: &str, revision: Option<&str>, progress: &mut dyn FnMut(Loa
             return Ok(dir);
         }
     }
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if offline {
         return Err(ModelError::Source(format!(
             "{repo}: not in the local Hugging Face cache ({}) and HF_HUB_OFFLINE is set",
             cache.path().display()
         )));
     }
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
         .with_progress(false)
         .build()
         .map_err(|e| ModelError::Source(format!("{repo}: cannot reach the Hugging Face hub: {e}")))?;
