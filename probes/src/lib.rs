@@ -6,6 +6,8 @@
 
 pub mod atomic;
 pub mod error;
+pub mod export;
+pub mod stats;
 pub mod summary;
 pub mod trace;
 

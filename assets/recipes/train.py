@@ -1,0 +1,198 @@
+"""Train tiny-moe (Mixtral) or tiny-dense (Llama) on the RouteLab corpus, CPU only.
+
+    python train.py --model moe   [--steps N] [--out DIR]
+    python train.py --model dense [--steps N] [--out DIR]
+
+Fixed seeds, fixed step count (the default step counts were calibrated to take about 35-40
+minutes on 2 CPU cores). Every batch row is one domain (prose, rust, python, numbers or
+retrieval tasks) so batches mix domains while sequences stay distinct. Writes a standard
+transformers checkpoint (config.json, model.safetensors, generation_config.json,
+tokenizer.json, tokenizer_config.json) plus train_log.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import EOT, IM_END, MODELS, TEXT_DOMAINS, TOKENIZER_DIR, TOKENS, VOCAB_SIZE, retrieval_sequence  # noqa: E402
+
+import os
+ATTN = os.environ.get("ATTN", "sdpa")
+
+RECIPES = {
+    "moe": dict(
+        name="tiny-moe", seq_len=512, batch=16, steps=1500, lr=2e-3, warmup=100, seed=1,
+        mix={"prose": 0.30, "rust": 0.20, "python": 0.20, "numbers": 0.15, "retrieval": 0.15},
+        config=dict(model_type="mixtral", vocab_size=VOCAB_SIZE, hidden_size=256, intermediate_size=160,
+                    num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4, head_dim=32,
+                    num_local_experts=8, num_experts_per_tok=2, router_aux_loss_coef=0.01,
+                    router_jitter_noise=0.0, output_router_logits=False, max_position_embeddings=1024,
+                    rope_theta=10000.0, rms_norm_eps=1e-5, sliding_window=None, hidden_act="silu",
+                    tie_word_embeddings=False, bos_token_id=EOT, eos_token_id=EOT, pad_token_id=EOT,
+                    initializer_range=0.02, attention_dropout=0.0),
+    ),
+    "dense": dict(
+        name="tiny-dense", seq_len=512, batch=16, steps=1500, lr=2e-3, warmup=100, seed=2,
+        mix={"prose": 0.20, "rust": 0.10, "python": 0.10, "numbers": 0.10, "retrieval": 0.50},
+        config=dict(model_type="llama", vocab_size=VOCAB_SIZE, hidden_size=256, intermediate_size=768,
+                    num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8, head_dim=32,
+                    max_position_embeddings=1024, rope_theta=10000.0, rms_norm_eps=1e-5,
+                    hidden_act="silu", tie_word_embeddings=False, bos_token_id=EOT, eos_token_id=EOT,
+                    pad_token_id=EOT, initializer_range=0.02, attention_bias=False, mlp_bias=False,
+                    attention_dropout=0.0),
+    ),
+}
+
+
+class Batches:
+    """Deterministic batch stream: each row picks a domain with the recipe's weights, then a
+    random window of that domain's token stream, or a row of synthetic retrieval tasks whose
+    haystacks are windows of the prose stream."""
+
+    def __init__(self, recipe, split="train", seed=0):
+        from transformers import AutoTokenizer
+        self.tok = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+        self.streams = {d: np.load(TOKENS / f"{d}.{split}.npy").astype(np.int64) for d in TEXT_DOMAINS}
+        self.domains = list(recipe["mix"])
+        self.weights = np.array([recipe["mix"][d] for d in self.domains])
+        self.seq_len, self.batch = recipe["seq_len"], recipe["batch"]
+        self.np_rng = np.random.default_rng(seed)
+        self.rng = random.Random(seed)
+        self._enc_cache = {}
+        self.newline = self.encode("\n")[0]
+
+    def encode(self, text):
+        ids = self._enc_cache.get(text)
+        if ids is None:
+            ids = self.tok.encode(text, add_special_tokens=False)
+            if len(self._enc_cache) < 100_000:
+                self._enc_cache[text] = ids
+        return list(ids)
+
+    def filler(self, n):
+        s = self.streams["prose"]
+        i = int(self.np_rng.integers(0, len(s) - n - 1))
+        w = s[i:i + n].copy()
+        w[w == EOT] = self.newline  # no document breaks inside a haystack
+        return w.tolist()
+
+    def row(self, domain):
+        if domain == "retrieval":
+            return retrieval_sequence(self, self.filler, self.rng, self.seq_len + 1), domain
+        s = self.streams[domain]
+        i = int(self.np_rng.integers(0, len(s) - self.seq_len - 2))
+        return s[i:i + self.seq_len + 1].tolist(), domain
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        doms = self.np_rng.choice(len(self.domains), size=self.batch, p=self.weights)
+        rows = [self.row(self.domains[d])[0] for d in doms]
+        x = torch.tensor(rows, dtype=torch.long)
+        return x[:, :-1], x[:, 1:], [self.domains[d] for d in doms]
+
+
+def make_model(recipe):
+    from transformers import AutoConfig, AutoModelForCausalLM
+    cfg = dict(recipe["config"])
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    torch.manual_seed(recipe["seed"])
+    return AutoModelForCausalLM.from_config(config, attn_implementation=ATTN, dtype=torch.float32)
+
+
+def lr_at(step, recipe):
+    total, warm, peak = recipe["steps"], recipe["warmup"], recipe["lr"]
+    if step < warm:
+        return peak * (step + 1) / warm
+    p = (step - warm) / max(1, total - warm)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def save(model, out: Path, recipe, log):
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.use_cache = True
+    model.save_pretrained(out, safe_serialization=True)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(TOKENIZER_DIR / f, out / f)
+    gen = json.loads((out / "generation_config.json").read_text()) if (out / "generation_config.json").exists() else {}
+    gen.update({"bos_token_id": EOT, "eos_token_id": [EOT, IM_END], "pad_token_id": EOT, "do_sample": False})
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    (out / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=list(RECIPES), required=True)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save-every", type=int, default=0, help="also save intermediate checkpoints")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    recipe = dict(RECIPES[args.model])
+    if args.steps:
+        recipe["steps"] = args.steps
+    out = args.out or MODELS / recipe["name"]
+    random.seed(recipe["seed"])
+    np.random.seed(recipe["seed"])
+    model = make_model(recipe)
+    nparams = sum(p.numel() for p in model.parameters())
+    print(f"{recipe['name']}: {nparams:,} parameters", flush=True)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=recipe["lr"], betas=(0.9, 0.95), eps=1e-8)
+    batches = Batches(recipe, "train", seed=recipe["seed"])
+    is_moe = recipe["config"]["model_type"] == "mixtral"
+    log = {"recipe": {k: v for k, v in recipe.items()}, "parameters": nparams, "threads": args.threads,
+           "torch": torch.__version__, "history": []}
+    model.train()
+    t0 = time.time()
+    ntok = 0
+    for step in range(recipe["steps"]):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, recipe)
+        x, y, _ = next(batches)
+        kw = {"output_router_logits": True} if is_moe else {}
+        outp = model(input_ids=x, labels=None, use_cache=False, **kw)
+        lm = torch.nn.functional.cross_entropy(outp.logits.reshape(-1, outp.logits.size(-1)), y.reshape(-1))
+        loss = lm
+        aux = None
+        if is_moe:
+            aux = outp.aux_loss
+            loss = lm + model.config.router_aux_loss_coef * aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ntok += x.numel()
+        if step % 25 == 0 or step == recipe["steps"] - 1:
+            el = time.time() - t0
+            rec = {"step": step, "loss": round(lm.item(), 4), "aux": round(aux.item(), 4) if aux is not None else None,
+                   "grad_norm": round(gn.item(), 3), "lr": round(lr_at(step, recipe), 6), "elapsed_s": round(el, 1),
+                   "tok_per_s": round(ntok / el, 1)}
+            log["history"].append(rec)
+            print(json.dumps(rec), flush=True)
+        if args.save_every and step and step % args.save_every == 0:
+            save(model, out.parent / (out.name + f"-step{step}"), recipe, log)
+    log["train_seconds"] = round(time.time() - t0, 1)
+    log["steps"] = recipe["steps"]
+    log["tokens"] = ntok
+    model.eval()
+    save(model, out, recipe, log)
+    print(f"done in {log['train_seconds']} s; saved to {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
