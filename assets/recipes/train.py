@@ -4,7 +4,7 @@
     python train.py --model dense [--steps N] [--out DIR]
 
 Fixed seeds, fixed step count (the default step counts were calibrated to take about 35-40
-minutes on 2 CPU cores). Every batch row is one domain (prose, rust, python, numbers or
+minutes on 2 CPU cores; ATTN=sdpa, the default, is the fastest attention on CPU). Every batch row is one domain (prose, rust, python, numbers or
 retrieval tasks) so batches mix domains while sequences stay distinct. Writes a standard
 transformers checkpoint (config.json, model.safetensors, generation_config.json,
 tokenizer.json, tokenizer_config.json) plus train_log.json.
@@ -31,7 +31,7 @@ ATTN = os.environ.get("ATTN", "sdpa")
 
 RECIPES = {
     "moe": dict(
-        name="tiny-moe", seq_len=512, batch=16, steps=1500, lr=2e-3, warmup=100, seed=1,
+        name="tiny-moe", seq_len=256, batch=16, steps=1500, lr=2e-3, warmup=100, seed=1,
         mix={"prose": 0.30, "rust": 0.20, "python": 0.20, "numbers": 0.15, "retrieval": 0.15},
         config=dict(model_type="mixtral", vocab_size=VOCAB_SIZE, hidden_size=256, intermediate_size=160,
                     num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4, head_dim=32,
@@ -42,10 +42,10 @@ RECIPES = {
                     initializer_range=0.02, attention_dropout=0.0),
     ),
     "dense": dict(
-        name="tiny-dense", seq_len=512, batch=16, steps=1500, lr=2e-3, warmup=100, seed=2,
+        name="tiny-dense", seq_len=512, batch=8, steps=1800, lr=2e-3, warmup=100, seed=2,
         mix={"prose": 0.20, "rust": 0.10, "python": 0.10, "numbers": 0.10, "retrieval": 0.50},
-        config=dict(model_type="llama", vocab_size=VOCAB_SIZE, hidden_size=256, intermediate_size=768,
-                    num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8, head_dim=32,
+        config=dict(model_type="llama", vocab_size=VOCAB_SIZE, hidden_size=256, intermediate_size=640,
+                    num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8, head_dim=32,
                     max_position_embeddings=1024, rope_theta=10000.0, rms_norm_eps=1e-5,
                     hidden_act="silu", tie_word_embeddings=False, bos_token_id=EOT, eos_token_id=EOT,
                     pad_token_id=EOT, initializer_range=0.02, attention_bias=False, mlp_bias=False,
@@ -123,6 +123,10 @@ def save(model, out: Path, recipe, log):
     out.mkdir(parents=True, exist_ok=True)
     model.config.use_cache = True
     model.save_pretrained(out, safe_serialization=True)
+    # transformers 5 writes rope_parameters only; older HF tools read rope_theta.
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.setdefault("rope_theta", cfg.get("rope_parameters", {}).get("rope_theta", 10000.0))
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(TOKENIZER_DIR / f, out / f)
     gen = json.loads((out / "generation_config.json").read_text()) if (out / "generation_config.json").exists() else {}

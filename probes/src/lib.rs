@@ -4,6 +4,7 @@
 //! - [`summary`]: per-layer expert load of a run, as printed by `routelab run`;
 //! - [`atomic`]: atomic writes for everything a user keeps.
 
+pub mod analysis;
 pub mod atomic;
 pub mod error;
 pub mod export;

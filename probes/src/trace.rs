@@ -23,7 +23,8 @@
 //! The `moe.*` norms extend the table of shared/DESIGN.md; everything else is as designed.
 //! `__metadata__`: `format`, `model`, `architecture`, `config` (JSON), `prompt`,
 //! `generated_from` (first generated position), `interventions` (JSON), `capture` (JSON),
-//! `sampling` (JSON), `routelab_version`.
+//! `sampling` (JSON), `routelab_version`, `token_text` (JSON list of each token's text, for
+//! labels).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -52,6 +53,8 @@ pub struct TraceMeta {
     pub capture: CaptureSpec,
     pub sampling: serde_json::Value,
     pub routelab_version: String,
+    /// Each token's text (for labels); metadata `token_text`, a JSON list.
+    pub pieces: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -170,6 +173,7 @@ impl Trace {
                 capture: run.request.capture.clone(),
                 sampling: serde_json::to_value(&run.request.sampling).unwrap_or_default(),
                 routelab_version: env!("CARGO_PKG_VERSION").to_string(),
+                pieces: run.positions.iter().map(|p| p.piece.clone()).collect(),
             },
             tokens: run.tokens.clone(),
             logits: if run.logits.is_empty() { None } else { Some((config.vocab_size, run.logits.concat())) },
@@ -237,6 +241,7 @@ impl Trace {
             ("capture", serde_json::to_string(&m.capture).unwrap_or_default()),
             ("sampling", m.sampling.to_string()),
             ("routelab_version", m.routelab_version.clone()),
+            ("token_text", serde_json::to_string(&m.pieces).unwrap_or_default()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -275,6 +280,7 @@ impl Trace {
             capture: serde_json::from_value(parse("capture")?).map_err(|e| bad(format!("metadata `capture`: {e}")))?,
             sampling: md.get("sampling").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default(),
             routelab_version: get("routelab_version")?,
+            pieces: md.get("token_text").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default(),
         };
         let tensor = |name: &str, dtype: Dtype, rank: usize| -> Result<Option<(Vec<usize>, &[u8])>> {
             match st.tensor(name) {
@@ -291,6 +297,9 @@ impl Trace {
         let u32v = |b: &[u8]| b.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<u32>>();
         let (tshape, tb) = tensor("tokens", Dtype::U32, 1)?.ok_or_else(|| bad("tensor `tokens` is missing".into()))?;
         let t = tshape[0];
+        if !meta.pieces.is_empty() && meta.pieces.len() != t {
+            return Err(bad(format!("token_text has {} entries for {t} tokens", meta.pieces.len())));
+        }
         if meta.generated_from > t {
             return Err(bad(format!("generated_from {} is past the {t} tokens", meta.generated_from)));
         }

@@ -140,3 +140,71 @@ impl CaptureArgs {
         Ok(spec)
     }
 }
+
+/// Prints a one-line progress bar with ETA to stderr.
+pub fn print_progress(what: &str, p: routelab_probes::analysis::retrieval::Progress) {
+    let eta = match p.eta_seconds {
+        Some(s) if p.done < p.total => format!(", ETA {}", fmt_secs(s)),
+        _ => String::new(),
+    };
+    let pct = if p.total > 0 { 100.0 * p.done as f64 / p.total as f64 } else { 100.0 };
+    eprint!("\r{what}: {}/{} ({pct:.0}%), {} elapsed{eta}        ", p.done, p.total, fmt_secs(p.elapsed_seconds));
+    let _ = std::io::stderr().flush();
+    if p.done >= p.total {
+        eprintln!();
+    }
+}
+
+pub fn fmt_secs(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.0}s")
+    } else if s < 3600.0 {
+        format!("{}m{:02.0}s", (s / 60.0) as u64, s % 60.0)
+    } else {
+        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+    }
+}
+
+/// Needle-in-a-haystack trial settings shared by the scan and the ablation.
+#[derive(Args, Debug, Clone)]
+pub struct NeedleArgs {
+    /// Context lengths in tokens, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![512usize, 1024])]
+    pub lengths: Vec<usize>,
+    /// Needle depths (0 = start, 1 = end), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0.0f64, 0.25, 0.5, 0.75, 1.0])]
+    pub depths: Vec<f64>,
+    /// Trials per (length, depth).
+    #[arg(long, default_value_t = 2)]
+    pub per_cell: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Filler text (default: assets/texts/haystack.txt, prose from the Rust book).
+    #[arg(long)]
+    pub haystack: Option<std::path::PathBuf>,
+    /// Needle sentence with an {answer} placeholder.
+    #[arg(long)]
+    pub needle: Option<String>,
+    /// The question appended after the haystack.
+    #[arg(long)]
+    pub question: Option<String>,
+    /// Digits in each answer.
+    #[arg(long, default_value_t = 5)]
+    pub digits: usize,
+}
+
+impl NeedleArgs {
+    pub fn trials(&self, session: &Session) -> anyhow::Result<Vec<routelab_probes::analysis::needle::Trial>> {
+        use routelab_probes::analysis::needle::{build_trials, NeedleFormat, NeedleGrid};
+        let path = self.haystack.clone().unwrap_or_else(|| routelab_model::source::assets_dir().join("texts/haystack.txt"));
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading haystack {}", path.display()))?;
+        let default = NeedleFormat::default();
+        let format = NeedleFormat {
+            needle: self.needle.clone().unwrap_or(default.needle),
+            question: self.question.clone().map(|q| q.replace("\\n", "\n")).unwrap_or(default.question),
+            answer_digits: self.digits,
+        };
+        let grid = NeedleGrid { lengths: self.lengths.clone(), depths: self.depths.clone(), per_cell: self.per_cell, seed: self.seed };
+        Ok(build_trials(session, &text, &format, &grid)?)
+    }
+}

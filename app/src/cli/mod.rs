@@ -1,10 +1,13 @@
-//! Command-line interface: `run`, `forward`, `bench`, `info`.
+//! Command-line interface: `run`, `forward`, `bench`, `info`, `scan`, `analyze`, `export`.
 
+mod analyze;
 mod args;
 mod bench;
+mod export;
 mod forward;
 mod generate;
 mod info;
+mod scan;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +30,14 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Architecture summary of a model.
     Info(info::InfoArgs),
+    /// Scans over many prompts (retrieval heads).
+    #[command(subcommand)]
+    Scan(scan::ScanCommand),
+    /// Analyses: expert specialization over a corpus, head ablations.
+    #[command(subcommand)]
+    Analyze(analyze::AnalyzeCommand),
+    /// Export a view of a trace as PNG, SVG or CSV.
+    Export(export::ExportArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -35,6 +46,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Forward(a)) => forward::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Info(a)) => info::run(a),
+        Some(Command::Scan(c)) => scan::run(c),
+        Some(Command::Analyze(c)) => analyze::run(c),
+        Some(Command::Export(a)) => export::run(a),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;

@@ -7,6 +7,7 @@
 pub mod csv;
 pub mod figure;
 pub mod plots;
+pub mod views;
 
 use std::path::Path;
 

@@ -1,0 +1,190 @@
+//! `routelab analyze specialization | ablation`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use routelab_model::interventions::HeadMethod;
+use routelab_probes::analysis::ablation::retrieval_vs_random;
+use routelab_probes::analysis::corpus::{classes, read_corpus, route_corpus, specialization};
+use routelab_probes::analysis::retrieval::HeadScores;
+use routelab_probes::export::csv::{num, Table};
+use routelab_probes::export::views;
+
+use super::args::{print_progress, ModelArgs, NeedleArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum AnalyzeCommand {
+    /// Expert specialization over a labelled corpus (one subdirectory per domain).
+    Specialization(SpecializationArgs),
+    /// Needle accuracy with the top-N retrieval heads masked vs N random other heads.
+    Ablation(AblationArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SpecializationArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Corpus directory: one subdirectory of text files per domain.
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Output directory (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tokens per context chunk.
+    #[arg(long, default_value_t = 256)]
+    pub chunk_tokens: usize,
+    /// Stop after this many tokens.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_tokens: usize,
+    /// Domains whose word tokens count as `code` (others: `prose`).
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["code".to_string(), "rust".into(), "python".into()])]
+    pub code_domains: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AblationArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Per-head retrieval scores from `routelab scan retrieval`.
+    #[arg(long)]
+    pub heads: PathBuf,
+    /// How many heads to mask.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Random draws of non-retrieval heads.
+    #[arg(long, default_value_t = 5)]
+    pub draws: usize,
+    /// Head mask method: uniform (as in the paper) or zero.
+    #[arg(long, default_value = "uniform")]
+    pub method: String,
+    #[command(flatten)]
+    pub needle: NeedleArgs,
+    /// Output directory (created).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(cmd: AnalyzeCommand) -> anyhow::Result<()> {
+    match cmd {
+        AnalyzeCommand::Specialization(a) => run_specialization(a),
+        AnalyzeCommand::Ablation(a) => run_ablation(a),
+    }
+}
+
+fn run_specialization(a: SpecializationArgs) -> anyhow::Result<()> {
+    let session = a.model.load()?;
+    let (docs, skipped) = read_corpus(&a.corpus)?;
+    for s in skipped {
+        eprintln!("skipped {} (not UTF-8 text or empty)", s.display());
+    }
+    let routing = route_corpus(&session, &docs, a.chunk_tokens, a.max_tokens, &mut |p| {
+        print_progress("routing corpus", p);
+        true
+    })?;
+    let cls = classes(&routing, &a.code_domains);
+    let report = specialization(&routing, &cls);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let model = session.name.clone();
+    views::specialization_summary(&report, &model).write_all(&a.out, "summary")?;
+    // Expert load heatmap across layers.
+    let e = routing.num_experts;
+    let mut load_table = Table::new(&["layer", "expert", "selections", "share"]);
+    for l in &report {
+        for (x, (&c, s)) in l.load.counts.iter().zip(l.load.shares()).enumerate() {
+            load_table.push(vec![l.layer.to_string(), x.to_string(), c.to_string(), num(s)]);
+        }
+    }
+    let load_view = views::View::Heatmap(
+        load_table,
+        routelab_probes::export::plots::Heatmap {
+            title: format!("Expert load over {} corpus tokens — {model}", routing.tokens.len()),
+            x_label: "expert".into(),
+            y_label: "layer".into(),
+            row_labels: report.iter().map(|l| l.layer.to_string()).collect(),
+            col_labels: (0..e).map(|x| x.to_string()).collect(),
+            values: report.iter().map(|l| l.load.shares()).collect(),
+            scale_label: "share of top-k selections".into(),
+            range: None,
+            annotate: e <= 16 && report.len() <= 16,
+        },
+    );
+    load_view.write_all(&a.out, "load")?;
+    // Per layer: domain distributions and the tokens each expert takes most.
+    for l in &report {
+        views::specialization_domains(l, &routing.domains, &model).write_all(&a.out, &format!("domains_layer{}", l.layer))?;
+        let mut t = Table::new(&["expert", "rank", "token", "text", "selections", "share_of_token_routings"]);
+        for (x, list) in l.top_tokens.iter().enumerate() {
+            for (rank, (tok, c, share)) in list.iter().enumerate() {
+                t.push(vec![x.to_string(), (rank + 1).to_string(), tok.to_string(), session.tokenizer.piece(*tok), c.to_string(), num(*share)]);
+            }
+        }
+        t.write(&a.out.join(format!("top_tokens_layer{}.csv", l.layer)))?;
+    }
+    // The most specialised layer's co-activation.
+    if let Some(best) = report.iter().max_by(|x, y| x.mi_class_bits.total_cmp(&y.mi_class_bits)) {
+        let mut t = Table::new(&["expert_a", "expert_b", "tokens_together"]);
+        for (i, row) in best.coactivation.iter().enumerate() {
+            for (j, c) in row.iter().enumerate() {
+                t.push(vec![i.to_string(), j.to_string(), c.to_string()]);
+            }
+        }
+        t.write(&a.out.join(format!("coactivation_layer{}.csv", best.layer)))?;
+    }
+    let json = serde_json::json!({
+        "model": model,
+        "domains": routing.domains,
+        "tokens": routing.tokens.len(),
+        "classes": routelab_probes::analysis::corpus::CLASSES,
+        "layers": report,
+    });
+    routelab_probes::atomic::write_atomic(&a.out.join("report.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    println!("{} tokens in {} domains ({}); per MoE layer:", routing.tokens.len(), routing.domains.len(), routing.domains.join(", "));
+    println!("{:>5} {:>8} {:>10} {:>10} {:>9} {:>8}", "layer", "balance", "MI class", "MI domain", "vocab sp", "top1 agr");
+    for l in &report {
+        println!(
+            "{:>5} {:>8.3} {:>10.3} {:>10.3} {:>9.3} {:>8.3}",
+            l.layer, l.balance, l.mi_class_bits, l.mi_domain_bits, l.vocabulary_specialization, l.agreement.top1
+        );
+    }
+    println!("written to {}", a.out.display());
+    Ok(())
+}
+
+fn run_ablation(a: AblationArgs) -> anyhow::Result<()> {
+    let method = match a.method.as_str() {
+        "uniform" => HeadMethod::Uniform,
+        "zero" => HeadMethod::Zero,
+        other => anyhow::bail!("--method {other:?}: expected uniform or zero"),
+    };
+    let table = Table::read(&a.heads)?;
+    let scores = HeadScores::from_table(&table, &a.heads)?;
+    let session = a.model.load()?;
+    let c = session.config();
+    anyhow::ensure!(
+        scores.layers == c.num_layers && scores.heads == c.attention.num_heads,
+        "{} has {} layers × {} heads; the model has {} × {}",
+        a.heads.display(),
+        scores.layers,
+        scores.heads,
+        c.num_layers,
+        c.attention.num_heads
+    );
+    let trials = a.needle.trials(&session)?;
+    let r = retrieval_vs_random(&session, &scores, &trials, a.top, a.draws, method, a.needle.seed, &mut |p| {
+        print_progress("ablation", p);
+        true
+    })?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    views::retrieval_ablation(&r, &session.name).write_all(&a.out, "retrieval_ablation")?;
+    routelab_probes::atomic::write_atomic(&a.out.join("retrieval_ablation.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
+    let (drop_r, drop_rand) = r.drops();
+    println!("needle accuracy: baseline {:.0}%", 100.0 * r.baseline);
+    println!("  top-{} retrieval heads masked: {:.0}% ({drop_r:+.0} points)", a.top, 100.0 * r.masked_retrieval, drop_r = -drop_r);
+    for (i, (_, acc)) in r.random_draws.iter().enumerate() {
+        println!("  random draw {}: {:.0}%", i + 1, 100.0 * acc);
+    }
+    println!("  {} random heads masked (mean of {}): {:.0}% ({:+.0} points)", a.top, r.random_draws.len(), 100.0 * r.random_mean(), -drop_rand);
+    println!("written to {}", a.out.display());
+    Ok(())
+}

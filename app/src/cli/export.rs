@@ -1,0 +1,52 @@
+//! `routelab export`: a view of a trace as a plot (PNG/SVG) or data (CSV).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use routelab_probes::analysis::diff::diff;
+use routelab_probes::export::views;
+use routelab_probes::trace::Trace;
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A trace written by `routelab run --trace` or `routelab forward`.
+    pub trace: PathBuf,
+    /// expert-load, routing, heads, coactivation, router-entropy, contributions,
+    /// diff-routing or diff-kl (the last two need --against).
+    #[arg(long)]
+    pub view: String,
+    /// Layer, for per-layer views (coactivation; default: the first MoE layer).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Second trace, for the diff views.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
+    /// Output file: .png, .svg or .csv.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(a: ExportArgs) -> anyhow::Result<()> {
+    let trace = Trace::read(&a.trace)?;
+    let against = || -> anyhow::Result<Trace> {
+        let p = a.against.as_ref().context("this view compares two traces: give --against OTHER.safetensors")?;
+        Ok(Trace::read(p)?)
+    };
+    let view = match a.view.as_str() {
+        "expert-load" => views::expert_load(&trace)?,
+        "routing" => views::routing_map(&trace)?,
+        "heads" => views::heads_view(&trace)?,
+        "coactivation" => views::coactivation(&trace, a.layer)?,
+        "router-entropy" => views::router_entropy(&trace)?,
+        "contributions" => views::contributions(&trace)?,
+        "diff-routing" => views::diff_routing(&diff(&trace, &against()?)?, &trace.meta.pieces)?,
+        "diff-kl" => views::diff_kl(&diff(&trace, &against()?)?)?,
+        other => anyhow::bail!(
+            "--view {other:?}: expected expert-load, routing, heads, coactivation, router-entropy, contributions, diff-routing, diff-kl"
+        ),
+    };
+    view.write(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!("{} written", a.out.display());
+    Ok(())
+}

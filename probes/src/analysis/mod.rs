@@ -1,0 +1,8 @@
+//! Analyses that run the model: needle trials, the retrieval-head scan, ablations, corpus
+//! specialization; and the run diff over two traces.
+
+pub mod ablation;
+pub mod corpus;
+pub mod diff;
+pub mod needle;
+pub mod retrieval;

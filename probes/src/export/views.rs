@@ -1,0 +1,449 @@
+//! Every exportable view: a data table and the plot drawn from it. `routelab export`, the
+//! analysis commands and the GUI's export buttons all go through these.
+
+use std::path::Path;
+
+use super::csv::{num, Table};
+use super::figure::write_plot;
+use super::plots::{Bars, CategoryMap, Heatmap, Lines};
+use super::Format;
+use crate::analysis::ablation::{ArmResult, RetrievalAblation};
+use crate::analysis::corpus::{LayerSpecialization, CLASSES};
+use crate::analysis::diff::RunDiff;
+use crate::analysis::retrieval::HeadScores;
+use crate::error::{ProbeError, Result};
+use crate::stats::{heads, routing};
+use crate::trace::Trace;
+
+/// A view: its table and its plot.
+pub enum View {
+    Heatmap(Table, Heatmap),
+    Bars(Table, Bars),
+    Map(Table, CategoryMap),
+    Lines(Table, Lines),
+}
+
+impl View {
+    pub fn table(&self) -> &Table {
+        match self {
+            View::Heatmap(t, _) | View::Bars(t, _) | View::Map(t, _) | View::Lines(t, _) => t,
+        }
+    }
+
+    /// Writes the table (.csv) or the plot (.png, .svg), by extension.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        if Format::of(path)? == Format::Csv {
+            return self.table().write(path);
+        }
+        match self {
+            View::Heatmap(_, p) => write_plot(p, path),
+            View::Bars(_, p) => write_plot(p, path),
+            View::Map(_, p) => write_plot(p, path),
+            View::Lines(_, p) => write_plot(p, path),
+        }
+    }
+
+    /// Writes `{stem}.csv`, `{stem}.png` and `{stem}.svg` into `dir`.
+    pub fn write_all(&self, dir: &Path, stem: &str) -> Result<()> {
+        for ext in ["csv", "png", "svg"] {
+            self.write(&dir.join(format!("{stem}.{ext}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn title_of(trace: &Trace, what: &str) -> String {
+    let model = Path::new(&trace.meta.model).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ivs = if trace.meta.interventions.is_empty() { String::new() } else { format!(" · {} intervention(s)", trace.meta.interventions.items.len()) };
+    format!("{what} — {model}{ivs}")
+}
+
+fn moe_layers(trace: &Trace) -> Vec<usize> {
+    trace.layers.iter().enumerate().filter(|(_, l)| l.router.is_some()).map(|(i, _)| i).collect()
+}
+
+fn need_routing(trace: &Trace) -> Result<Vec<usize>> {
+    let m = moe_layers(trace);
+    if m.is_empty() {
+        return Err(ProbeError::Invalid("this trace has no routing (a dense model, or router capture was off)".into()));
+    }
+    Ok(m)
+}
+
+/// Expert load: layer × expert share of top-k selections.
+pub fn expert_load(trace: &Trace) -> Result<View> {
+    let layers = need_routing(trace)?;
+    let e = layers.iter().map(|&l| trace.layers[l].router.as_ref().unwrap().num_experts).max().unwrap_or(0);
+    let mut t = Table::new(&["layer", "expert", "selections", "share", "weight_mass"]);
+    let mut values = vec![];
+    for &l in &layers {
+        let r = trace.layers[l].router.as_ref().unwrap();
+        let load = routing::load(&r.experts, &r.weights, r.num_experts);
+        let shares = load.shares();
+        for x in 0..r.num_experts {
+            t.push(vec![l.to_string(), x.to_string(), load.counts[x].to_string(), num(shares[x]), num(load.weight_mass[x])]);
+        }
+        let mut row = shares;
+        row.resize(e, f64::NAN);
+        values.push(row);
+    }
+    Ok(View::Heatmap(
+        t,
+        Heatmap {
+            title: title_of(trace, &format!("Expert load over {} tokens", trace.len())),
+            x_label: "expert".into(),
+            y_label: "layer".into(),
+            row_labels: layers.iter().map(|l| l.to_string()).collect(),
+            col_labels: (0..e).map(|x| x.to_string()).collect(),
+            annotate: e <= 16 && layers.len() <= 16,
+            values,
+            scale_label: "share of top-k selections".into(),
+            range: None,
+        },
+    ))
+}
+
+/// Token × layer map of each token's top-1 expert, with the text.
+pub fn routing_map(trace: &Trace) -> Result<View> {
+    let layers = need_routing(trace)?;
+    let e = layers.iter().map(|&l| trace.layers[l].router.as_ref().unwrap().num_experts).max().unwrap_or(0);
+    let pieces: Vec<String> = if trace.meta.pieces.len() == trace.len() {
+        trace.meta.pieces.clone()
+    } else {
+        trace.tokens.iter().map(|t| t.to_string()).collect()
+    };
+    let mut t = Table::new(&["position", "token", "text", "layer", "experts", "weights"]);
+    let mut cells = vec![];
+    for l in 0..trace.layers.len() {
+        let Some(r) = &trace.layers[l].router else {
+            cells.push(vec![None; trace.len()]);
+            continue;
+        };
+        let mut row = vec![];
+        for p in 0..trace.len() {
+            let ex = r.experts_at(p);
+            row.push(Some(ex[0] as usize));
+            t.push(vec![
+                p.to_string(),
+                trace.tokens[p].to_string(),
+                pieces[p].clone(),
+                l.to_string(),
+                ex.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" "),
+                r.weights_at(p).iter().map(|&w| num(w as f64)).collect::<Vec<_>>().join(" "),
+            ]);
+        }
+        cells.push(row);
+    }
+    Ok(View::Map(
+        t,
+        CategoryMap {
+            title: title_of(trace, "Top-1 expert per token and layer"),
+            x_label: "token".into(),
+            y_label: "layer".into(),
+            col_labels: pieces,
+            row_labels: (0..trace.layers.len()).map(|l| format!("layer {l}")).collect(),
+            cells,
+            category_names: (0..e).map(|x| format!("e{x}")).collect(),
+        },
+    ))
+}
+
+/// Per layer and head: mean attention entropy; with full attention also sink and
+/// previous-token scores (table).
+pub fn heads_view(trace: &Trace) -> Result<View> {
+    let t_len = trace.len();
+    let h = trace.layers.iter().map(|l| l.heads).max().unwrap_or(0);
+    if h == 0 || trace.layers.iter().all(|l| l.entropy.is_none()) {
+        return Err(ProbeError::Invalid("this trace has no head statistics (capture stats was off)".into()));
+    }
+    let mut t = Table::new(&["layer", "head", "mean_entropy_nats", "sink", "previous_token"]);
+    let mut values = vec![];
+    for (l, lt) in trace.layers.iter().enumerate() {
+        let mut row = vec![f64::NAN; h];
+        let scores = lt.probs.as_ref().map(|p| heads::head_scores(p, lt.heads, t_len));
+        if let Some(e) = &lt.entropy {
+            for (head, x) in row.iter_mut().enumerate().take(lt.heads) {
+                *x = (0..t_len).map(|p| e[p * lt.heads + head] as f64).sum::<f64>() / t_len.max(1) as f64;
+                let (sink, prev) = scores.as_ref().map(|s| (num(s[head].sink), num(s[head].previous_token))).unwrap_or_default();
+                t.push(vec![l.to_string(), head.to_string(), num(*x), sink, prev]);
+            }
+        }
+        values.push(row);
+    }
+    Ok(View::Heatmap(
+        t,
+        Heatmap {
+            title: title_of(trace, "Mean attention entropy per head"),
+            x_label: "head".into(),
+            y_label: "layer".into(),
+            row_labels: (0..trace.layers.len()).map(|l| l.to_string()).collect(),
+            col_labels: (0..h).map(|x| x.to_string()).collect(),
+            annotate: h <= 16 && trace.layers.len() <= 16,
+            values,
+            scale_label: "entropy (nats)".into(),
+            range: None,
+        },
+    ))
+}
+
+/// Co-activation of experts in one layer (how often two experts are chosen together).
+pub fn coactivation(trace: &Trace, layer: Option<usize>) -> Result<View> {
+    let layers = need_routing(trace)?;
+    let l = layer.unwrap_or(layers[0]);
+    let r = trace.layers.get(l).and_then(|x| x.router.as_ref()).ok_or_else(|| ProbeError::Invalid(format!("layer {l} has no routing (MoE layers: {layers:?})")))?;
+    let m = routing::coactivation(&r.experts, r.top_k, r.num_experts);
+    let mut t = Table::new(&["expert_a", "expert_b", "tokens_together"]);
+    for (i, row) in m.iter().enumerate() {
+        for (j, &c) in row.iter().enumerate() {
+            t.push(vec![i.to_string(), j.to_string(), c.to_string()]);
+        }
+    }
+    let values: Vec<Vec<f64>> = m.iter().enumerate().map(|(i, row)| row.iter().enumerate().map(|(j, &c)| if i == j { f64::NAN } else { c as f64 }).collect()).collect();
+    Ok(View::Heatmap(
+        t,
+        Heatmap {
+            title: title_of(trace, &format!("Expert co-activation, layer {l}")),
+            x_label: "expert".into(),
+            y_label: "expert".into(),
+            row_labels: (0..r.num_experts).map(|x| x.to_string()).collect(),
+            col_labels: (0..r.num_experts).map(|x| x.to_string()).collect(),
+            annotate: r.num_experts <= 16,
+            values,
+            scale_label: "tokens selecting both".into(),
+            range: None,
+        },
+    ))
+}
+
+/// Mean router entropy and top-k margin per MoE layer.
+pub fn router_entropy(trace: &Trace) -> Result<View> {
+    let layers = need_routing(trace)?;
+    let mut t = Table::new(&["layer", "mean_router_entropy_nats", "max_entropy_nats", "mean_topk_logit_margin"]);
+    let (mut ent, mut max) = (vec![], vec![]);
+    for &l in &layers {
+        let r = trace.layers[l].router.as_ref().unwrap();
+        let h = routing::mean(&routing::router_entropy(&r.logits, r.num_experts));
+        let m = routing::mean(&routing::top_k_margin(&r.logits, r.num_experts, r.top_k));
+        let lne = (r.num_experts as f64).ln();
+        t.push(vec![l.to_string(), num(h), num(lne), num(m)]);
+        ent.push((l as f64, h));
+        max.push((l as f64, lne));
+    }
+    Ok(View::Lines(
+        t,
+        Lines {
+            title: title_of(trace, "Router entropy per layer"),
+            x_label: "layer".into(),
+            y_label: "entropy (nats)".into(),
+            series: vec![("mean router entropy".into(), ent), ("uniform routing (ln E)".into(), max)],
+        },
+    ))
+}
+
+/// Mean L2 norm of routed, shared-expert and dense-residual contributions per MoE layer.
+pub fn contributions(trace: &Trace) -> Result<View> {
+    let mut t = Table::new(&["layer", "routed_norm", "shared_norm", "dense_norm"]);
+    let (mut routed, mut shared, mut dense) = (vec![], vec![], vec![]);
+    let mean = |v: &Option<Vec<f32>>| v.as_ref().map(|v| v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64);
+    for (l, lt) in trace.layers.iter().enumerate() {
+        let Some(r) = mean(&lt.routed_norm) else { continue };
+        let (s, d) = (mean(&lt.shared_norm), mean(&lt.dense_norm));
+        t.push(vec![l.to_string(), num(r), s.map(num).unwrap_or_default(), d.map(num).unwrap_or_default()]);
+        routed.push((l as f64, r));
+        if let Some(s) = s {
+            shared.push((l as f64, s));
+        }
+        if let Some(d) = d {
+            dense.push((l as f64, d));
+        }
+    }
+    if routed.is_empty() {
+        return Err(ProbeError::Invalid("this trace has no contribution norms (capture contributions was off, or a dense model)".into()));
+    }
+    let mut series = vec![("routed experts".to_string(), routed)];
+    if !shared.is_empty() {
+        series.push(("shared expert(s)".into(), shared));
+    }
+    if !dense.is_empty() {
+        series.push(("dense residual MLP".into(), dense));
+    }
+    Ok(View::Lines(t, Lines { title: title_of(trace, "Contribution to the residual stream"), x_label: "layer".into(), y_label: "mean L2 norm".into(), series }))
+}
+
+/// Retrieval score per (layer, head).
+pub fn head_scores(scores: &HeadScores, model: &str) -> View {
+    let values: Vec<Vec<f64>> = (0..scores.layers).map(|l| (0..scores.heads).map(|h| scores.get(l, h)).collect()).collect();
+    let share = 100.0 * scores.share_above(crate::analysis::retrieval::RETRIEVAL_THRESHOLD);
+    View::Heatmap(
+        scores.to_table(),
+        Heatmap {
+            title: format!("Retrieval score per head — {model} ({share:.0}% of heads > 0.1)"),
+            x_label: "head".into(),
+            y_label: "layer".into(),
+            row_labels: (0..scores.layers).map(|l| l.to_string()).collect(),
+            col_labels: (0..scores.heads).map(|h| h.to_string()).collect(),
+            annotate: scores.heads <= 16 && scores.layers <= 16,
+            values,
+            scale_label: "retrieval score".into(),
+            range: Some((0.0, scores.scores.iter().cloned().fold(0.1, f64::max))),
+        },
+    )
+}
+
+/// Needle accuracy: baseline, top-N retrieval heads masked, N random heads masked.
+pub fn retrieval_ablation(r: &RetrievalAblation, model: &str) -> View {
+    let mut t = Table::new(&["arm", "heads", "needle_accuracy"]);
+    let fmt_heads = |h: &[(usize, usize)]| h.iter().map(|(l, h)| format!("{l}:{h}")).collect::<Vec<_>>().join(" ");
+    t.push(vec!["baseline".into(), String::new(), num(r.baseline)]);
+    t.push(vec![format!("top-{} retrieval heads", r.n), fmt_heads(&r.retrieval_heads), num(r.masked_retrieval)]);
+    for (i, (h, a)) in r.random_draws.iter().enumerate() {
+        t.push(vec![format!("random draw {}", i + 1), fmt_heads(h), num(*a)]);
+    }
+    let mut cats = vec!["no masking".to_string(), format!("top-{} retrieval", r.n)];
+    let mut vals = vec![100.0 * r.baseline, 100.0 * r.masked_retrieval];
+    cats.push(format!("{} random (mean of {})", r.n, r.random_draws.len()));
+    vals.push(100.0 * r.random_mean());
+    View::Bars(
+        t,
+        Bars {
+            title: format!("Needle accuracy with heads masked ({:?}) — {model}", r.method).replace("Uniform", "uniform").replace("Zero", "zero"),
+            x_label: "heads masked".into(),
+            y_label: "needle accuracy (%)".into(),
+            categories: cats,
+            series: vec![(String::new(), vals)],
+        },
+    )
+}
+
+/// Token agreement and KL per intervention arm.
+pub fn arms(results: &[ArmResult], model: &str) -> View {
+    let mut t = Table::new(&["arm", "token_agreement", "mean_kl_nats"]);
+    for r in results {
+        t.push(vec![r.name.clone(), num(r.token_agreement), num(r.mean_kl)]);
+    }
+    View::Bars(
+        t,
+        Bars {
+            title: format!("Ablations — {model}"),
+            x_label: "intervention set".into(),
+            y_label: "value".into(),
+            categories: results.iter().map(|r| r.name.clone()).collect(),
+            series: vec![
+                ("token agreement".into(), results.iter().map(|r| r.token_agreement).collect()),
+                ("mean KL (nats)".into(), results.iter().map(|r| r.mean_kl).collect()),
+            ],
+        },
+    )
+}
+
+/// Routing flips per layer and position.
+pub fn diff_routing(d: &RunDiff, pieces: &[String]) -> Result<View> {
+    if d.routing_flips.is_empty() {
+        return Err(ProbeError::Invalid("neither trace has routing to compare".into()));
+    }
+    let mut t = Table::new(&["position", "layer", "routing_changed", "kl_nats", "top1_changed"]);
+    for (l, flips) in &d.routing_flips {
+        for (p, &f) in flips.iter().enumerate() {
+            t.push(vec![
+                p.to_string(),
+                l.to_string(),
+                f.to_string(),
+                d.kl.as_ref().map(|k| num(k[p])).unwrap_or_default(),
+                d.top1_changed.as_ref().map(|k| k[p].to_string()).unwrap_or_default(),
+            ]);
+        }
+    }
+    let cols: Vec<String> = (0..d.positions).map(|p| pieces.get(p).cloned().unwrap_or_else(|| p.to_string())).collect();
+    let diverge = d.first_divergence.map(|p| format!(", first different token at {p}")).unwrap_or_default();
+    Ok(View::Heatmap(
+        t,
+        Heatmap {
+            title: format!("Routing changes between two runs{diverge}"),
+            x_label: "position".into(),
+            y_label: "layer".into(),
+            row_labels: d.routing_flips.iter().map(|(l, _)| l.to_string()).collect(),
+            values: d.routing_flips.iter().map(|(_, f)| f.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect()).collect(),
+            col_labels: cols,
+            scale_label: "top-k set changed (1 = yes)".into(),
+            range: Some((0.0, 1.0)),
+            annotate: false,
+        },
+    ))
+}
+
+/// Next-token KL along the sequence between two runs.
+pub fn diff_kl(d: &RunDiff) -> Result<View> {
+    let kl = d.kl.as_ref().ok_or_else(|| ProbeError::Invalid("both traces need logits (capture logits) for the KL view".into()))?;
+    let mut t = Table::new(&["position", "kl_nats", "top1_changed"]);
+    for (p, &k) in kl.iter().enumerate() {
+        t.push(vec![p.to_string(), num(k), d.top1_changed.as_ref().map(|x| x[p].to_string()).unwrap_or_default()]);
+    }
+    Ok(View::Lines(
+        t,
+        Lines {
+            title: "Next-token KL between two runs".into(),
+            x_label: "position".into(),
+            y_label: "KL(a ‖ b) (nats)".into(),
+            series: vec![("KL".into(), kl.iter().enumerate().map(|(p, &k)| (p as f64, k)).collect())],
+        },
+    ))
+}
+
+/// Specialization: per layer summary table and MI bars.
+pub fn specialization_summary(layers: &[LayerSpecialization], model: &str) -> View {
+    let mut t = Table::new(&[
+        "layer", "balance", "mi_class_bits", "mi_domain_bits", "vocabulary_specialization", "top1_agreement", "topk_agreement",
+        "mean_router_entropy_nats", "mean_topk_logit_margin",
+    ]);
+    for l in layers {
+        t.push(vec![
+            l.layer.to_string(),
+            num(l.balance),
+            num(l.mi_class_bits),
+            num(l.mi_domain_bits),
+            num(l.vocabulary_specialization),
+            num(l.agreement.top1),
+            num(l.agreement.top_k),
+            num(l.mean_router_entropy),
+            num(l.mean_margin),
+        ]);
+    }
+    View::Bars(
+        t,
+        Bars {
+            title: format!("Mutual information between token label and top-1 expert — {model}"),
+            x_label: "layer".into(),
+            y_label: "mutual information (bits)".into(),
+            categories: layers.iter().map(|l| l.layer.to_string()).collect(),
+            series: vec![
+                (format!("token class ({})", CLASSES.join(", ")), layers.iter().map(|l| l.mi_class_bits).collect()),
+                ("document domain".into(), layers.iter().map(|l| l.mi_domain_bits).collect()),
+            ],
+        },
+    )
+}
+
+/// One layer's expert distribution per domain.
+pub fn specialization_domains(l: &LayerSpecialization, domains: &[String], model: &str) -> View {
+    let mut t = Table::new(&["domain", "expert", "share", "jsd_from_overall_bits"]);
+    for (d, dist) in l.domain_distributions.iter().enumerate() {
+        for (e, &p) in dist.iter().enumerate() {
+            t.push(vec![domains[d].clone(), e.to_string(), num(p), num(l.jsd_from_overall[d])]);
+        }
+    }
+    let e = l.load.counts.len();
+    View::Heatmap(
+        t,
+        Heatmap {
+            title: format!("Expert distribution per domain, layer {} — {model}", l.layer),
+            x_label: "expert".into(),
+            y_label: "domain".into(),
+            row_labels: domains.iter().enumerate().map(|(d, n)| format!("{n} (JSD {:.2})", l.jsd_from_overall[d])).collect(),
+            col_labels: (0..e).map(|x| x.to_string()).collect(),
+            values: l.domain_distributions.clone(),
+            scale_label: "share of the domain's selections".into(),
+            range: None,
+            annotate: e <= 16,
+        },
+    )
+}
