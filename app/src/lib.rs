@@ -1,3 +1,5 @@
-//! The `routelab` application: command line (headless, same engine as the GUI).
+//! The `routelab` application: the workbench GUI and the command line (headless, same engine).
 
 pub mod cli;
+pub mod gui;
+pub mod notebook;

@@ -225,3 +225,80 @@ def retrieval_sequence(tok, filler, rng, length):
             ex = chat_needle_example(tok, filler, rng, max(64, min(room, rng.randint(96, 512))))
         out += ex + [EOT]
     return out[:length]
+
+
+def retrieval_sequence_masked(tok, filler, rng, length):
+    """Stage-2 retrieval row for tiny-dense: like retrieval_sequence, plus copies of random
+    token spans, and a loss mask that is 1 only on what must be retrieved (the passkey answer,
+    the looked-up values, the copied spans, the chat answer). Returns (ids, mask)."""
+    ids, mask = [], []
+
+    def add(part, m):
+        ids.extend(part)
+        mask.extend([m] * len(part))
+
+    while len(ids) < length:
+        room = length - len(ids)
+        k = rng.random()
+        if k < 0.45:
+            n = max(48, min(room - 8, rng.choice([64, 128, 256, 384, 512])))
+            prompt, ans, _, _ = needle_example(tok, filler, rng, n, rng.random())
+            add(prompt, 0)
+            add(ans, 1)
+        elif k < 0.6:
+            pairs, used = [], set()
+            add(tok.encode("Records:\n"), 0)
+            budget = max(48, min(room, rng.randint(64, 512)))
+            start = len(ids)
+            while True:
+                key = "".join(rng.choice(_LETTERS) for _ in range(rng.randint(3, 5)))
+                if key in used:
+                    continue
+                line = tok.encode(f"{key}: {rng.randint(100, 99999)}\n")
+                if len(ids) - start + len(line) > budget * 0.7:
+                    break
+                used.add(key)
+                pairs.append(line)
+                add(line, 0)
+            add(tok.encode("Lookups:\n"), 0)
+            while pairs:
+                line = rng.choice(pairs)
+                key_part = tok.encode(tok_decode_key(tok, line))
+                if len(ids) - start + len(line) > budget:
+                    break
+                if line[:len(key_part)] != key_part:
+                    key_part = line[:-len(tok.encode(line_value(tok, line)))]
+                add(line[:len(key_part)], 0)
+                add(line[len(key_part):], 1)
+        elif k < 0.8:
+            budget = max(48, min(room, rng.randint(64, 512)))
+            start = len(ids)
+            while True:
+                n = rng.randint(8, 64)
+                span = filler(n) if rng.random() < 0.5 else [rng.randrange(3, 4096) for _ in range(n)]
+                head, mid = tok.encode("\nText: "), tok.encode("\nCopy: ")
+                if len(ids) - start + len(head) + len(mid) + 2 * n > budget:
+                    break
+                add(head + span + mid, 0)
+                add(span, 1)
+        else:
+            ex = chat_needle_example(tok, filler, rng, max(64, min(room, rng.randint(96, 512))))
+            a = len(ex) - 1
+            while a > 0 and ex[a] != IM_START:
+                a -= 1
+            cut = a + len(tok.encode("<|im_start|>assistant\n"))
+            add(ex[:cut], 0)
+            add(ex[cut:], 1)
+        add([EOT], 0)
+    return ids[:length], mask[:length]
+
+
+def line_value(tok, line_ids):
+    text = tok.tok.decode(line_ids) if hasattr(tok, "tok") else tok.decode(line_ids)
+    return " " + text.split(": ")[1]
+
+
+def tok_decode_key(tok, line_ids):
+    """'abc: 123\n' ids → the text 'abc:' (the key part of a record line)."""
+    text = tok.tok.decode(line_ids) if hasattr(tok, "tok") else tok.decode(line_ids)
+    return text.split(":")[0] + ":"

@@ -24,14 +24,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import EOT, IM_END, MODELS, TEXT_DOMAINS, TOKENIZER_DIR, TOKENS, VOCAB_SIZE, retrieval_sequence  # noqa: E402
+from common import (EOT, IM_END, MODELS, TEXT_DOMAINS, TOKENIZER_DIR, TOKENS, VOCAB_SIZE,  # noqa: E402
+                    retrieval_sequence, retrieval_sequence_masked)
 
 import os
 ATTN = os.environ.get("ATTN", "sdpa")
 
 RECIPES = {
     "moe": dict(
-        name="tiny-moe", seq_len=256, batch=16, steps=1500, lr=2e-3, warmup=100, seed=1,
+        name="tiny-moe", seq_len=256, batch=16, steps=600, lr=2e-3, warmup=100, seed=1,
         mix={"prose": 0.30, "rust": 0.20, "python": 0.20, "numbers": 0.15, "retrieval": 0.15},
         config=dict(model_type="mixtral", vocab_size=VOCAB_SIZE, hidden_size=256, intermediate_size=160,
                     num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4, head_dim=32,
@@ -42,7 +43,9 @@ RECIPES = {
                     initializer_range=0.02, attention_dropout=0.0),
     ),
     "dense": dict(
-        name="tiny-dense", seq_len=512, batch=8, steps=1800, lr=2e-3, warmup=100, seed=2,
+        # Stage 1 of tiny-dense: a 900-step schedule stopped after step 600 (601 updates); stage 2
+        # ("dense-retrieval") continues from it.
+        name="tiny-dense-stage1", seq_len=512, batch=8, steps=900, stop_after_step=600, lr=2e-3, warmup=100, seed=2,
         mix={"prose": 0.20, "rust": 0.10, "python": 0.10, "numbers": 0.10, "retrieval": 0.50},
         config=dict(model_type="llama", vocab_size=VOCAB_SIZE, hidden_size=256, intermediate_size=640,
                     num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8, head_dim=32,
@@ -52,6 +55,15 @@ RECIPES = {
                     attention_dropout=0.0),
     ),
 }
+
+
+RECIPES["dense-retrieval"] = dict(
+    # Stage 2 of tiny-dense: from stage 1's checkpoint, 85% retrieval rows whose loss covers only
+    # what must be retrieved (common.retrieval_sequence_masked), 15% plain text rows (full loss).
+    name="tiny-dense", init="tiny-dense-stage1", seq_len=512, batch=8, steps=800, lr=1e-3, warmup=30, seed=102,
+    mix={"prose": 0.05, "rust": 0.03, "python": 0.03, "numbers": 0.04, "retrieval_masked": 0.85},
+    config=RECIPES["dense"]["config"],
+)
 
 
 class Batches:
@@ -88,19 +100,25 @@ class Batches:
 
     def row(self, domain):
         if domain == "retrieval":
-            return retrieval_sequence(self, self.filler, self.rng, self.seq_len + 1), domain
+            return retrieval_sequence(self, self.filler, self.rng, self.seq_len + 1), None
+        if domain == "retrieval_masked":
+            return retrieval_sequence_masked(self, self.filler, self.rng, self.seq_len + 1)
         s = self.streams[domain]
         i = int(self.np_rng.integers(0, len(s) - self.seq_len - 2))
-        return s[i:i + self.seq_len + 1].tolist(), domain
+        return s[i:i + self.seq_len + 1].tolist(), None
 
     def __iter__(self):
         return self
 
     def __next__(self):
         doms = self.np_rng.choice(len(self.domains), size=self.batch, p=self.weights)
-        rows = [self.row(self.domains[d])[0] for d in doms]
-        x = torch.tensor(rows, dtype=torch.long)
-        return x[:, :-1], x[:, 1:], [self.domains[d] for d in doms]
+        rows = [self.row(self.domains[d]) for d in doms]
+        x = torch.tensor([r[0] for r in rows], dtype=torch.long)
+        y = x[:, 1:].clone()
+        for b, (_, m) in enumerate(rows):
+            if m is not None:
+                y[b][torch.tensor(m[1:]) == 0] = -100  # loss only where the mask is 1
+        return x[:, :-1], y, [self.domains[d] for d in doms]
 
 
 def make_model(recipe):
@@ -140,17 +158,34 @@ def main():
     ap.add_argument("--model", choices=list(RECIPES), required=True)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init", type=Path, help="start from this checkpoint instead of a fresh model")
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--retrieval-share", type=float, help="override the retrieval share of the mix")
     ap.add_argument("--save-every", type=int, default=0, help="also save intermediate checkpoints")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     recipe = dict(RECIPES[args.model])
     if args.steps:
         recipe["steps"] = args.steps
+    if args.lr:
+        recipe["lr"] = args.lr
+    if args.retrieval_share is not None:
+        rest = 1.0 - recipe["mix"]["retrieval"]
+        recipe["mix"] = {d: (args.retrieval_share if d == "retrieval" else w * (1 - args.retrieval_share) / rest)
+                         for d, w in recipe["mix"].items()}
+    if args.init:
+        recipe["init"] = str(args.init)
+        recipe["seed"] += 100
+    init = args.init or (MODELS.parent / "recipes" / "build" / "ckpt" / recipe["init"] if recipe.get("init") else None)
     out = args.out or MODELS / recipe["name"]
     random.seed(recipe["seed"])
     np.random.seed(recipe["seed"])
     model = make_model(recipe)
+    if init:
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32, attn_implementation=ATTN)
+        print(f"initialised from {init}", flush=True)
     nparams = sum(p.numel() for p in model.parameters())
     print(f"{recipe['name']}: {nparams:,} parameters", flush=True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
@@ -170,7 +205,8 @@ def main():
         x, y, _ = next(batches)
         kw = {"output_router_logits": True} if is_moe else {}
         outp = model(input_ids=x, labels=None, use_cache=False, **kw)
-        lm = torch.nn.functional.cross_entropy(outp.logits.reshape(-1, outp.logits.size(-1)), y.reshape(-1))
+        lm = torch.nn.functional.cross_entropy(outp.logits.reshape(-1, outp.logits.size(-1)), y.reshape(-1),
+                                             ignore_index=-100)
         loss = lm
         aux = None
         if is_moe:
@@ -190,8 +226,10 @@ def main():
             print(json.dumps(rec), flush=True)
         if args.save_every and step and step % args.save_every == 0:
             save(model, out.parent / (out.name + f"-step{step}"), recipe, log)
+        if recipe.get("stop_after_step") == step:
+            break
     log["train_seconds"] = round(time.time() - t0, 1)
-    log["steps"] = recipe["steps"]
+    log["steps"] = step + 1  # optimizer updates done
     log["tokens"] = ntok
     model.eval()
     save(model, out, recipe, log)

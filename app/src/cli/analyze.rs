@@ -180,11 +180,11 @@ fn run_ablation(a: AblationArgs) -> anyhow::Result<()> {
     routelab_probes::atomic::write_atomic(&a.out.join("retrieval_ablation.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
     let (drop_r, drop_rand) = r.drops();
     println!("needle accuracy: baseline {:.0}%", 100.0 * r.baseline);
-    println!("  top-{} retrieval heads masked: {:.0}% ({drop_r:+.0} points)", a.top, 100.0 * r.masked_retrieval, drop_r = -drop_r);
+    println!("  top-{} retrieval heads masked: {:.0}% (drop of {drop_r:.0} points)", a.top, 100.0 * r.masked_retrieval);
     for (i, (_, acc)) in r.random_draws.iter().enumerate() {
         println!("  random draw {}: {:.0}%", i + 1, 100.0 * acc);
     }
-    println!("  {} random heads masked (mean of {}): {:.0}% ({:+.0} points)", a.top, r.random_draws.len(), 100.0 * r.random_mean(), -drop_rand);
+    println!("  {} random heads masked (mean of {}): {:.0}% (drop of {drop_rand:.0} points)", a.top, r.random_draws.len(), 100.0 * r.random_mean());
     println!("written to {}", a.out.display());
     Ok(())
 }

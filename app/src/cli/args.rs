@@ -35,14 +35,17 @@ impl ModelArgs {
                 }
                 LoadProgress::Layers { done, total } => format!("loading {}: layer {done}/{total}", source.display_name()),
             };
-            if line != last {
+            if line != last && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                 eprint!("\r{line:<70}");
                 let _ = std::io::stderr().flush();
                 last = line;
             }
         })
         .with_context(|| format!("loading model {}", self.model))?;
-        eprintln!("\r{:<70}\rloaded {} in {:.1}s: {}", "", session.name, started.elapsed().as_secs_f64(), session.config().summary());
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprint!("\r{:<70}\r", "");
+        }
+        eprintln!("loaded {} in {:.1}s: {}", session.name, started.elapsed().as_secs_f64(), session.config().summary());
         Ok(session)
     }
 }
@@ -141,17 +144,30 @@ impl CaptureArgs {
     }
 }
 
-/// Prints a one-line progress bar with ETA to stderr.
+/// Prints progress with ETA to stderr: a line redrawn in place on a terminal, otherwise a
+/// line per tenth of the work.
 pub fn print_progress(what: &str, p: routelab_probes::analysis::retrieval::Progress) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        let tenth = (p.total / 10).max(1);
+        if p.done % tenth != 0 && p.done < p.total {
+            return;
+        }
+    }
     let eta = match p.eta_seconds {
         Some(s) if p.done < p.total => format!(", ETA {}", fmt_secs(s)),
         _ => String::new(),
     };
     let pct = if p.total > 0 { 100.0 * p.done as f64 / p.total as f64 } else { 100.0 };
-    eprint!("\r{what}: {}/{} ({pct:.0}%), {} elapsed{eta}        ", p.done, p.total, fmt_secs(p.elapsed_seconds));
-    let _ = std::io::stderr().flush();
-    if p.done >= p.total {
-        eprintln!();
+    let line = format!("{what}: {}/{} ({pct:.0}%), {} elapsed{eta}", p.done, p.total, fmt_secs(p.elapsed_seconds));
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{line:<78}");
+        let _ = std::io::stderr().flush();
+        if p.done >= p.total {
+            eprintln!();
+        }
+    } else {
+        eprintln!("{line}");
     }
 }
 

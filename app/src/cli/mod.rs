@@ -1,4 +1,5 @@
-//! Command-line interface: `run`, `forward`, `bench`, `info`, `scan`, `analyze`, `export`.
+//! Command-line interface: `gui` (the default), `run`, `forward`, `bench`, `info`, `scan`,
+//! `analyze`, `export`.
 
 mod analyze;
 mod args;
@@ -22,6 +23,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Open the workbench (the default with no command).
+    Gui(GuiArgs),
     /// Generate from a prompt, streaming the text, and print per-layer expert load.
     Run(generate::RunArgs),
     /// One forward pass over a prompt or token ids, written as a trace.
@@ -40,8 +43,21 @@ pub enum Command {
     Export(export::ExportArgs),
 }
 
+#[derive(clap::Args, Debug, Default)]
+pub struct GuiArgs {
+    /// Notebook directory (default: the last one, in RouteLab's data directory).
+    pub notebook: Option<std::path::PathBuf>,
+    /// Model to load instead of the notebook's.
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Run every cell once the model is loaded.
+    #[arg(long)]
+    pub run_all: bool,
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Some(Command::Gui(a)) => crate::gui::run(a.notebook, a.model, a.run_all),
         Some(Command::Run(a)) => generate::run(a),
         Some(Command::Forward(a)) => forward::run(a),
         Some(Command::Bench(a)) => bench::run(a),
@@ -49,10 +65,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Scan(c)) => scan::run(c),
         Some(Command::Analyze(c)) => analyze::run(c),
         Some(Command::Export(a)) => export::run(a),
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            Ok(())
-        }
+        None => crate::gui::run(None, None, false),
     }
 }

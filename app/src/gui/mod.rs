@@ -1,0 +1,74 @@
+//! The workbench GUI (eframe/egui): a notebook of cells that run prompts on the loaded model
+//! and show, live, which experts the router picks and what the heads do.
+//!
+//! State and views are apart, as in rerun's viewer: [`state::AppState`] holds the notebook
+//! and what runs produced; each view in [`views`] draws one thing from it and returns
+//! [`state::Action`]s; the app applies actions and talks to the [`worker::Worker`] thread,
+//! which owns the model.
+
+pub mod app;
+pub mod dialogs;
+pub mod run_view;
+pub mod state;
+pub mod views;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+
+use routelab_model::session::Session;
+use routelab_probes::analysis::needle::NeedleFormat;
+
+pub use app::WorkbenchApp;
+
+/// The model a new notebook opens on.
+pub const DEFAULT_MODEL: &str = "tiny-moe";
+
+/// Where the default notebook lives: `$ROUTELAB_NOTEBOOK`, else
+/// `$XDG_DATA_HOME/routelab/notebooks/default` (or `~/.local/share/…`).
+pub fn default_notebook_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("ROUTELAB_NOTEBOOK") {
+        return PathBuf::from(p);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("routelab/notebooks/default")
+}
+
+/// The needle phrasing a model was trained with (bundled models describe theirs in
+/// examples.json next to their weights), else RouteLab's generic one.
+pub fn needle_format_for(session: &Session) -> NeedleFormat {
+    needle_format_in(&routelab_model::source::assets_dir(), &session.name).unwrap_or_default()
+}
+
+fn needle_format_in(assets: &Path, model: &str) -> Option<NeedleFormat> {
+    let b = routelab_model::source::BUNDLED.iter().find(|b| b.name == model)?;
+    let text = std::fs::read_to_string(assets.join(b.relative).join("examples.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let n = v.get("needle_format")?;
+    Some(NeedleFormat {
+        needle: n.get("needle")?.as_str()?.to_string(),
+        question: n.get("question")?.as_str()?.to_string(),
+        answer_digits: n.get("answer_digits").and_then(|d| d.as_u64()).unwrap_or(5) as usize,
+    })
+}
+
+/// Opens the workbench window.
+pub fn run(notebook: Option<PathBuf>, model: Option<String>, run_all: bool) -> anyhow::Result<()> {
+    let dir = notebook.unwrap_or_else(default_notebook_dir);
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default().with_inner_size([1440.0, 900.0]).with_min_inner_size([800.0, 500.0]).with_title("RouteLab"),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "RouteLab",
+        options,
+        Box::new(move |cc| {
+            let mut app = WorkbenchApp::new(&cc.egui_ctx, dir, model, Box::new(dialogs::NativeDialogs));
+            app.state.run_all_when_loaded = run_all;
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("the window could not be opened: {e}"))
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Rebuild RouteLab's bundled tiny models from scratch on a CPU-only machine of this kind:
+#   corpus -> tokenizer -> tiny-moe + tiny-dense (trained side by side, one thread each)
+#   -> evaluation references (eval.json, examples.json).
+#
+# Needs: CPython 3.11.7 (the corpus includes that interpreter's standard library) with the pins
+# in requirements.txt (PYTHON=/path/to/python, default: python3), the Rust toolchain 1.95.0
+# with its rust-docs component (rustup's default profile), the crates of Cargo.lock in
+# ~/.cargo/registry (this script runs `cargo fetch`), and apt-get (downloads Debian's
+# python3.11-doc package; nothing is installed).
+#
+# The models are written to assets/models/tiny-moe and assets/models/tiny-dense; the corpus,
+# token streams, tokenizer and intermediate checkpoints go to assets/recipes/build (ignored).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+cd "$HERE"
+
+(cd "$ROOT" && cargo fetch --locked)
+"$PYTHON" build_corpus.py
+"$PYTHON" train_tokenizer.py
+mkdir -p build
+# Both trainings at once, one thread each (2 cores); each takes ~35-60 minutes.
+"$PYTHON" train.py --model moe --threads 1 > build/train-moe.log 2>&1 &
+MOE=$!
+"$PYTHON" train.py --model dense --threads 1 > build/train-dense.log 2>&1 &
+DENSE=$!
+wait "$MOE"
+wait "$DENSE"
+cp build/corpus/manifest.json corpus_manifest.json
+"$PYTHON" evaluate.py | tee build/evaluate.log
