@@ -240,12 +240,12 @@ def retrieval_sequence_masked(tok, filler, rng, length):
     while len(ids) < length:
         room = length - len(ids)
         k = rng.random()
-        if k < 0.45:
+        if k < 0.3:
             n = max(48, min(room - 8, rng.choice([64, 128, 256, 384, 512])))
             prompt, ans, _, _ = needle_example(tok, filler, rng, n, rng.random())
             add(prompt, 0)
             add(ans, 1)
-        elif k < 0.6:
+        elif k < 0.45:
             pairs, used = [], set()
             add(tok.encode("Records:\n"), 0)
             budget = max(48, min(room, rng.randint(64, 512)))
@@ -270,12 +270,12 @@ def retrieval_sequence_masked(tok, filler, rng, length):
                     key_part = line[:-len(tok.encode(line_value(tok, line)))]
                 add(line[:len(key_part)], 0)
                 add(line[len(key_part):], 1)
-        elif k < 0.8:
+        elif k < 0.9:
             budget = max(48, min(room, rng.randint(64, 512)))
             start = len(ids)
             while True:
                 n = rng.randint(8, 64)
-                span = filler(n) if rng.random() < 0.5 else [rng.randrange(3, 4096) for _ in range(n)]
+                span = filler(n) if rng.random() < 0.3 else [rng.randrange(3, 4096) for _ in range(n)]
                 head, mid = tok.encode("\nText: "), tok.encode("\nCopy: ")
                 if len(ids) - start + len(head) + len(mid) + 2 * n > budget:
                     break

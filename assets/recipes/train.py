@@ -60,7 +60,7 @@ RECIPES = {
 RECIPES["dense-retrieval"] = dict(
     # Stage 2 of tiny-dense: from stage 1's checkpoint, 85% retrieval rows whose loss covers only
     # what must be retrieved (common.retrieval_sequence_masked), 15% plain text rows (full loss).
-    name="tiny-dense", init="tiny-dense-stage1", seq_len=512, batch=8, steps=800, lr=1e-3, warmup=30, seed=102,
+    name="tiny-dense", init="tiny-dense-stage1", seq_len=512, batch=8, steps=600, lr=2e-3, warmup=30, seed=102,
     mix={"prose": 0.05, "rust": 0.03, "python": 0.03, "numbers": 0.04, "retrieval_masked": 0.85},
     config=RECIPES["dense"]["config"],
 )

@@ -46,6 +46,9 @@ pub struct CellUi {
     pub hovered: Option<usize>,
     /// Pinned position (clicked token).
     pub pinned: Option<usize>,
+    /// Where the expert-load and head grids were drawn last frame.
+    pub load_grid: Option<super::views::grid::GridGeometry>,
+    pub head_grid: Option<super::views::grid::GridGeometry>,
 }
 
 /// What a view asks for.
@@ -131,6 +134,8 @@ pub struct AppState {
     pub compare_when_done: Vec<(u64, u64)>,
     /// Run every cell as soon as the model is loaded (`routelab gui --run-all`).
     pub run_all_when_loaded: bool,
+    /// Show timings (off for reproducible screenshots and snapshot tests).
+    pub show_timings: bool,
 }
 
 /// The example notebook a new user opens: the bundled model's example prompts.
@@ -161,9 +166,13 @@ fn example_prompts(model: &str) -> Vec<(String, String, usize)> {
         let b = routelab_model::source::BUNDLED.iter().find(|b| b.name == model)?;
         let text = std::fs::read_to_string(routelab_model::source::assets_dir().join(b.relative).join("examples.json")).ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let list = v.get("prompts")?.as_array()?;
+        let list = v.get("examples")?.as_array()?;
+        // One prompt of each kind the workbench opens with: prose, code, needle.
+        let pick = |kind: &str| list.iter().find(|p| p.get("kind").and_then(|k| k.as_str()) == Some(kind));
         Some(
-            list.iter()
+            ["prose", "code", "needle"]
+                .iter()
+                .filter_map(|k| pick(k))
                 .filter_map(|p| {
                     Some((
                         p.get("title")?.as_str()?.to_string(),
@@ -217,6 +226,7 @@ impl AppState {
             dark: std::env::var("ROUTELAB_THEME").map(|t| t != "light").unwrap_or(true),
             compare_when_done: vec![],
             run_all_when_loaded: false,
+            show_timings: true,
         };
         s.load_traces();
         s

@@ -42,6 +42,7 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
     let busy = state.busy();
     let model_ready = state.model.info.is_some();
     let has_chat = state.model.has_chat_template;
+    let timings = state.show_timings;
     let titles: std::collections::HashMap<u64, String> = state.notebook.cells.iter().map(|c| (c.id, c.title.clone())).collect();
     let frame = egui::Frame::group(ui.style()).inner_margin(8.0).fill(ui.visuals().faint_bg_color);
     frame.show(ui, |ui| {
@@ -57,7 +58,9 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
                 }
             }
             let title = &mut state.notebook.cells[i].title;
-            if ui.add(egui::TextEdit::singleline(title).desired_width(260.0).font(egui::TextStyle::Heading)).changed() {
+            let r = ui.add(egui::TextEdit::singleline(title).desired_width(260.0).font(egui::TextStyle::Heading));
+            r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, format!("title of cell {id}")));
+            if r.changed() {
                 actions.push(Action::Edited);
             }
             ui.label(RichText::new(kind).weak().small());
@@ -98,7 +101,9 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
         match &mut c.kind {
             CellKind::Markdown { text } => {
                 if editing {
-                    if ui.add(egui::TextEdit::multiline(text).desired_width(f32::INFINITY).desired_rows(4)).changed() {
+                    let r = ui.add(egui::TextEdit::multiline(text).desired_width(f32::INFINITY).desired_rows(4));
+                    r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::MultilineTextInput, true, format!("markdown of cell {id}")));
+                    if r.changed() {
                         actions.push(Action::Edited);
                     }
                     if ui.button("Done").clicked() {
@@ -116,7 +121,7 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
                 prompt::interventions(ui, id, interventions, actions);
                 if let Some(run) = runs.get(&id) {
                     let ui_state = cell_ui.entry(id).or_default();
-                    prompt::results(ui, id, run, result.as_ref(), ui_state, actions);
+                    prompt::results(ui, id, run, result.as_ref(), timings, ui_state, actions);
                 } else if !model_ready && !busy {
                     ui.label(RichText::new("Load a model to run this cell.").weak());
                 }

@@ -54,7 +54,7 @@ pub fn compare(ui: &mut Ui, id: u64, a: Option<(&str, &RunView)>, b: Option<(&st
         cols[0].strong("Routing changes per layer");
         cols[0].label(RichText::new("share of positions whose top-k experts differ").weak().small());
         let bars: Vec<Bar> = r.flip_rates.iter().map(|(l, f)| Bar::new(*l as f64, *f).width(0.8)).collect();
-        Plot::new(("flips", id)).height(150.0).x_axis_label("layer").y_axis_label("share").include_y(0.0).include_y(1.0).allow_drag(false).allow_zoom(false).allow_scroll(false).show(&mut cols[0], |p| {
+        Plot::new(("flips", id)).height(150.0).x_axis_label("layer").x_axis_formatter(|mark, _| if mark.value.fract() == 0.0 { format!("{}", mark.value) } else { String::new() }).y_axis_label("share").include_y(0.0).include_y(1.0).allow_drag(false).allow_zoom(false).allow_scroll(false).show(&mut cols[0], |p| {
             p.bar_chart(BarChart::new("routing flips", bars));
         });
         cols[1].strong("Next-token KL(A ‖ B) along A's sequence");

@@ -22,16 +22,38 @@ pub struct GridSpec<'a> {
     /// Caption of the colour scale.
     pub scale_caption: &'a str,
     pub max_cell: f32,
+    /// Accessibility label (what screen readers and UI tests find it by).
+    pub label: String,
 }
 
-/// Draws the grid; returns the clicked cell.
-pub fn grid(ui: &mut Ui, spec: &GridSpec) -> Option<(usize, usize)> {
+/// Where a grid's cells are on screen (for UI tests and pointing).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GridGeometry {
+    pub origin: egui::Pos2,
+    pub cell: Vec2,
+}
+
+impl GridGeometry {
+    pub fn center(&self, row: usize, col: usize) -> egui::Pos2 {
+        self.origin + Vec2::new((col as f32 + 0.5) * self.cell.x, (row as f32 + 0.5) * self.cell.y)
+    }
+}
+
+pub struct GridOut {
+    pub clicked: Option<(usize, usize)>,
+    pub geometry: GridGeometry,
+}
+
+/// Draws the grid; returns the clicked cell and where cells are.
+pub fn grid(ui: &mut Ui, spec: &GridSpec) -> GridOut {
     let label_w = 34.0;
     let avail = (ui.available_width() - label_w - 70.0).max(100.0);
     let cell_w = (avail / spec.cols.max(1) as f32).clamp(3.0, spec.max_cell);
     let cell_h = (cell_w * 0.8).clamp(3.0, 18.0).max(if spec.rows <= 16 { 12.0 } else { 4.0 });
     let size = Vec2::new(label_w + cell_w * spec.cols as f32 + 64.0, 16.0 + cell_h * spec.rows as f32 + 18.0);
     let (rect, resp) = ui.allocate_exact_size(size, Sense::click());
+    let label = spec.label.clone();
+    resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, label.clone()));
     let painter = ui.painter_at(rect);
     let text = ui.visuals().text_color();
     let weak = ui.visuals().weak_text_color();
@@ -70,7 +92,7 @@ pub fn grid(ui: &mut Ui, spec: &GridSpec) -> Option<(usize, usize)> {
     }
     painter.text(egui::pos2(sx + 13.0, grid_origin.y), Align2::LEFT_TOP, "high", font.clone(), weak);
     painter.text(egui::pos2(sx + 13.0, grid_origin.y + sh), Align2::LEFT_BOTTOM, "low", font.clone(), weak);
-    let _ = spec.scale_caption;
+    painter.text(egui::pos2(sx, grid_origin.y - 2.0), Align2::LEFT_BOTTOM, spec.scale_caption, font.clone(), weak);
     let at = |pos: egui::Pos2| -> Option<(usize, usize)> {
         let d = pos - grid_origin;
         if d.x < 0.0 || d.y < 0.0 {
@@ -85,5 +107,5 @@ pub fn grid(ui: &mut Ui, spec: &GridSpec) -> Option<(usize, usize)> {
         painter.rect_stroke(cell_rect(r, c), 0.0, Stroke::new(1.5, ui.visuals().strong_text_color()), egui::StrokeKind::Outside);
         resp.on_hover_text((spec.tooltip)(r, c));
     }
-    clicked.filter(|&(r, _)| (spec.row_enabled)(r))
+    GridOut { clicked: clicked.filter(|&(r, _)| (spec.row_enabled)(r)), geometry: GridGeometry { origin: grid_origin, cell: Vec2::new(cell_w, cell_h) } }
 }

@@ -15,25 +15,33 @@ fn fmt_bytes(b: usize) -> String {
 
 pub fn model_panel(ui: &mut Ui, state: &mut AppState, actions: &mut Vec<Action>) {
     ui.heading("Model");
-    ui.label(RichText::new("directory, .gguf, hub repo id or bundled name").weak().small());
-    let r = ui.add(egui::TextEdit::singleline(&mut state.model.requested).desired_width(f32::INFINITY));
+    let hint = ui.label(RichText::new("directory, .gguf, hub repo id or bundled name").weak().small());
+    let r = ui.add(egui::TextEdit::singleline(&mut state.model.requested).desired_width(f32::INFINITY)).labelled_by(hint.id);
     if r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
         actions.push(Action::LoadModel);
     }
     ui.horizontal(|ui| {
-        egui::ComboBox::from_id_salt("bundled").selected_text("bundled ▾").show_ui(ui, |ui| {
-            for b in BUNDLED {
-                if ui.selectable_label(state.model.requested == b.name, b.name).on_hover_text(b.description).clicked() {
-                    state.model.requested = b.name.to_string();
-                    actions.push(Action::LoadModel);
+        egui::ComboBox::from_id_salt("bundled")
+            .selected_text("bundled ▾")
+            .show_ui(ui, |ui| {
+                for b in BUNDLED {
+                    if ui.selectable_label(state.model.requested == b.name, b.name).on_hover_text(b.description).clicked() {
+                        state.model.requested = b.name.to_string();
+                        actions.push(Action::LoadModel);
+                    }
                 }
-            }
-        });
-        egui::ComboBox::from_id_salt("device").selected_text(state.model.device.clone()).show_ui(ui, |ui| {
-            for d in ["cpu", "cuda", "cuda:1"] {
-                ui.selectable_value(&mut state.model.device, d.to_string(), d);
-            }
-        });
+            })
+            .response
+            .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, "bundled models"));
+        egui::ComboBox::from_id_salt("device")
+            .selected_text(state.model.device.clone())
+            .show_ui(ui, |ui| {
+                for d in ["cpu", "cuda", "cuda:1"] {
+                    ui.selectable_value(&mut state.model.device, d.to_string(), d);
+                }
+            })
+            .response
+            .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, "device"));
         let loading = state.model.loading.is_some();
         if ui.add_enabled(!loading && !state.busy(), egui::Button::new("Load")).clicked() {
             actions.push(Action::LoadModel);

@@ -29,20 +29,21 @@ pub fn editor(ui: &mut Ui, id: u64, prompt: &mut Prompt, settings: &mut Generati
         actions.push(Action::RunCell(id));
     }
     let r = ui.add(egui::TextEdit::multiline(&mut text).id(edit_id).desired_rows(2).desired_width(f32::INFINITY).font(egui::TextStyle::Monospace).hint_text("Prompt… (Shift+Enter runs)"));
+    r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::MultilineTextInput, true, format!("prompt {id}")));
     changed |= r.changed();
     ui.horizontal_wrapped(|ui| {
         if has_chat || chat {
             changed |= ui.checkbox(&mut chat, "chat template").on_hover_text("Send the prompt as a user message through the model's chat template").changed();
         }
-        ui.label("new tokens");
-        changed |= ui.add(egui::DragValue::new(&mut settings.max_new_tokens).range(0..=4096)).changed();
-        ui.label("temperature");
-        changed |= ui.add(egui::DragValue::new(&mut settings.sampling.temperature).range(0.0..=2.0).speed(0.02)).changed();
+        let l = ui.label("new tokens");
+        changed |= ui.add(egui::DragValue::new(&mut settings.max_new_tokens).range(0..=4096)).labelled_by(l.id).changed();
+        let l = ui.label("temperature");
+        changed |= ui.add(egui::DragValue::new(&mut settings.sampling.temperature).range(0.0..=2.0).speed(0.02)).labelled_by(l.id).changed();
         if settings.sampling.temperature > 0.0 {
-            ui.label("top-p");
-            changed |= ui.add(egui::DragValue::new(&mut settings.sampling.top_p).range(0.05..=1.0).speed(0.01)).changed();
-            ui.label("seed");
-            changed |= ui.add(egui::DragValue::new(&mut settings.sampling.seed)).changed();
+            let l = ui.label("top-p");
+            changed |= ui.add(egui::DragValue::new(&mut settings.sampling.top_p).range(0.05..=1.0).speed(0.01)).labelled_by(l.id).changed();
+            let l = ui.label("seed");
+            changed |= ui.add(egui::DragValue::new(&mut settings.sampling.seed)).labelled_by(l.id).changed();
         }
         changed |= ui.checkbox(&mut settings.stop_at_eos, "stop at end of sequence").changed();
     });
@@ -74,23 +75,28 @@ pub fn interventions(ui: &mut Ui, id: u64, iv: &routelab_model::interventions::I
 }
 
 /// Results of a prompt cell: live while it streams.
-pub fn results(ui: &mut Ui, id: u64, run: &RunView, summary: Option<&RunSummary>, cell_ui: &mut CellUi, actions: &mut Vec<Action>) {
+pub fn results(ui: &mut Ui, id: u64, run: &RunView, summary: Option<&RunSummary>, timings: bool, cell_ui: &mut CellUi, actions: &mut Vec<Action>) {
     if run.is_empty() {
         return;
     }
     ui.horizontal_wrapped(|ui| {
         if run.is_moe() {
             let moe: Vec<usize> = (0..run.layers).filter(|&l| run.experts[l] > 0).collect();
-            ui.label("colour by top-1 expert of layer");
+            let label = ui.label("colour by top-1 expert of layer");
             let mut layer = cell_ui.layer;
-            egui::ComboBox::from_id_salt(("layer", id)).selected_text(layer.to_string()).show_ui(ui, |ui| {
-                for l in &moe {
-                    ui.selectable_value(&mut layer, *l, l.to_string());
-                }
-            });
+            egui::ComboBox::from_id_salt(("layer", id))
+                .selected_text(layer.to_string())
+                .show_ui(ui, |ui| {
+                    for l in &moe {
+                        ui.selectable_value(&mut layer, *l, l.to_string());
+                    }
+                })
+                .response
+                .labelled_by(label.id);
             cell_ui.layer = layer;
         }
         match summary {
+            Some(s) if !timings => ui.label(RichText::new(format!("{} prompt + {} generated tokens · stopped: {}", s.prompt_tokens, s.generated_tokens, s.stop)).weak()),
             Some(s) => ui.label(RichText::new(format!(
                 "{} prompt + {} generated tokens · prefill {:.2}s · {:.1} tok/s · stopped: {}",
                 s.prompt_tokens,
@@ -102,7 +108,7 @@ pub fn results(ui: &mut Ui, id: u64, run: &RunView, summary: Option<&RunSummary>
             None => ui.label(RichText::new(format!("{} tokens…", run.len())).weak()),
         };
     });
-    let strip = token_strip(ui, run, cell_ui.layer, cell_ui.pinned, 220.0);
+    let strip = token_strip(ui, run, cell_ui.layer, cell_ui.pinned, 220.0, &format!("token strip {id}"));
     cell_ui.hovered = strip.hovered;
     if let Some(c) = strip.clicked {
         cell_ui.pinned = if cell_ui.pinned == Some(c) { None } else { Some(c) };
@@ -125,7 +131,7 @@ pub fn results(ui: &mut Ui, id: u64, run: &RunView, summary: Option<&RunSummary>
     mask_bar(ui, id, cell_ui, run, actions);
 }
 
-fn load_view(ui: &mut Ui, id: u64, run: &RunView, cell_ui: &CellUi, actions: &mut Vec<Action>) {
+fn load_view(ui: &mut Ui, id: u64, run: &RunView, cell_ui: &mut CellUi, actions: &mut Vec<Action>) {
     ui.horizontal(|ui| {
         ui.strong("Expert load");
         ui.label(RichText::new("(share of top-k selections; click a cell to mask the expert)").weak().small());
@@ -151,9 +157,10 @@ fn load_view(ui: &mut Ui, id: u64, run: &RunView, cell_ui: &CellUi, actions: &mu
     };
     let enabled = |l: usize| run.experts[l] > 0;
     let marked = |l: usize, e: usize| cell_ui.pending.items.iter().any(|i| i.hook() == format!("layers.{l}.experts.{e}"));
-    if let Some((l, e)) = grid(
+    let out = grid(
         ui,
         &GridSpec {
+            label: format!("expert load {id}"),
             rows: run.layers,
             cols: run.max_experts(),
             row_label: "layer",
@@ -165,7 +172,9 @@ fn load_view(ui: &mut Ui, id: u64, run: &RunView, cell_ui: &CellUi, actions: &mu
             scale_caption: "share",
             max_cell: 28.0,
         },
-    ) {
+    );
+    cell_ui.load_grid = Some(out.geometry);
+    if let Some((l, e)) = out.clicked {
         actions.push(Action::SetMaskTarget(id, MaskTarget::Expert { layer: l, expert: e }));
     }
 }
@@ -185,7 +194,7 @@ fn export_buttons_more(ui: &mut Ui, id: u64, actions: &mut Vec<Action>) {
     });
 }
 
-fn heads_view(ui: &mut Ui, id: u64, run: &RunView, pos: usize, cell_ui: &CellUi, actions: &mut Vec<Action>) {
+fn heads_view(ui: &mut Ui, id: u64, run: &RunView, pos: usize, cell_ui: &mut CellUi, actions: &mut Vec<Action>) {
     ui.horizontal(|ui| {
         ui.strong(format!("Head activity at position {pos}"));
         ui.label(RichText::new("(1 − entropy / ln(positions): bright = focused; click to mask)").weak().small());
@@ -201,9 +210,10 @@ fn heads_view(ui: &mut Ui, id: u64, run: &RunView, pos: usize, cell_ui: &CellUi,
     };
     let enabled = |_l: usize| true;
     let marked = |l: usize, h: usize| cell_ui.pending.items.iter().any(|i| i.hook() == format!("layers.{l}.attn.head.{h}"));
-    if let Some((l, h)) = grid(
+    let out = grid(
         ui,
         &GridSpec {
+            label: format!("head activity {id}"),
             rows: run.layers,
             cols: run.heads,
             row_label: "layer",
@@ -215,7 +225,9 @@ fn heads_view(ui: &mut Ui, id: u64, run: &RunView, pos: usize, cell_ui: &CellUi,
             scale_caption: "focus",
             max_cell: 28.0,
         },
-    ) {
+    );
+    cell_ui.head_grid = Some(out.geometry);
+    if let Some((l, h)) = out.clicked {
         actions.push(Action::SetMaskTarget(id, MaskTarget::Head { layer: l, head: h }));
     }
 }
@@ -232,6 +244,7 @@ fn entropy_plot(ui: &mut Ui, id: u64, run: &RunView, actions: &mut Vec<Action>) 
         .height(140.0)
         .x_axis_label("layer")
         .y_axis_label("nats")
+        .x_axis_formatter(|mark, _| if mark.value.fract() == 0.0 { format!("{}", mark.value) } else { String::new() })
         .allow_scroll(false)
         .allow_drag(false)
         .allow_zoom(false)

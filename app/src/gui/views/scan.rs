@@ -28,20 +28,20 @@ pub fn progress_bar(ui: &mut Ui, p: Option<&Progress>, actions: &mut Vec<Action>
 pub fn scan_settings(ui: &mut Ui, s: &mut ScanSettings, actions: &mut Vec<Action>) {
     let mut changed = false;
     ui.horizontal_wrapped(|ui| {
-        ui.label("context lengths");
+        let l = ui.label("context lengths");
         let mut lens = s.lengths.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
-        if ui.add(egui::TextEdit::singleline(&mut lens).desired_width(90.0)).changed() {
+        if ui.add(egui::TextEdit::singleline(&mut lens).desired_width(90.0)).labelled_by(l.id).changed() {
             s.lengths = lens.split(',').filter_map(|x| x.trim().parse().ok()).collect();
             changed = true;
         }
-        ui.label("depths");
+        let l = ui.label("depths");
         let mut depths = s.depths.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
-        if ui.add(egui::TextEdit::singleline(&mut depths).desired_width(140.0)).changed() {
+        if ui.add(egui::TextEdit::singleline(&mut depths).desired_width(140.0)).labelled_by(l.id).changed() {
             s.depths = depths.split(',').filter_map(|x| x.trim().parse().ok()).collect();
             changed = true;
         }
-        ui.label("trials per cell");
-        changed |= ui.add(egui::DragValue::new(&mut s.per_cell).range(1..=20)).changed();
+        let l = ui.label("trials per cell");
+        changed |= ui.add(egui::DragValue::new(&mut s.per_cell).range(1..=20)).labelled_by(l.id).changed();
         changed |= ui.checkbox(&mut s.teacher_forced, "teacher-forced (one prefill per trial)").changed();
     });
     if changed {
@@ -67,7 +67,7 @@ pub fn scan_result(ui: &mut Ui, id: u64, r: &ScanSummary, actions: &mut Vec<Acti
     let tooltip = |l: usize, h: usize| format!("layer {l}, head {h}: retrieval score {:.3}", r.scores.get(l, h));
     let yes = |_l: usize| true;
     let marked = |l: usize, h: usize| r.scores.get(l, h) > RETRIEVAL_THRESHOLD;
-    grid(ui, &GridSpec { rows: r.scores.layers, cols: r.scores.heads, row_label: "layer", col_label: "head", value: &value, tooltip: &tooltip, row_enabled: &yes, marked: &marked, scale_caption: "score", max_cell: 28.0 });
+    grid(ui, &GridSpec { label: format!("retrieval scores {id}"), rows: r.scores.layers, cols: r.scores.heads, row_label: "layer", col_label: "head", value: &value, tooltip: &tooltip, row_enabled: &yes, marked: &marked, scale_caption: "score", max_cell: 28.0 });
     if !ranked.is_empty() {
         ui.label(RichText::new(format!(
             "strongest: {}",
@@ -79,12 +79,12 @@ pub fn scan_result(ui: &mut Ui, id: u64, r: &ScanSummary, actions: &mut Vec<Acti
 pub fn specialization_settings(ui: &mut Ui, s: &mut SpecializationSettings, actions: &mut Vec<Action>) {
     let mut changed = false;
     ui.horizontal_wrapped(|ui| {
-        ui.label("corpus directory");
-        changed |= ui.add(egui::TextEdit::singleline(&mut s.corpus).desired_width(320.0).hint_text("one subdirectory per domain")).changed();
-        ui.label("tokens per chunk");
-        changed |= ui.add(egui::DragValue::new(&mut s.chunk_tokens).range(16..=4096)).changed();
-        ui.label("max tokens");
-        changed |= ui.add(egui::DragValue::new(&mut s.max_tokens).range(100..=1_000_000)).changed();
+        let l = ui.label("corpus directory");
+        changed |= ui.add(egui::TextEdit::singleline(&mut s.corpus).desired_width(320.0).hint_text("one subdirectory per domain")).labelled_by(l.id).changed();
+        let l = ui.label("tokens per chunk");
+        changed |= ui.add(egui::DragValue::new(&mut s.chunk_tokens).range(16..=4096)).labelled_by(l.id).changed();
+        let l = ui.label("max tokens");
+        changed |= ui.add(egui::DragValue::new(&mut s.max_tokens).range(100..=1_000_000)).labelled_by(l.id).changed();
     });
     if changed {
         actions.push(Action::Edited);

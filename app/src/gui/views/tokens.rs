@@ -23,7 +23,7 @@ pub fn display_piece(p: &str) -> String {
     p.replace('\t', "⇥").replace("\n", "↵\n")
 }
 
-pub fn token_strip(ui: &mut Ui, run: &RunView, layer: usize, pinned: Option<usize>, max_height: f32) -> StripResponse {
+pub fn token_strip(ui: &mut Ui, run: &RunView, layer: usize, pinned: Option<usize>, max_height: f32, label: &str) -> StripResponse {
     let font = FontId::monospace(13.0);
     let mut job = LayoutJob::default();
     job.wrap.max_width = ui.available_width();
@@ -55,8 +55,9 @@ pub fn token_strip(ui: &mut Ui, run: &RunView, layer: usize, pinned: Option<usiz
     }
     let galley = ui.painter().layout_job(job);
     let mut out = StripResponse { hovered: None, clicked: None };
-    egui::ScrollArea::vertical().max_height(max_height).id_salt("token-strip").auto_shrink([false, true]).show(ui, |ui| {
+    egui::ScrollArea::vertical().max_height(max_height).id_salt(("token-strip", label)).auto_shrink([false, true]).show(ui, |ui| {
         let (rect, resp) = ui.allocate_exact_size(galley.size(), Sense::click());
+        resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, label));
         ui.painter().galley(rect.min, galley.clone(), ui.visuals().text_color());
         let pick = |pos: egui::Pos2| -> Option<usize> {
             let c = galley.cursor_from_pos(pos - rect.min).index.0;

@@ -1,0 +1,221 @@
+//! The workbench driven as a user would, with egui_kittest, on the bundled tiny-moe model:
+//! run the example cells, hover a token, mask an expert and re-run, get a compare cell, export
+//! a plot, save and reopen. Snapshot images are in tests/snapshots/.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use routelab::gui::dialogs::FixedDialogs;
+use routelab::gui::WorkbenchApp;
+use routelab::notebook::CellKind;
+
+/// The bundled default model (override to try another).
+fn model() -> String {
+    std::env::var("ROUTELAB_GUI_TEST_MODEL").unwrap_or_else(|_| "tiny-moe".into())
+}
+
+/// A fixed directory per test, so the path shown in the top bar (and snapshots) is stable.
+fn fresh_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join("routelab-gui-tests").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn harness(dir: &Path, exports: &Path) -> (Harness<'static, WorkbenchApp>, Arc<Mutex<Vec<PathBuf>>>) {
+    let given = Arc::new(Mutex::new(vec![]));
+    let g = given.clone();
+    let (dir, exports) = (dir.to_path_buf(), exports.to_path_buf());
+    // Model output can hold any character; the app draws a box for glyphs no font has.
+    let mut h = Harness::builder().with_size([1400.0, 1000.0]).allow_missing_glyphs().build_eframe(move |cc| {
+        let mut app = WorkbenchApp::new(&cc.egui_ctx, dir, Some(model()), Box::new(FixedDialogs { dir: exports, given: g }));
+        app.state.show_timings = false;
+        app
+    });
+    wait(&mut h, "the model to load", |a| a.state.model.info.is_some() || a.state.model.error.is_some());
+    assert!(h.state().state.model.error.is_none(), "{:?}", h.state().state.model.error);
+    (h, given)
+}
+
+/// Steps the UI until `done` holds (the worker runs on its own thread).
+fn wait(h: &mut Harness<'_, WorkbenchApp>, what: &str, done: impl Fn(&WorkbenchApp) -> bool) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(start.elapsed() < Duration::from_secs(180), "timed out waiting for {what}; messages: {:?}", h.state().state.messages);
+    }
+    // Let the UI settle (layout after the last event).
+    for _ in 0..3 {
+        h.step();
+    }
+}
+
+/// A primary click at a screen position.
+fn click_at(h: &mut Harness<'_, WorkbenchApp>, pos: egui::Pos2) {
+    h.hover_at(pos);
+    h.step();
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton { pos, button: egui::PointerButton::Primary, pressed, modifiers: egui::Modifiers::NONE });
+        h.step();
+    }
+}
+
+fn idle(a: &WorkbenchApp) -> bool {
+    !a.state.busy() && a.state.queue.is_empty()
+}
+
+fn prompt_ids(a: &WorkbenchApp) -> Vec<u64> {
+    a.state.notebook.cells.iter().filter(|c| matches!(c.kind, CellKind::Prompt { .. })).map(|c| c.id).collect()
+}
+
+fn run_all(h: &mut Harness<'_, WorkbenchApp>) {
+    h.get_by_label("▶▶ Run all").click();
+    h.step();
+    wait(h, "the example cells", |a| idle(a) && prompt_ids(a).iter().all(|id| a.state.traces.contains_key(id)));
+}
+
+#[test]
+fn example_notebook_runs_and_shows_routing_live() {
+    let dir = fresh_dir("run");
+    let (mut h, _) = harness(&dir, &dir);
+    let ids = prompt_ids(h.state());
+    assert_eq!(ids.len(), 3, "the example notebook has a prose, a code and a needle prompt");
+    run_all(&mut h);
+    for id in &ids {
+        let run = &h.state().state.runs[id];
+        assert!(run.len() > run.prompt_len, "cell {id} generated nothing");
+        assert!(run.is_moe() && run.load.iter().any(|l| l.iter().sum::<u32>() > 0), "cell {id} has no routing");
+        assert!(h.query_by_label(&format!("token strip {id}")).is_some());
+        assert!(h.query_by_label(&format!("expert load {id}")).is_some());
+    }
+    h.snapshot("notebook_after_run");
+}
+
+#[test]
+fn hovering_a_token_shows_its_routing_in_every_layer() {
+    let dir = fresh_dir("hover");
+    let (mut h, _) = harness(&dir, &dir);
+    run_all(&mut h);
+    let id = prompt_ids(h.state())[0];
+    let strip = h.get_by_label(&format!("token strip {id}")).rect();
+    h.hover_at(strip.left_top() + egui::vec2(4.0, 6.0));
+    h.run_steps(3);
+    assert_eq!(h.state().state.cell_ui[&id].hovered, Some(0));
+    assert!(h.query_by_label_contains("position 0 · token").is_some(), "no routing card for the hovered token");
+    h.snapshot("token_hover");
+}
+
+#[test]
+fn masking_an_expert_and_rerunning_gives_a_compare_cell() {
+    let dir = fresh_dir("mask");
+    let (mut h, _) = harness(&dir, &dir);
+    run_all(&mut h);
+    let id = prompt_ids(h.state())[0];
+    // The busiest expert of the first MoE layer for this prompt.
+    let (layer, expert) = {
+        let run = &h.state().state.runs[&id];
+        let l = run.experts.iter().position(|&e| e > 0).unwrap();
+        let e = (0..run.experts[l]).max_by_key(|&e| run.load[l][e]).unwrap();
+        (l, e)
+    };
+    let geo = h.state().state.cell_ui[&id].load_grid.expect("load grid drawn");
+    h.get_by_label(&format!("expert load {id}")).scroll_to_me();
+    h.run_steps(2);
+    let geo2 = h.state().state.cell_ui[&id].load_grid.unwrap_or(geo);
+    click_at(&mut h, geo2.center(layer, expert));
+    h.run_steps(2);
+    h.get_by_label("reroute").click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.cell_ui[&id].pending.items.len(), 1);
+    h.get_by_label("⟳ Re-run with masks").click();
+    h.step();
+    wait(&mut h, "the masked run and its comparison", |a| {
+        idle(a) && a.state.notebook.cells.iter().any(|c| matches!(c.kind, CellKind::Compare { result: Some(_), .. }))
+    });
+    let nb = &h.state().state.notebook;
+    let masked = nb.cells.iter().find(|c| matches!(&c.kind, CellKind::Prompt { interventions, .. } if !interventions.is_empty())).expect("masked cell");
+    let CellKind::Prompt { interventions, .. } = &masked.kind else { unreachable!() };
+    assert_eq!(interventions.items[0].label(), format!("layers.{layer}.experts.{expert}:reroute"));
+    let compare = nb.cells.iter().find_map(|c| match &c.kind {
+        CellKind::Compare { a, b, result: Some(r) } => Some((*a, *b, r.clone())),
+        _ => None,
+    });
+    let (a, b, r) = compare.unwrap();
+    assert_eq!((a, b), (id, masked.id));
+    // Rerouting the busiest expert changes routing in its layer and the next-token distribution.
+    let flips = r.flip_rates.iter().find(|(l, _)| *l == layer).map(|x| x.1).unwrap();
+    assert!(flips > 0.0, "no routing change in layer {layer}");
+    assert!(r.kl.iter().any(|&k| k > 1e-4), "rerouting changed nothing downstream");
+    // The masked expert is never selected in the masked run.
+    let masked_trace = &h.state().state.traces[&masked.id];
+    assert!(!masked_trace.layers[layer].router.as_ref().unwrap().experts.contains(&(expert as u32)));
+    h.get_by_label_contains("first different token").scroll_to_me();
+    h.run_steps(3);
+    h.snapshot("compare_cell");
+}
+
+#[test]
+fn exporting_a_view_writes_a_png_and_export_cell_writes_every_view() {
+    let dir = fresh_dir("export");
+    let out = fresh_dir("export-out");
+    let (mut h, given) = harness(&dir, &out);
+    run_all(&mut h);
+    let export = h.get_all_by_label("Export ▾").next().unwrap();
+    export.click();
+    h.run_steps(2);
+    h.get_by_label("as PNG").click();
+    h.run_steps(2);
+    let path = given.lock().unwrap().last().cloned().expect("a save dialog was shown");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[1..4], b"PNG", "{} is not a PNG", path.display());
+    h.get_all_by_label("export cell").next().unwrap().click();
+    h.run_steps(2);
+    let folder = given.lock().unwrap().last().cloned().unwrap();
+    let files: Vec<String> = std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    for kind in ["expert-load", "routing", "heads", "router-entropy", "coactivation"] {
+        for ext in ["png", "svg", "csv"] {
+            assert!(files.iter().any(|f| f.ends_with(&format!("{kind}.{ext}"))), "missing {kind}.{ext} in {files:?}");
+        }
+    }
+    assert!(files.iter().any(|f| f.ends_with(".safetensors")));
+}
+
+#[test]
+fn a_saved_notebook_reopens_with_its_results_without_running() {
+    let dir = fresh_dir("reopen");
+    let before = {
+        let (mut h, _) = harness(&dir, &dir);
+        run_all(&mut h);
+        h.get_by_label("Save").click();
+        h.run_steps(2);
+        let s = &h.state().state;
+        assert!(s.dirty_since.is_none(), "{:?}", s.messages);
+        prompt_ids(h.state()).into_iter().map(|id| (id, s.runs[&id].tokens.clone(), s.runs[&id].load.clone())).collect::<Vec<_>>()
+    };
+    let (mut h, _) = harness(&dir, &dir);
+    h.run_steps(3);
+    assert!(!h.state().state.busy(), "reopening ran something");
+    for (id, tokens, load) in before {
+        let run = &h.state().state.runs[&id];
+        assert_eq!(run.tokens, tokens);
+        assert_eq!(run.load, load);
+        assert!(h.state().state.notebook.cell(id).unwrap().has_result());
+    }
+}
+
+#[test]
+fn a_corrupt_notebook_opens_read_only_and_is_never_overwritten() {
+    let dir = fresh_dir("corrupt");
+    let garbage = "{\"format\": \"routelab-notebook\", \"version\": 1, \"cells\": [ {";
+    std::fs::write(dir.join("notebook.json"), garbage).unwrap();
+    let (mut h, _) = harness(&dir, &dir);
+    assert!(h.state().state.read_only.is_some());
+    assert!(h.state().state.messages.iter().any(|(_, m)| m.contains("notebook.json") && m.contains("read-only")));
+    h.get_by_label("Save").click();
+    h.run_steps(2);
+    assert_eq!(std::fs::read_to_string(dir.join("notebook.json")).unwrap(), garbage);
+}
