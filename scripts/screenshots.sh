@@ -13,7 +13,7 @@ cargo build --release --quiet
 work=$(mktemp -d)
 trap 'kill ${app:-} ${xvfb:-} 2>/dev/null || true; rm -rf "$work"' EXIT
 display=:$((90 + RANDOM % 9))
-Xvfb "$display" -screen 0 1600x1000x24 -nolisten tcp &
+Xvfb "$display" -screen 0 1440x900x24 -nolisten tcp &
 xvfb=$!
 sleep 1
 export DISPLAY=$display

@@ -4,9 +4,11 @@
 //! text files; files directly in the directory belong to the domain `default`. Each file is
 //! tokenised and cut into chunks of at most `chunk_tokens`, each run as its own context.
 //!
-//! Token classes (for the mutual-information figure): from the token's text with surrounding
-//! whitespace removed — empty → `whitespace`; only ASCII digits → `digits`; no letter or digit
-//! → `punctuation`; otherwise `code` if its document's domain is a code domain, else `prose`.
+//! Token classes (for the mutual-information figure), the rule of the bundled models'
+//! evaluation (assets/recipes/evaluate.py), checked in this order on the token decoded on its
+//! own (partial UTF-8 bytes decode to U+FFFD): empty or only whitespace → `whitespace`; has an
+//! ASCII letter → `code` in a code domain, else `prose`; has an ASCII digit → `digits`;
+//! otherwise → `punctuation` (operators, brackets, underscores, other symbols).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,18 +27,15 @@ use crate::stats::specialization as spec;
 pub const CLASSES: [&str; 5] = ["code", "prose", "digits", "punctuation", "whitespace"];
 
 /// The class index (into [`CLASSES`]) of a token's text in a document of the given kind.
-pub fn token_class(piece: &str, code_domain: bool) -> usize {
-    let t = piece.trim();
-    if t.is_empty() {
+pub fn token_class(text: &str, code_domain: bool) -> usize {
+    if text.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')) {
         4
-    } else if t.chars().all(|c| c.is_ascii_digit()) {
+    } else if text.chars().any(|c| c.is_ascii_alphabetic()) {
+        if code_domain { 0 } else { 1 }
+    } else if text.chars().any(|c| c.is_ascii_digit()) {
         2
-    } else if t.chars().all(|c| !c.is_alphanumeric()) {
-        3
-    } else if code_domain {
-        0
     } else {
-        1
+        3
     }
 }
 
@@ -88,6 +87,7 @@ pub struct CorpusRouting {
     pub top_k: usize,
     pub num_experts: usize,
     pub tokens: Vec<u32>,
+    /// Each token decoded on its own (what token classes are computed from).
     pub pieces: Vec<String>,
     /// Domain index per token.
     pub domain: Vec<usize>,
@@ -167,7 +167,7 @@ pub fn route_corpus(
         out.chunk_starts.push(out.tokens.len());
         for rec in &run.positions {
             out.tokens.push(rec.token);
-            out.pieces.push(rec.piece.clone());
+            out.pieces.push(session.tokenizer.decode(&[rec.token], false)?);
             out.domain.push(di);
             for (i, &l) in layers.iter().enumerate() {
                 let lr = &rec.layers[l];
@@ -271,12 +271,15 @@ mod tests {
     #[test]
     fn token_classes_follow_the_documented_rule() {
         assert_eq!(CLASSES[token_class("  ", false)], "whitespace");
+        assert_eq!(CLASSES[token_class("", false)], "whitespace");
         assert_eq!(CLASSES[token_class("\n", true)], "whitespace");
         assert_eq!(CLASSES[token_class(" 42", false)], "digits");
-        // A decimal number has a non-digit, and digits are alphanumeric: prose by the rule.
-        assert_eq!(CLASSES[token_class("3.5", false)], "prose");
+        assert_eq!(CLASSES[token_class("3.5", false)], "digits");
         assert_eq!(CLASSES[token_class(" {", true)], "punctuation");
+        assert_eq!(CLASSES[token_class("_", true)], "punctuation");
+        assert_eq!(CLASSES[token_class("\u{FFFD}", false)], "punctuation");
         assert_eq!(CLASSES[token_class("fn", true)], "code");
+        assert_eq!(CLASSES[token_class("x2", true)], "code");
         assert_eq!(CLASSES[token_class(" the", false)], "prose");
     }
 }

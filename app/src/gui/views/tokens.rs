@@ -44,8 +44,10 @@ pub fn token_strip(ui: &mut Ui, run: &RunView, layer: usize, pinned: Option<usiz
         let mut fmt = TextFormat { font_id: font.clone(), background: bg, ..Default::default() };
         fmt.color = if bg == Color32::TRANSPARENT { prompt_fg } else { text_on(bg) };
         if !generated && bg != Color32::TRANSPARENT {
-            // Prompt tokens: same colours, dimmed, so generation stands out.
-            fmt.background = bg.gamma_multiply(0.55);
+            // Prompt tokens: same colours, faded towards the panel, so generation stands out.
+            let panel = ui.visuals().panel_fill;
+            let mix = |a: u8, b: u8| ((a as f32) * 0.45 + (b as f32) * 0.55) as u8;
+            fmt.background = Color32::from_rgb(mix(panel.r(), bg.r()), mix(panel.g(), bg.g()), mix(panel.b(), bg.b()));
             fmt.color = text_on(fmt.background);
         }
         if Some(i) == pinned {
