@@ -54,6 +54,18 @@ fn wait(h: &mut Harness<'_, WorkbenchApp>, what: &str, done: impl Fn(&WorkbenchA
     }
 }
 
+/// Compares with the committed snapshot. Rendering needs a wgpu adapter (a GPU, or Mesa's
+/// lavapipe, which .ci/run installs); elsewhere the comparison is skipped with a message.
+fn snapshot(h: &mut Harness<'_, WorkbenchApp>, name: &str) {
+    match h.try_snapshot(name) {
+        Ok(()) => {}
+        Err(egui_kittest::SnapshotError::RenderError { err }) if std::env::var("CI").is_err() => {
+            eprintln!("SKIPPED snapshot {name}: nothing to render with ({err}); install mesa-vulkan-drivers");
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// A primary click at a screen position.
 fn click_at(h: &mut Harness<'_, WorkbenchApp>, pos: egui::Pos2) {
     h.hover_at(pos);
@@ -92,7 +104,7 @@ fn example_notebook_runs_and_shows_routing_live() {
         assert!(h.query_by_label(&format!("token strip {id}")).is_some());
         assert!(h.query_by_label(&format!("expert load {id}")).is_some());
     }
-    h.snapshot("notebook_after_run");
+    snapshot(&mut h, "notebook_after_run");
 }
 
 #[test]
@@ -102,11 +114,13 @@ fn hovering_a_token_shows_its_routing_in_every_layer() {
     run_all(&mut h);
     let id = prompt_ids(h.state())[0];
     let strip = h.get_by_label(&format!("token strip {id}")).rect();
-    h.hover_at(strip.left_top() + egui::vec2(4.0, 6.0));
+    // A token on the second line of the strip.
+    h.hover_at(strip.left_top() + egui::vec2(strip.width() * 0.4, 22.0));
     h.run_steps(3);
-    assert_eq!(h.state().state.cell_ui[&id].hovered, Some(0));
-    assert!(h.query_by_label_contains("position 0 · token").is_some(), "no routing card for the hovered token");
-    h.snapshot("token_hover");
+    let p = h.state().state.cell_ui[&id].hovered.expect("a hovered token");
+    assert!(p > 0);
+    assert!(h.query_by_label_contains(&format!("position {p} · token")).is_some(), "no routing card for the hovered token");
+    snapshot(&mut h, "token_hover");
 }
 
 #[test]
@@ -155,7 +169,7 @@ fn masking_an_expert_and_rerunning_gives_a_compare_cell() {
     assert!(!masked_trace.layers[layer].router.as_ref().unwrap().experts.contains(&(expert as u32)));
     h.get_by_label_contains("first different token").scroll_to_me();
     h.run_steps(3);
-    h.snapshot("compare_cell");
+    snapshot(&mut h, "compare_cell");
 }
 
 #[test]

@@ -170,7 +170,8 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
         }
         if p.stats {
             let plogp = (&pr * pr.clamp(1e-30f32, 1f32)?.log()?)?;
-            ents.push(plogp.sum(D::Minus1)?.neg()?);
+            // abs: −Σ p ln p ≥ 0; a one-key distribution gives −0.0, which would print as "-0.0".
+            ents.push(plogp.sum(D::Minus1)?.abs()?);
             args.push(pr.argmax(D::Minus1)?);
         }
         let o = pr.to_dtype(v.dtype())?.reshape((kv_heads, rep * len, s))?.matmul(v)?.reshape((heads, len, dv))?;
