@@ -101,7 +101,7 @@ impl Plot for Heatmap {
         let col_step = every_nth_label(cols, 48);
         let row_step = every_nth_label(rows, 48);
         let mut chart = ChartBuilder::on(&main)
-            .caption(&self.title, (FONT, TITLE).into_font())
+            .caption(visible(&self.title), (FONT, TITLE).into_font())
             .margin(24)
             .x_label_area_size(if rotate { 70 + 16 * max_col_label.min(16) as u32 } else { 80 })
             .y_label_area_size(60 + 14 * self.row_labels.iter().map(|s| s.chars().count()).max().unwrap_or(1).min(16) as u32)
@@ -110,7 +110,7 @@ impl Plot for Heatmap {
         let col_labels = &self.col_labels;
         let row_labels = &self.row_labels;
         let y_fmt = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) if *i < rows && (rows - 1 - i) % row_step == 0 => row_labels[rows - 1 - i].clone(),
+            SegmentValue::CenterOf(i) if *i < rows && (rows - 1 - i) % row_step == 0 => visible(&row_labels[rows - 1 - i]),
             _ => String::new(),
         };
         chart
@@ -216,7 +216,7 @@ impl Plot for Bars {
         let max_label = self.categories.iter().map(|s| s.chars().count()).max().unwrap_or(1);
         let rotate = n_cat > 12 || max_label * n_cat > 90;
         let mut chart = ChartBuilder::on(area)
-            .caption(&self.title, (FONT, TITLE).into_font())
+            .caption(visible(&self.title), (FONT, TITLE).into_font())
             .margin(24)
             .x_label_area_size(if rotate { 40 + 13 * max_label.min(20) as u32 } else { 80 })
             .y_label_area_size(110)
@@ -309,7 +309,7 @@ impl Plot for CategoryMap {
         let cols = self.col_labels.len();
         let max_label = self.col_labels.iter().map(|s| s.chars().count()).max().unwrap_or(1).min(14) as u32;
         let mut chart = ChartBuilder::on(&main)
-            .caption(&self.title, (FONT, TITLE).into_font())
+            .caption(visible(&self.title), (FONT, TITLE).into_font())
             .margin(24)
             .x_label_area_size(50 + 14 * max_label)
             .y_label_area_size(130)
@@ -318,7 +318,7 @@ impl Plot for CategoryMap {
         let row_labels = &self.row_labels;
         let row_step = every_nth_label(rows, 48);
         let y_fmt = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) if *i < rows && (rows - 1 - i) % row_step == 0 => row_labels[rows - 1 - i].clone(),
+            SegmentValue::CenterOf(i) if *i < rows && (rows - 1 - i) % row_step == 0 => visible(&row_labels[rows - 1 - i]),
             _ => String::new(),
         };
         chart
@@ -363,6 +363,25 @@ impl Plot for CategoryMap {
     }
 }
 
+/// Token text made drawable and XML-safe: control characters become their Unicode control
+/// pictures (ESC → ␛), whitespace-only tokens show their whitespace.
+pub fn visible(label: &str) -> String {
+    let shown = if label.trim().is_empty() && !label.is_empty() {
+        label.replace(' ', "␣").replace('\n', "↵").replace('\t', "⇥")
+    } else {
+        label.trim_end_matches('\n').to_string()
+    };
+    shown
+        .chars()
+        .map(|c| match c as u32 {
+            0..=0x1F => char::from_u32(0x2400 + c as u32).unwrap_or('?'),
+            0x7F => '␡',
+            0xFFFE | 0xFFFF => '\u{FFFD}',
+            _ => c,
+        })
+        .collect()
+}
+
 /// Labels under an x axis at given pixel centres (area coordinates), horizontal or written
 /// downwards. (plotters centres rotated tick labels on the axis, which hides half of each
 /// under the plot, and cannot centre a label on a group of bars.)
@@ -374,13 +393,7 @@ fn draw_x_labels<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, axis_y: i32,
         (FONT, size).into_font().into_text_style(area).pos(Pos::new(HPos::Center, VPos::Top))
     };
     for (x, label) in labels {
-        // Whitespace-only tokens get a visible stand-in.
-        let shown = if label.trim().is_empty() && !label.is_empty() {
-            label.replace(' ', "␣").replace('\n', "↵").replace('\t', "⇥")
-        } else {
-            label.trim_end_matches('\n').to_string()
-        };
-        area.draw(&Text::new(shown, (*x, axis_y + 10), style.clone())).map_err(e)?;
+        area.draw(&Text::new(visible(label), (*x, axis_y + 10), style.clone())).map_err(e)?;
     }
     Ok(())
 }
@@ -423,7 +436,7 @@ impl Plot for Lines {
         let (x0, x1) = if x0.is_finite() && x1 > x0 { (x0, x1) } else { (0.0, 1.0) };
         let (y0, y1) = if y0.is_finite() && y1 > y0 { (y0.min(0.0), y1 + 0.05 * (y1 - y0)) } else { (0.0, 1.0) };
         let mut chart = ChartBuilder::on(area)
-            .caption(&self.title, (FONT, TITLE).into_font())
+            .caption(visible(&self.title), (FONT, TITLE).into_font())
             .margin(24)
             .x_label_area_size(80)
             .y_label_area_size(110)

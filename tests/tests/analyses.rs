@@ -1,0 +1,97 @@
+//! Analyses on fixture models against independent references: the run diff of an expert
+//! reroute, and every export (PNG decodes, SVG parses as XML, CSV round-trips to the numbers
+//! it was made from).
+
+use routelab_model::capture::CaptureSpec;
+use routelab_model::interventions::{ExpertMethod, Intervention, Interventions};
+use routelab_model::sampling::SamplingSettings;
+use routelab_model::session::{LoadOptions, RunRequest, Session};
+use routelab_model::source::ModelSource;
+use routelab_probes::analysis::diff::diff;
+use routelab_probes::export::csv::Table;
+use routelab_probes::export::views;
+use routelab_probes::stats::routing::load;
+use routelab_probes::trace::Trace;
+use routelab_tests::*;
+
+fn trace(case: &str, iv: Interventions, new_tokens: usize) -> Trace {
+    let s = Session::load(&ModelSource::Dir(case_dir(case)), &LoadOptions::default(), &mut |_| {}).unwrap();
+    let req = RunRequest {
+        tokens: Reference::load(case).ids("input_ids"),
+        max_new_tokens: new_tokens,
+        sampling: SamplingSettings::default(),
+        capture: CaptureSpec::all(),
+        interventions: iv,
+        stop_at_eos: false,
+    };
+    let run = s.run(&req, &mut |_| true).unwrap();
+    Trace::from_run(&run, case, s.config(), "fixture")
+}
+
+#[test]
+fn run_diff_of_a_reroute_flips_exactly_the_positions_that_chose_the_expert() {
+    // transformers' reference: where mixtral's layer 0 selected expert 2. Removing expert 2
+    // from the candidates changes the top-2 set exactly there (elsewhere the ranking of the
+    // remaining experts is unchanged).
+    let r = Reference::load("mixtral");
+    let k = r.get("router.0.experts").shape[1];
+    let chose: Vec<bool> = r.get("router.0.experts").i64.chunks(k).map(|row| row.contains(&2)).collect();
+    assert!(chose.iter().any(|&c| c) && chose.iter().any(|&c| !c), "the fixture must exercise both cases");
+    let plain = trace("mixtral", Interventions::default(), 0);
+    let rerouted = trace("mixtral", Interventions::new(vec![Intervention::Expert { layer: 0, expert: 2, method: ExpertMethod::Reroute }]), 0);
+    let d = diff(&plain, &rerouted).unwrap();
+    assert_eq!(d.first_divergence, None, "a forward pass over the same tokens");
+    let (layer, flips) = &d.routing_flips[0];
+    assert_eq!(*layer, 0);
+    assert_eq!(flips, &chose);
+    // KL is 0 (to float noise) up to the first position that chose expert 2, positive there.
+    let first = chose.iter().position(|&c| c).unwrap();
+    let kl = d.kl.as_ref().unwrap();
+    assert!(kl[..first].iter().all(|&x| x < 1e-9), "{kl:?}");
+    assert!(kl[first] > 1e-4);
+}
+
+#[test]
+fn every_trace_view_exports_png_svg_and_a_csv_that_round_trips() {
+    let t = trace("qwen2_moe", Interventions::default(), 4);
+    let dir = tempfile::tempdir().unwrap();
+    let made = [
+        ("expert-load", views::expert_load(&t).unwrap()),
+        ("routing", views::routing_map(&t).unwrap()),
+        ("heads", views::heads_view(&t).unwrap()),
+        ("coactivation", views::coactivation(&t, None).unwrap()),
+        ("router-entropy", views::router_entropy(&t).unwrap()),
+        ("contributions", views::contributions(&t).unwrap()),
+    ];
+    for (name, v) in &made {
+        v.write_all(dir.path(), name).unwrap();
+        let png = std::fs::read(dir.path().join(format!("{name}.png"))).unwrap();
+        let img = image_size(&png);
+        assert!(img.0 >= 1000 && img.1 >= 500, "{name}: {img:?}");
+        let svg = std::fs::read_to_string(dir.path().join(format!("{name}.svg"))).unwrap();
+        let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{name}.svg does not parse: {e}"));
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        let texts: String = doc.descendants().filter_map(|n| n.text()).collect::<Vec<_>>().join(" ");
+        assert!(texts.contains("layer") || texts.contains("expert"), "{name}.svg has no axis labels: {texts}");
+        let csv = Table::read(&dir.path().join(format!("{name}.csv"))).unwrap();
+        assert_eq!(&csv, v.table(), "{name}.csv does not round-trip");
+    }
+    // The expert-load table holds the loads computed from the trace's own routing.
+    let csv = made[0].1.table();
+    let (cl, ce, cs) = (csv.column("layer").unwrap(), csv.column("expert").unwrap(), csv.column("selections").unwrap());
+    for (l, lt) in t.layers.iter().enumerate() {
+        if let Some(r) = &lt.router {
+            let want = load(&r.experts, &r.weights, r.num_experts);
+            for row in csv.rows.iter().filter(|row| row[cl] == l.to_string()) {
+                let e: usize = row[ce].parse().unwrap();
+                assert_eq!(row[cs].parse::<usize>().unwrap(), want.counts[e]);
+            }
+        }
+    }
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn image_size(png: &[u8]) -> (u32, u32) {
+    assert_eq!(&png[1..4], b"PNG");
+    (u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap()))
+}
