@@ -39,23 +39,17 @@ pub fn config(raw: &RawConfig) -> Result<ModelConfig> {
             ffn: if (l + 1) % frequency == 0 { FfnConfig::Moe(moe.clone()) } else { FfnConfig::Dense(dense) },
         })
         .collect();
-    Ok(ModelConfig {
-        family: Family::Arctic,
-        vocab_size: b.vocab_size,
-        hidden_size: b.hidden_size,
-        num_layers: b.num_layers,
-        max_position_embeddings: b.max_position_embeddings,
-        tie_word_embeddings: raw.bool_or("tie_word_embeddings", false)?,
-        lm_head_bias: false,
-        norm: rms_norm(raw, 1e-5)?,
-        activation: activation(raw, "hidden_act")?,
-        attention: standard_attention(&heads, false, false, QkNorm::None, None),
-        rope: rope(raw, heads.head_dim, 1_000_000.0)?,
-        layers,
-        bos_token_id: b.bos_token_id,
-        eos_token_ids: b.eos_token_ids,
-        raw: serde_json::Value::Null,
-    })
+    Ok(b.config(
+        Family::Arctic,
+        Parts {
+            lm_head_bias: false,
+            norm: rms_norm(raw, 1e-5)?,
+            activation: activation(raw, "hidden_act")?,
+            attention: standard_attention(&heads, false, false, QkNorm::None, None),
+            rope: rope(raw, heads.head_dim, 1_000_000.0)?,
+            layers,
+        },
+    ))
 }
 
 pub const LAYOUT: TensorLayout = TensorLayout {

@@ -222,6 +222,44 @@ pub struct Basics {
     pub max_position_embeddings: usize,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    pub tie_word_embeddings: bool,
+}
+
+/// What differs between families once the basics are read.
+pub struct Parts {
+    pub norm: NormConfig,
+    pub activation: Activation,
+    pub attention: AttentionConfig,
+    pub rope: RopeConfig,
+    pub layers: Vec<LayerConfig>,
+    pub lm_head_bias: bool,
+}
+
+impl Basics {
+    pub fn config(&self, family: crate::families::Family, p: Parts) -> ModelConfig {
+        ModelConfig {
+            family,
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            num_layers: self.num_layers,
+            max_position_embeddings: self.max_position_embeddings,
+            tie_word_embeddings: self.tie_word_embeddings,
+            lm_head_bias: p.lm_head_bias,
+            norm: p.norm,
+            activation: p.activation,
+            attention: p.attention,
+            rope: p.rope,
+            layers: p.layers,
+            bos_token_id: self.bos_token_id,
+            eos_token_ids: self.eos_token_ids.clone(),
+            raw: serde_json::Value::Null,
+        }
+    }
+}
+
+/// Every layer with the same feed-forward, each with its sliding window.
+pub fn uniform_layers(windows: Vec<Option<usize>>, ffn: FfnConfig) -> Vec<LayerConfig> {
+    windows.into_iter().map(|w| LayerConfig { sliding_window: w, ffn: ffn.clone() }).collect()
 }
 
 pub fn basics(raw: &RawConfig, default_max_pos: usize) -> Result<Basics> {
@@ -236,5 +274,6 @@ pub fn basics(raw: &RawConfig, default_max_pos: usize) -> Result<Basics> {
         max_position_embeddings: raw.usize_or("max_position_embeddings", default_max_pos)?,
         bos_token_id: raw.token_ids("bos_token_id")?.first().copied(),
         eos_token_ids: raw.token_ids("eos_token_id")?,
+        tie_word_embeddings: raw.bool_or("tie_word_embeddings", false)?,
     })
 }

@@ -47,23 +47,26 @@ pub fn config(raw: &RawConfig) -> Result<ModelConfig> {
     // rope_theta in attn_config.
     let theta = attn.f64_or("rope_theta", 10_000.0)?;
     let rope = rope(raw, heads.head_dim, theta)?;
-    Ok(ModelConfig {
-        family: Family::Dbrx,
+    let b = Basics {
         vocab_size: raw.usize("vocab_size")?,
         hidden_size: hidden,
         num_layers,
         max_position_embeddings: raw.usize_or("max_seq_len", 2048)?,
-        tie_word_embeddings: raw.bool_or("tie_word_embeddings", false)?,
-        lm_head_bias: false,
-        norm: NormConfig { kind: NormKind::Layer { bias: false }, eps: 1e-5 },
-        activation: act,
-        attention: standard_attention(&heads, false, false, QkNorm::None, attn.opt_f64("clip_qkv")?),
-        rope,
-        layers: (0..num_layers).map(|_| LayerConfig { sliding_window: None, ffn: FfnConfig::Moe(moe.clone()) }).collect(),
         bos_token_id: raw.token_ids("bos_token_id")?.first().copied(),
         eos_token_ids: raw.token_ids("eos_token_id")?,
-        raw: serde_json::Value::Null,
-    })
+        tie_word_embeddings: raw.bool_or("tie_word_embeddings", false)?,
+    };
+    Ok(b.config(
+        Family::Dbrx,
+        Parts {
+            lm_head_bias: false,
+            norm: NormConfig { kind: NormKind::Layer { bias: false }, eps: 1e-5 },
+            activation: act,
+            attention: standard_attention(&heads, false, false, QkNorm::None, attn.opt_f64("clip_qkv")?),
+            rope,
+            layers: uniform_layers(vec![None; num_layers], FfnConfig::Moe(moe)),
+        },
+    ))
 }
 
 pub const LAYOUT: TensorLayout = TensorLayout {

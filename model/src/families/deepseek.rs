@@ -96,28 +96,22 @@ pub fn config(raw: &RawConfig, family: Family) -> Result<ModelConfig> {
             ffn: if l >= first_dense && l % freq == 0 { FfnConfig::Moe(moe.clone()) } else { FfnConfig::Dense(dense) },
         })
         .collect();
-    Ok(ModelConfig {
+    Ok(b.config(
         family,
-        vocab_size: b.vocab_size,
-        hidden_size: b.hidden_size,
-        num_layers: b.num_layers,
-        max_position_embeddings: b.max_position_embeddings,
-        tie_word_embeddings: raw.bool_or("tie_word_embeddings", false)?,
-        lm_head_bias: false,
-        norm: rms_norm(raw, 1e-6)?,
-        activation: activation(raw, "hidden_act")?,
-        attention: AttentionConfig {
-            num_heads,
-            num_kv_heads: num_heads,
-            kind: AttentionKind::Mla(mla),
-            softmax_scale,
+        Parts {
+            lm_head_bias: false,
+            norm: rms_norm(raw, 1e-6)?,
+            activation: activation(raw, "hidden_act")?,
+            attention: AttentionConfig {
+                    num_heads,
+                    num_kv_heads: num_heads,
+                    kind: AttentionKind::Mla(mla),
+                    softmax_scale,
+            },
+            rope,
+            layers,
         },
-        rope,
-        layers,
-        bos_token_id: b.bos_token_id,
-        eos_token_ids: b.eos_token_ids,
-        raw: serde_json::Value::Null,
-    })
+    ))
 }
 
 pub const LAYOUT: TensorLayout = TensorLayout {

@@ -3,7 +3,7 @@
 
 use super::common::*;
 use super::raw::RawConfig;
-use super::{dense_layers, Family};
+use super::Family;
 use crate::config::*;
 use crate::error::Result;
 
@@ -16,21 +16,15 @@ pub fn config(raw: &RawConfig, family: Family) -> Result<ModelConfig> {
         Family::Mistral => sliding_windows(raw, b.num_layers, |_| true)?,
         _ => vec![None; b.num_layers],
     };
-    Ok(ModelConfig {
+    Ok(b.config(
         family,
-        vocab_size: b.vocab_size,
-        hidden_size: b.hidden_size,
-        num_layers: b.num_layers,
-        max_position_embeddings: b.max_position_embeddings,
-        tie_word_embeddings: raw.bool_or("tie_word_embeddings", false)?,
-        lm_head_bias: false,
-        norm: rms_norm(raw, 1e-6)?,
-        activation: activation(raw, "hidden_act")?,
-        attention: standard_attention(&heads, bias, bias, QkNorm::None, None),
-        rope: rope(raw, heads.head_dim, 10_000.0)?,
-        layers: dense_layers(windows, mlp),
-        bos_token_id: b.bos_token_id,
-        eos_token_ids: b.eos_token_ids,
-        raw: serde_json::Value::Null,
-    })
+        Parts {
+            lm_head_bias: false,
+            norm: rms_norm(raw, 1e-6)?,
+            activation: activation(raw, "hidden_act")?,
+            attention: standard_attention(&heads, bias, bias, QkNorm::None, None),
+            rope: rope(raw, heads.head_dim, 10_000.0)?,
+            layers: uniform_layers(windows, FfnConfig::Dense(mlp)),
+        },
+    ))
 }

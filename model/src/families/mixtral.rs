@@ -21,27 +21,18 @@ pub fn config(raw: &RawConfig) -> Result<ModelConfig> {
         shared: None,
         dense_residual: None,
     };
-    let layers = sliding_windows(raw, b.num_layers, |_| true)?
-        .into_iter()
-        .map(|w| LayerConfig { sliding_window: w, ffn: FfnConfig::Moe(moe.clone()) })
-        .collect();
-    Ok(ModelConfig {
-        family: Family::Mixtral,
-        vocab_size: b.vocab_size,
-        hidden_size: b.hidden_size,
-        num_layers: b.num_layers,
-        max_position_embeddings: b.max_position_embeddings,
-        tie_word_embeddings: raw.bool_or("tie_word_embeddings", false)?,
-        lm_head_bias: false,
-        norm: rms_norm(raw, 1e-5)?,
-        activation: activation(raw, "hidden_act")?,
-        attention: standard_attention(&heads, false, false, QkNorm::None, None),
-        rope: rope(raw, heads.head_dim, 1_000_000.0)?,
-        layers,
-        bos_token_id: b.bos_token_id,
-        eos_token_ids: b.eos_token_ids,
-        raw: serde_json::Value::Null,
-    })
+    let layers = uniform_layers(sliding_windows(raw, b.num_layers, |_| true)?, FfnConfig::Moe(moe));
+    Ok(b.config(
+        Family::Mixtral,
+        Parts {
+            lm_head_bias: false,
+            norm: rms_norm(raw, 1e-5)?,
+            activation: activation(raw, "hidden_act")?,
+            attention: standard_attention(&heads, false, false, QkNorm::None, None),
+            rope: rope(raw, heads.head_dim, 1_000_000.0)?,
+            layers,
+        },
+    ))
 }
 
 pub const MIXTRAL_MOE: MoeNames = MoeNames {

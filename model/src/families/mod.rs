@@ -175,11 +175,3 @@ fn validate(path: &Path, c: &ModelConfig) -> Result<()> {
     }
     Ok(())
 }
-
-/// A dense layer stack: the same MLP in every layer.
-fn dense_layers(windows: Vec<Option<usize>>, mlp: crate::config::MlpConfig) -> Vec<crate::config::LayerConfig> {
-    windows
-        .into_iter()
-        .map(|w| crate::config::LayerConfig { sliding_window: w, ffn: crate::config::FfnConfig::Dense(mlp) })
-        .collect()
-}

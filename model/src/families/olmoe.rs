@@ -25,23 +25,17 @@ pub fn config(raw: &RawConfig) -> Result<ModelConfig> {
         shared: None,
         dense_residual: None,
     };
-    Ok(ModelConfig {
-        family: Family::Olmoe,
-        vocab_size: b.vocab_size,
-        hidden_size: b.hidden_size,
-        num_layers: b.num_layers,
-        max_position_embeddings: b.max_position_embeddings,
-        tie_word_embeddings: raw.bool_or("tie_word_embeddings", false)?,
-        lm_head_bias: false,
-        norm: rms_norm(raw, 1e-5)?,
-        activation: activation(raw, "hidden_act")?,
-        attention: standard_attention(&heads, bias, bias, QkNorm::Full, raw.opt_f64("clip_qkv")?),
-        rope: rope(raw, heads.head_dim, 10_000.0)?,
-        layers: (0..b.num_layers).map(|_| LayerConfig { sliding_window: None, ffn: FfnConfig::Moe(moe.clone()) }).collect(),
-        bos_token_id: b.bos_token_id,
-        eos_token_ids: b.eos_token_ids,
-        raw: serde_json::Value::Null,
-    })
+    Ok(b.config(
+        Family::Olmoe,
+        Parts {
+            lm_head_bias: false,
+            norm: rms_norm(raw, 1e-5)?,
+            activation: activation(raw, "hidden_act")?,
+            attention: standard_attention(&heads, bias, bias, QkNorm::Full, raw.opt_f64("clip_qkv")?),
+            rope: rope(raw, heads.head_dim, 10_000.0)?,
+            layers: uniform_layers(vec![None; b.num_layers], FfnConfig::Moe(moe)),
+        },
+    ))
 }
 
 pub const LAYOUT: TensorLayout = TensorLayout {

@@ -4,7 +4,7 @@
 use super::common::*;
 use super::layout::*;
 use super::raw::RawConfig;
-use super::{dense_layers, Family};
+use super::Family;
 use crate::config::*;
 use crate::error::Result;
 
@@ -12,23 +12,17 @@ pub fn config(raw: &RawConfig) -> Result<ModelConfig> {
     let b = basics(raw, 4096)?;
     let heads = attention_heads(raw, b.hidden_size, None)?;
     let mlp = MlpConfig { intermediate_size: raw.usize("intermediate_size")?, bias: false };
-    Ok(ModelConfig {
-        family: Family::Phi3,
-        vocab_size: b.vocab_size,
-        hidden_size: b.hidden_size,
-        num_layers: b.num_layers,
-        max_position_embeddings: b.max_position_embeddings,
-        tie_word_embeddings: raw.bool_or("tie_word_embeddings", false)?,
-        lm_head_bias: false,
-        norm: rms_norm(raw, 1e-5)?,
-        activation: activation(raw, "hidden_act")?,
-        attention: standard_attention(&heads, false, false, QkNorm::None, None),
-        rope: rope(raw, heads.head_dim, 10_000.0)?,
-        layers: dense_layers(sliding_windows(raw, b.num_layers, |_| true)?, mlp),
-        bos_token_id: b.bos_token_id,
-        eos_token_ids: b.eos_token_ids,
-        raw: serde_json::Value::Null,
-    })
+    Ok(b.config(
+        Family::Phi3,
+        Parts {
+            lm_head_bias: false,
+            norm: rms_norm(raw, 1e-5)?,
+            activation: activation(raw, "hidden_act")?,
+            attention: standard_attention(&heads, false, false, QkNorm::None, None),
+            rope: rope(raw, heads.head_dim, 10_000.0)?,
+            layers: uniform_layers(sliding_windows(raw, b.num_layers, |_| true)?, FfnConfig::Dense(mlp)),
+        },
+    ))
 }
 
 pub const LAYOUT: TensorLayout = TensorLayout {

@@ -29,28 +29,18 @@ pub fn config(raw: &RawConfig) -> Result<ModelConfig> {
         shared: None,
         dense_residual: None,
     };
-    let layers = sliding_windows(raw, b.num_layers, |_| true)?
-        .into_iter()
-        .map(|w| LayerConfig { sliding_window: w, ffn: FfnConfig::Moe(moe.clone()) })
-        .collect();
-    Ok(ModelConfig {
-        family: Family::Phimoe,
-        vocab_size: b.vocab_size,
-        hidden_size: b.hidden_size,
-        num_layers: b.num_layers,
-        max_position_embeddings: b.max_position_embeddings,
-        tie_word_embeddings: raw.bool_or("tie_word_embeddings", false)?,
-        lm_head_bias: raw.bool_or("lm_head_bias", false)?,
-        // Phi-3.5-MoE uses nn.LayerNorm; its eps is stored as rms_norm_eps.
-        norm: NormConfig { kind: NormKind::Layer { bias: true }, eps: raw.f64_or("rms_norm_eps", 1e-5)? },
-        activation: activation(raw, "hidden_act")?,
-        attention: standard_attention(&heads, bias, bias, QkNorm::None, None),
-        rope: rope(raw, heads.head_dim, 1_000_000.0)?,
-        layers,
-        bos_token_id: b.bos_token_id,
-        eos_token_ids: b.eos_token_ids,
-        raw: serde_json::Value::Null,
-    })
+    Ok(b.config(
+        Family::Phimoe,
+        Parts {
+            lm_head_bias: raw.bool_or("lm_head_bias", false)?,
+            // Phi-3.5-MoE uses nn.LayerNorm; its eps is stored as rms_norm_eps.
+            norm: NormConfig { kind: NormKind::Layer { bias: true }, eps: raw.f64_or("rms_norm_eps", 1e-5)? },
+            activation: activation(raw, "hidden_act")?,
+            attention: standard_attention(&heads, bias, bias, QkNorm::None, None),
+            rope: rope(raw, heads.head_dim, 1_000_000.0)?,
+            layers: uniform_layers(sliding_windows(raw, b.num_layers, |_| true)?, FfnConfig::Moe(moe)),
+        },
+    ))
 }
 
 pub const LAYOUT: TensorLayout = TensorLayout { moe: Some(MIXTRAL_MOE), ..TensorLayout::LLAMA };

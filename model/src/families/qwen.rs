@@ -6,7 +6,7 @@ use routelab_kernels::routing::RoutingParams;
 use super::common::*;
 use super::layout::*;
 use super::raw::RawConfig;
-use super::{dense_layers, Family};
+use super::Family;
 use crate::config::*;
 use crate::error::Result;
 
@@ -25,23 +25,17 @@ fn dense(raw: &RawConfig, family: Family, qkv_bias: bool, qk_norm: QkNorm, defau
     let b = basics(raw, 32768)?;
     let heads = attention_heads(raw, b.hidden_size, default_head_dim)?;
     let mlp = MlpConfig { intermediate_size: raw.usize("intermediate_size")?, bias: false };
-    Ok(ModelConfig {
+    Ok(b.config(
         family,
-        vocab_size: b.vocab_size,
-        hidden_size: b.hidden_size,
-        num_layers: b.num_layers,
-        max_position_embeddings: b.max_position_embeddings,
-        tie_word_embeddings: raw.bool_or("tie_word_embeddings", false)?,
-        lm_head_bias: false,
-        norm: rms_norm(raw, 1e-6)?,
-        activation: activation(raw, "hidden_act")?,
-        attention: standard_attention(&heads, qkv_bias, false, qk_norm, None),
-        rope: rope(raw, heads.head_dim, 10_000.0)?,
-        layers: dense_layers(qwen2_windows(raw, b.num_layers)?, mlp),
-        bos_token_id: b.bos_token_id,
-        eos_token_ids: b.eos_token_ids,
-        raw: serde_json::Value::Null,
-    })
+        Parts {
+            lm_head_bias: false,
+            norm: rms_norm(raw, 1e-6)?,
+            activation: activation(raw, "hidden_act")?,
+            attention: standard_attention(&heads, qkv_bias, false, qk_norm, None),
+            rope: rope(raw, heads.head_dim, 10_000.0)?,
+            layers: uniform_layers(qwen2_windows(raw, b.num_layers)?, FfnConfig::Dense(mlp)),
+        },
+    ))
 }
 
 pub fn qwen2(raw: &RawConfig) -> Result<ModelConfig> {
