@@ -214,11 +214,13 @@ impl NeedleArgs {
         use routelab_probes::analysis::needle::{build_trials, NeedleFormat, NeedleGrid};
         let path = self.haystack.clone().unwrap_or_else(|| routelab_model::source::assets_dir().join("texts/haystack.txt"));
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading haystack {}", path.display()))?;
-        let default = NeedleFormat::default();
+        // The bundled tiny models were trained on a passkey phrasing; others get the generic one.
+        let default = NeedleFormat::for_model(&session.name);
         let format = NeedleFormat {
             needle: self.needle.clone().unwrap_or(default.needle),
             question: self.question.clone().map(|q| q.replace("\\n", "\n")).unwrap_or(default.question),
             answer_digits: self.digits,
+            prefix_bos: default.prefix_bos,
         };
         let grid = NeedleGrid { lengths: self.lengths.clone(), depths: self.depths.clone(), per_cell: self.per_cell, seed: self.seed };
         Ok(build_trials(session, &text, &format, &grid)?)

@@ -13,7 +13,7 @@ pub mod state;
 pub mod views;
 pub mod worker;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use routelab_model::session::Session;
 use routelab_probes::analysis::needle::NeedleFormat;
@@ -36,22 +36,9 @@ pub fn default_notebook_dir() -> PathBuf {
     data.join("routelab/notebooks/default")
 }
 
-/// The needle phrasing a model was trained with (bundled models describe theirs in
-/// examples.json next to their weights), else RouteLab's generic one.
+/// The needle phrasing a model is scanned with (the bundled tiny models' own passkey format).
 pub fn needle_format_for(session: &Session) -> NeedleFormat {
-    needle_format_in(&routelab_model::source::assets_dir(), &session.name).unwrap_or_default()
-}
-
-fn needle_format_in(assets: &Path, model: &str) -> Option<NeedleFormat> {
-    let b = routelab_model::source::BUNDLED.iter().find(|b| b.name == model)?;
-    let text = std::fs::read_to_string(assets.join(b.relative).join("examples.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let n = v.get("needle_format")?;
-    Some(NeedleFormat {
-        needle: n.get("needle")?.as_str()?.to_string(),
-        question: n.get("question")?.as_str()?.to_string(),
-        answer_digits: n.get("answer_digits").and_then(|d| d.as_u64()).unwrap_or(5) as usize,
-    })
+    NeedleFormat::for_model(&session.name)
 }
 
 /// Opens the workbench window.

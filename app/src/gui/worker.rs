@@ -15,7 +15,7 @@ use routelab_model::source::{LoadProgress, ModelSource};
 use routelab_probes::analysis::ablation::kl_from_logits;
 use routelab_probes::analysis::corpus::{classes, read_corpus, route_corpus, specialization};
 use routelab_probes::analysis::diff::diff;
-use routelab_probes::analysis::needle::{build_trials, NeedleFormat, NeedleGrid};
+use routelab_probes::analysis::needle::{build_trials, NeedleGrid};
 use routelab_probes::analysis::retrieval::{scan, Progress, ScanMode};
 use routelab_probes::trace::Trace;
 
@@ -278,10 +278,4 @@ impl WorkerState {
             }
         }
     }
-}
-
-/// The needle format a model was trained with (bundled models ship one in examples.json),
-/// else the generic one.
-pub fn default_needle() -> NeedleFormat {
-    NeedleFormat::default()
 }

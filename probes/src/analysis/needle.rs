@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ProbeError, Result};
 
-/// How needle and question are phrased. `{answer}` marks where the answer goes.
+/// How needle and question are phrased. `{answer}` marks where the answer goes (it may
+/// appear more than once).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NeedleFormat {
     /// Inserted into the haystack, e.g. `" The passkey is {answer}. Remember it."`.
@@ -23,6 +24,10 @@ pub struct NeedleFormat {
     pub question: String,
     /// Digits in each random answer.
     pub answer_digits: usize,
+    /// Start the prompt with the model's `bos_token_id` (for models trained that way);
+    /// otherwise the tokenizer adds what it is configured to.
+    #[serde(default)]
+    pub prefix_bos: bool,
 }
 
 impl Default for NeedleFormat {
@@ -31,6 +36,29 @@ impl Default for NeedleFormat {
             needle: " The special magic number is {answer}. Remember it. ".into(),
             question: "\n\nWhat is the special magic number mentioned in the text above? The special magic number is".into(),
             answer_digits: 5,
+            prefix_bos: false,
+        }
+    }
+}
+
+impl NeedleFormat {
+    /// The passkey format RouteLab's bundled tiny models were trained on
+    /// (assets/recipes/common.py).
+    pub fn passkey() -> Self {
+        NeedleFormat {
+            needle: " The passkey is {answer}. Remember it. {answer} is the passkey. ".into(),
+            question: "\nWhat is the passkey? The passkey is".into(),
+            answer_digits: 5,
+            prefix_bos: true,
+        }
+    }
+
+    /// The format a model is evaluated with: the passkey format for the bundled tiny
+    /// models, the generic one otherwise.
+    pub fn for_model(name: &str) -> Self {
+        match name {
+            "tiny-moe" | "tiny-dense" => Self::passkey(),
+            _ => Self::default(),
         }
     }
 }
@@ -65,14 +93,18 @@ pub struct Trial {
     pub answer: Vec<u32>,
     /// The answer as text (what counts as correct).
     pub answer_text: String,
-    /// Positions of `answer` inside `tokens`.
-    pub answer_span: Range<usize>,
+    /// Positions of every copy of `answer` inside `tokens`.
+    pub answer_spans: Vec<Range<usize>>,
 }
 
 impl Trial {
-    /// Correct when the generated text contains the answer.
+    /// Correct when the generated text, leading whitespace aside, begins with the answer.
     pub fn is_correct(&self, generated_text: &str) -> bool {
-        generated_text.contains(&self.answer_text)
+        generated_text.trim_start().starts_with(&self.answer_text)
+    }
+
+    pub fn in_answer(&self, pos: usize) -> bool {
+        self.answer_spans.iter().any(|s| s.contains(&pos))
     }
 }
 
@@ -84,10 +116,13 @@ pub fn build_trials(session: &Session, haystack: &str, format: &NeedleFormat, gr
     let plain = tok.encode("x", false)?;
     // The BOS (if the tokenizer adds one) leads every prompt.
     let bos: Vec<u32> = if with_special.len() > plain.len() { with_special[..with_special.len() - plain.len()].to_vec() } else { vec![] };
-    let (before, after) = format
-        .needle
-        .split_once("{answer}")
-        .ok_or_else(|| ProbeError::Invalid(format!("needle {:?} has no {{answer}} placeholder", format.needle)))?;
+    if !format.needle.contains("{answer}") {
+        return Err(ProbeError::Invalid(format!("needle {:?} has no {{answer}} placeholder", format.needle)));
+    }
+    let bos: Vec<u32> = match (format.prefix_bos, session.config().bos_token_id) {
+        (true, Some(b)) => vec![b],
+        _ => bos,
+    };
     let question = tok.encode(&format.question, false)?;
     let max_context = session.config().max_position_embeddings;
     let mut rng = ChaCha8Rng::seed_from_u64(grid.seed);
@@ -101,16 +136,26 @@ pub fn build_trials(session: &Session, haystack: &str, format: &NeedleFormat, gr
                 let value: String = (0..format.answer_digits)
                     .map(|d| char::from(b'0' + if d == 0 { rng.random_range(1..10) } else { rng.random_range(0..10) } as u8))
                     .collect();
-                // The answer is tokenised with the space the needle puts before it, so its
-                // ids are the ones the model has to produce after the question.
-                let (pre_text, spoken) =
-                    if before.ends_with(' ') { (before.trim_end(), format!(" {value}")) } else { (before, value.clone()) };
-                let pre = tok.encode(pre_text, false)?;
-                let answer = tok.encode(&spoken, false)?;
-                let answer_text = value;
-                let post = tok.encode(after, false)?;
-                let needle_len = pre.len() + answer.len() + post.len();
-                let fixed = bos.len() + needle_len + question.len();
+                // Needle pieces around each {answer}. An answer after a space is tokenised with
+                // that space, so its ids are the ones the model has to produce after the question.
+                let pieces: Vec<&str> = format.needle.split("{answer}").collect();
+                let mut needle: Vec<u32> = vec![];
+                let mut spans_in_needle = vec![];
+                let mut answer = vec![];
+                for (j, piece) in pieces.iter().enumerate() {
+                    let last = j + 1 == pieces.len();
+                    let (text, spoken) = if !last && piece.ends_with(' ') { (piece.trim_end(), format!(" {value}")) } else { (*piece, value.clone()) };
+                    needle.extend(tok.encode(text, false)?);
+                    if !last {
+                        let ids = tok.encode(&spoken, false)?;
+                        spans_in_needle.push(needle.len()..needle.len() + ids.len());
+                        needle.extend_from_slice(&ids);
+                        if answer.is_empty() {
+                            answer = ids;
+                        }
+                    }
+                }
+                let fixed = bos.len() + needle.len() + question.len();
                 if fixed >= length {
                     return Err(ProbeError::Invalid(format!("context length {length} is too short for the needle and question ({fixed} tokens)")));
                 }
@@ -123,11 +168,8 @@ pub fn build_trials(session: &Session, haystack: &str, format: &NeedleFormat, gr
                 let at = ((depth.clamp(0.0, 1.0)) * fill as f64).round() as usize;
                 let mut tokens = bos.clone();
                 tokens.extend_from_slice(&window[..at]);
-                tokens.extend_from_slice(&pre);
                 let start = tokens.len();
-                tokens.extend_from_slice(&answer);
-                let end = tokens.len();
-                tokens.extend_from_slice(&post);
+                tokens.extend_from_slice(&needle);
                 tokens.extend_from_slice(&window[at..]);
                 tokens.extend_from_slice(&question);
                 trials.push(Trial {
@@ -136,8 +178,8 @@ pub fn build_trials(session: &Session, haystack: &str, format: &NeedleFormat, gr
                     depth,
                     tokens,
                     answer,
-                    answer_text,
-                    answer_span: start..end,
+                    answer_text: value,
+                    answer_spans: spans_in_needle.into_iter().map(|s| start + s.start..start + s.end).collect(),
                 });
             }
         }

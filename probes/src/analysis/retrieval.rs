@@ -176,7 +176,7 @@ impl HeadScores {
 /// is the most-attended position of that query.
 pub fn count_hits(
     tokens: &[u32],
-    span: &std::ops::Range<usize>,
+    in_answer: impl Fn(usize) -> bool,
     pairs: &[(usize, u32)],
     layers: usize,
     heads: usize,
@@ -188,7 +188,7 @@ pub fn count_hits(
             for h in 0..heads {
                 if let Some(j) = argmax(q, l, h) {
                     let j = j as usize;
-                    if span.contains(&j) && tokens.get(j) == Some(&w) {
+                    if in_answer(j) && tokens.get(j) == Some(&w) {
                         copied[l * heads + h].insert(j);
                     }
                 }
@@ -222,7 +222,7 @@ pub fn run_trial(session: &Session, trial: &Trial, mode: ScanMode, interventions
             let run = session.run(&req, &mut |_| true)?;
             // Step s reads the query at prompt_len − 1 + s and produces token prompt_len + s.
             let pairs: Vec<(usize, u32)> = (prompt_len..run.tokens.len()).map(|p| (p - 1, run.tokens[p])).collect();
-            let hits = count_hits(&run.tokens, &trial.answer_span, &pairs, layers, heads, |q, l, h| argmax_of(&run.positions, q, l, h));
+            let hits = count_hits(&run.tokens, |j| trial.in_answer(j), &pairs, layers, heads, |q, l, h| argmax_of(&run.positions, q, l, h));
             let generated = session.tokenizer.decode(run.generated(), true)?;
             Ok(TrialResult { id: trial.id.clone(), hits, answer_len: n, correct: trial.is_correct(&generated), generated })
         }
@@ -239,7 +239,7 @@ pub fn run_trial(session: &Session, trial: &Trial, mode: ScanMode, interventions
             };
             let run = session.run(&req, &mut |_| true)?;
             let pairs: Vec<(usize, u32)> = (0..n).map(|i| (prompt_len - 1 + i, trial.answer[i])).collect();
-            let hits = count_hits(&tokens, &trial.answer_span, &pairs, layers, heads, |q, l, h| argmax_of(&run.positions, q, l, h));
+            let hits = count_hits(&tokens, |j| trial.in_answer(j), &pairs, layers, heads, |q, l, h| argmax_of(&run.positions, q, l, h));
             let predicted: Vec<u32> = pairs
                 .iter()
                 .map(|&(q, _)| routelab_model::sampling::argmax(&run.logits[q]))
@@ -370,7 +370,7 @@ mod tests {
                 _ => 5,
             })
         };
-        let hits = count_hits(&tokens, &(4..7), &pairs, 1, 3, argmax);
+        let hits = count_hits(&tokens, |j| (4..7).contains(&j), &pairs, 1, 3, argmax);
         assert_eq!(hits, vec![3, 2, 0]);
         let r = ScanResult {
             layers: 1,
