@@ -95,3 +95,39 @@ fn image_size(png: &[u8]) -> (u32, u32) {
     assert_eq!(&png[1..4], b"PNG");
     (u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap()))
 }
+
+#[test]
+fn needle_trials_have_the_asked_length_and_their_answers_where_they_say() {
+    use routelab_probes::analysis::needle::{build_trials, NeedleFormat, NeedleGrid};
+    let s = Session::load(&ModelSource::Dir(case_dir("llama")), &LoadOptions::default(), &mut |_| {}).unwrap();
+    let haystack = std::fs::read_to_string(routelab_model::source::assets_dir().join("texts/haystack.txt")).unwrap();
+    let format = NeedleFormat::passkey();
+    let grid = NeedleGrid { lengths: vec![100, 120], depths: vec![0.0, 0.5, 1.0], per_cell: 2, seed: 3 };
+    let trials = build_trials(&s, &haystack, &format, &grid).unwrap();
+    assert_eq!(trials.len(), 12);
+    let question = s.tokenizer.encode(&format.question, false).unwrap();
+    for t in &trials {
+        assert_eq!(t.tokens.len(), t.length, "{}", t.id);
+        assert_eq!(t.tokens[0], s.config().bos_token_id.unwrap(), "passkey prompts start with BOS");
+        assert!(t.tokens.ends_with(&question));
+        // The passkey appears twice in the needle, and the tokens there are the answer's.
+        assert_eq!(t.answer_spans.len(), 2);
+        for span in &t.answer_spans {
+            assert_eq!(&t.tokens[span.clone()], &t.answer[..]);
+        }
+        assert_eq!(s.tokenizer.decode(&t.answer, false).unwrap().trim(), t.answer_text);
+        // Depth 0 puts the needle right after BOS; depth 1 right before the question.
+        let head = s.tokenizer.encode(" The passkey is", false).unwrap();
+        let tail = s.tokenizer.encode(" is the passkey. ", false).unwrap();
+        if t.depth == 0.0 {
+            assert!(t.tokens[1..].starts_with(&head), "{}", t.id);
+        }
+        if t.depth == 1.0 {
+            assert_eq!(&t.tokens[t.answer_spans[1].end..t.length - question.len()], &tail[..], "{}", t.id);
+        }
+    }
+    // Answers differ between trials (seeded, reproducible).
+    let again = build_trials(&s, &haystack, &format, &grid).unwrap();
+    assert_eq!(again, trials);
+    assert!(trials.iter().map(|t| &t.answer_text).collect::<std::collections::BTreeSet<_>>().len() > 6);
+}
