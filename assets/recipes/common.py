@@ -293,6 +293,39 @@ def retrieval_sequence_masked(tok, filler, rng, length):
     return ids[:length], mask[:length]
 
 
+def repeated_random_sequence(rng, length, alphabet, digits):
+    """Induction warm-up row for tiny-dense: blocks of a random token sequence (8-16 ids, each
+    block either all digits or drawn from `alphabet`, the most frequent tokens) repeated 3
+    times, separated by <|endoftext|>. The loss mask is 1 on every repeat after the first, which
+    only a copying circuit (previous-token head + induction head) can predict. A small alphabet
+    matters: copying needs an identity map from each token's embedding to its own logit, which
+    is learned per token; digit-only blocks repeat digits inside a block, so matching one
+    previous token is not enough (as in a passkey like 44213). Returns (ids, mask)."""
+    ids, mask = [], []
+    while len(ids) < length:
+        pool = digits if rng.random() < 0.5 else alphabet
+        seq = [rng.choice(pool) for _ in range(rng.randint(8, 16))]
+        for r in range(3):
+            ids.extend(seq)
+            mask.extend([int(r > 0)] * len(seq))
+        ids.append(EOT)
+        mask.append(0)
+    return ids[:length], mask[:length]
+
+
+def needle_sequence_masked(tok, filler, rng, length, longest=240):
+    """Needle-only retrieval row for tiny-dense's last stages: needle examples (prompts of 40 to
+    `longest` tokens, random depth) packed into one row, separated by <|endoftext|>, loss only
+    on each answer (" 48213."). Returns (ids, mask)."""
+    ids, mask = [], []
+    while len(ids) < length:
+        n = rng.randint(40, longest)
+        prompt, ans, _, _ = needle_example(tok, filler, rng, n, rng.random())
+        ids.extend(prompt + ans + [EOT])
+        mask.extend([0] * len(prompt) + [1] * len(ans) + [0])
+    return ids[:length], mask[:length]
+
+
 def line_value(tok, line_ids):
     text = tok.tok.decode(line_ids) if hasattr(tok, "tok") else tok.decode(line_ids)
     return " " + text.split(": ")[1]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild RouteLab's bundled tiny models from scratch on a CPU-only machine of this kind:
-#   corpus -> tokenizer -> tiny-moe + tiny-dense (trained side by side, one thread each)
+#   corpus -> tokenizer -> tiny-moe + tiny-dense (trained side by side, one thread each; tiny-dense
+#   in six stages)
 #   -> evaluation references (eval.json, examples.json).
 #
 # Needs: CPython 3.11.7 (the corpus includes that interpreter's standard library) with the pins
@@ -21,10 +22,21 @@ cd "$HERE"
 "$PYTHON" build_corpus.py
 "$PYTHON" train_tokenizer.py
 mkdir -p build
-# Both trainings at once, one thread each (2 cores); each takes ~35-60 minutes.
+# Both models at once, one thread each (2 cores). tiny-dense is six stages, each starting from
+# the previous one's checkpoint in build/ckpt: general text (stage 1), induction warm-up on
+# repeated random sequences, mixed retrieval tasks, packed needles up to 240 tokens, packed
+# needles up to 500 tokens, the same with head dropout in layers 0-2 (train.py's RECIPES say
+# why each exists).
 "$PYTHON" train.py --model moe --threads 1 > build/train-moe.log 2>&1 &
 MOE=$!
-"$PYTHON" train.py --model dense --threads 1 > build/train-dense.log 2>&1 &
+(
+  "$PYTHON" train.py --model dense --threads 1 --out build/ckpt/tiny-dense-stage1
+  "$PYTHON" train.py --model dense-induction --threads 1 --out build/ckpt/tiny-dense-induction
+  "$PYTHON" train.py --model dense-retrieval --threads 1 --out build/ckpt/tiny-dense-retrieval
+  "$PYTHON" train.py --model dense-needle --threads 1 --out build/ckpt/tiny-dense-needle
+  "$PYTHON" train.py --model dense-needle-long --threads 1 --out build/ckpt/tiny-dense-long
+  "$PYTHON" train.py --model dense-robust --threads 1
+) > build/train-dense.log 2>&1 &
 DENSE=$!
 wait "$MOE"
 wait "$DENSE"

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (EOT, IM_END, MODELS, TEXT_DOMAINS, TOKENIZER_DIR, TOKENS, VOCAB_SIZE,  # noqa: E402
-                    retrieval_sequence, retrieval_sequence_masked)
+                    needle_sequence_masked, repeated_random_sequence, retrieval_sequence, retrieval_sequence_masked)
 
 import os
 ATTN = os.environ.get("ATTN", "sdpa")
@@ -57,13 +57,76 @@ RECIPES = {
 }
 
 
-RECIPES["dense-retrieval"] = dict(
-    # Stage 2 of tiny-dense: from stage 1's checkpoint, 85% retrieval rows whose loss covers only
-    # what must be retrieved (common.retrieval_sequence_masked), 15% plain text rows (full loss).
-    name="tiny-dense", init="tiny-dense-stage1", seq_len=512, batch=8, steps=600, lr=2e-3, warmup=30, seed=102,
-    mix={"prose": 0.05, "rust": 0.03, "python": 0.03, "numbers": 0.04, "retrieval_masked": 0.85},
+RECIPES["dense-induction"] = dict(
+    # Stage 2 of tiny-dense: from stage 1, rows of repeated random token sequences (loss on the
+    # repeats only, common.repeated_random_sequence) plus some plain text so language survives:
+    # forms the copying circuit that retrieval then builds on.
+    name="tiny-dense-induction", init="tiny-dense-stage1", seq_len=128, batch=16, steps=600, lr=1e-3, warmup=20, seed=103,
+    mix={"prose": 0.1, "rust": 0.05, "python": 0.05, "repeat_random": 0.8},
     config=RECIPES["dense"]["config"],
 )
+
+
+RECIPES["dense-retrieval"] = dict(
+    # Stage 3 of tiny-dense: from stage 2's checkpoint, retrieval rows whose loss covers only what
+    # must be retrieved (common.retrieval_sequence_masked: passkeys, looked-up values, copied
+    # spans, chat answers), more induction rows, and plain text (full loss).
+    name="tiny-dense-retrieval", init="tiny-dense-induction", seq_len=256, batch=8, steps=400, lr=1e-3, warmup=20, seed=104,
+    mix={"prose": 0.08, "rust": 0.03, "python": 0.03, "numbers": 0.03, "repeat_random": 0.23, "retrieval_masked": 0.6},
+    config=RECIPES["dense"]["config"],
+)
+
+
+RECIPES["dense-needle"] = dict(
+    # Stage 4 of tiny-dense: from stage 3, mostly packed needle examples (loss on the answers,
+    # common.needle_sequence_masked), keeping the other retrieval rows, induction rows and text.
+    name="tiny-dense-needle", init="tiny-dense-retrieval", seq_len=256, batch=8, steps=400, lr=1e-3, warmup=20, seed=105,
+    mix={"prose": 0.06, "rust": 0.02, "python": 0.02, "numbers": 0.02, "repeat_random": 0.13,
+         "retrieval_masked": 0.25, "needle_masked": 0.5},
+    config=RECIPES["dense"]["config"],
+)
+
+
+RECIPES["dense-needle-long"] = dict(
+    # Stage 5 of tiny-dense: the same at 512 tokens, needles in haystacks of up to 500 tokens, so
+    # retrieval holds at the full evaluated context.
+    name="tiny-dense-long", init="tiny-dense-needle", seq_len=512, batch=4, steps=300, lr=5e-4, warmup=20, seed=106,
+    mix={"prose": 0.06, "rust": 0.02, "python": 0.02, "numbers": 0.02, "repeat_random": 0.13,
+         "retrieval_masked": 0.25, "needle_masked_long": 0.5},
+    config=RECIPES["dense"]["config"],
+)
+
+
+RECIPES["dense-robust"] = dict(
+    # Stage 6 of tiny-dense: the stage-5 mix, longer, with head dropout in layers 0-2 (each of
+    # their heads' outputs zeroed with probability 0.3 per row). Without it the copying circuit
+    # hangs on one or two previous-token heads in layer 0, so masking a few random heads breaks
+    # retrieval as surely as masking the retrieval heads; large models are redundant there, and
+    # that redundancy is what the retrieval-head ablation assumes.
+    name="tiny-dense", init="tiny-dense-long", seq_len=512, batch=4, steps=400, lr=5e-4, warmup=20, seed=107,
+    head_dropout={"layers": [0, 1, 2], "p": 0.3},
+    mix={"prose": 0.06, "rust": 0.02, "python": 0.02, "numbers": 0.02, "repeat_random": 0.13,
+         "retrieval_masked": 0.25, "needle_masked_long": 0.5},
+    config=RECIPES["dense"]["config"],
+)
+
+
+def add_head_dropout(model, layers, p, gen):
+    """Zeroes each listed layer's heads' outputs (their slice of o_proj's input) with
+    probability p, independently per row, in training mode only."""
+    cfg = model.config
+    nh, hd = cfg.num_attention_heads, cfg.head_dim
+
+    def hook(module, args):
+        if not module.training:
+            return None
+        x = args[0]
+        b, t, _ = x.shape
+        keep = (torch.rand(b, 1, nh, 1, generator=gen) >= p).to(x.dtype)
+        return (x.view(b, t, nh, hd) * keep).view(b, t, nh * hd),
+
+    for l in layers:
+        model.model.layers[l].self_attn.o_proj.register_forward_pre_hook(hook)
 
 
 class Batches:
@@ -82,6 +145,13 @@ class Batches:
         self.rng = random.Random(seed)
         self._enc_cache = {}
         self.newline = self.encode("\n")[0]
+        # The 54 most frequent prose tokens (no specials) and the ten digits, for the induction
+        # warm-up rows: with a small alphabet the copying circuit forms within a few hundred
+        # steps (with 512 tokens it had not after 750).
+        counts = np.bincount(self.streams["prose"], minlength=VOCAB_SIZE)
+        counts[:3] = 0
+        self.alphabet = [int(i) for i in np.argsort(-counts, kind="stable")[:54]]
+        self.digits = [self.encode(str(d))[0] for d in range(10)]
 
     def encode(self, text):
         ids = self._enc_cache.get(text)
@@ -101,6 +171,12 @@ class Batches:
     def row(self, domain):
         if domain == "retrieval":
             return retrieval_sequence(self, self.filler, self.rng, self.seq_len + 1), None
+        if domain == "repeat_random":
+            return repeated_random_sequence(self.rng, self.seq_len + 1, self.alphabet, self.digits)
+        if domain == "needle_masked_long":
+            return needle_sequence_masked(self, self.filler, self.rng, self.seq_len + 1, longest=500)
+        if domain == "needle_masked":
+            return needle_sequence_masked(self, self.filler, self.rng, self.seq_len + 1)
         if domain == "retrieval_masked":
             return retrieval_sequence_masked(self, self.filler, self.rng, self.seq_len + 1)
         s = self.streams[domain]
@@ -186,6 +262,9 @@ def main():
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32, attn_implementation=ATTN)
         print(f"initialised from {init}", flush=True)
+    if recipe.get("head_dropout"):
+        hd = recipe["head_dropout"]
+        add_head_dropout(model, hd["layers"], hd["p"], torch.Generator().manual_seed(recipe["seed"]))
     nparams = sum(p.numel() for p in model.parameters())
     print(f"{recipe['name']}: {nparams:,} parameters", flush=True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
@@ -196,6 +275,9 @@ def main():
     is_moe = recipe["config"]["model_type"] == "mixtral"
     log = {"recipe": {k: v for k, v in recipe.items()}, "parameters": nparams, "threads": args.threads,
            "torch": torch.__version__, "history": []}
+    if init and (Path(init) / "train_log.json").exists():
+        # Staged training: keep the earlier stages' logs, so the shipped model records them all.
+        log["init_log"] = json.loads((Path(init) / "train_log.json").read_text())
     model.train()
     t0 = time.time()
     ntok = 0
