@@ -3,6 +3,7 @@
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::colors::colormaps::ViridisRGB;
 
 use super::figure::{Plot, FONT};
@@ -247,6 +248,13 @@ impl Plot for Bars {
                 .map_err(e)?
                 .label(name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 10), (x + 24, y + 10)], color.filled()));
+            // The value above each bar, so a bar of height zero still reads as a measured 0.
+            let style = (FONT, TICK).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
+            chart
+                .draw_series(vals.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(c, &v)| {
+                    Text::new(y_fmt(&v), (SegmentValue::CenterOf(c * slot + s), v.max(0.0) + 0.01 * span), style.clone())
+                }))
+                .map_err(e)?;
         }
         let axis_y = pixel_x(&chart, area, SegmentValue::Exact(0)).1;
         let labels: Vec<(i32, String)> = self
