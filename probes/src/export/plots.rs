@@ -269,14 +269,7 @@ impl Plot for Bars {
             .collect();
         draw_x_labels(area, axis_y, &labels, rotate, TICK)?;
         if self.series.len() > 1 || !self.series.first().is_some_and(|s| s.0.is_empty()) {
-            chart
-                .configure_series_labels()
-                .label_font((FONT, TICK).into_font())
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(e)?;
+            draw_legend(&mut chart)?;
         }
         Ok(())
     }
@@ -393,6 +386,19 @@ pub fn visible(label: &str) -> String {
 /// Labels under an x axis at given pixel centres (area coordinates), horizontal or written
 /// downwards. (plotters centres rotated tick labels on the axis, which hides half of each
 /// under the plot, and cannot centre a label on a group of bars.)
+/// The series legend every multi-series plot draws, in its upper right corner.
+fn draw_legend<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>) -> R<()> {
+    chart
+            .configure_series_labels()
+            .label_font((FONT, TICK).into_font())
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(e)?;
+    Ok(())
+}
+
 fn draw_x_labels<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, axis_y: i32, labels: &[(i32, String)], rotate: bool, size: u32) -> R<()> {
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     let style = if rotate {
@@ -469,14 +475,7 @@ impl Plot for Lines {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], color.stroke_width(3)));
             chart.draw_series(p.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| Circle::new((x, y), 4, color.filled()))).map_err(e)?;
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, TICK).into_font())
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(e)?;
+        draw_legend(&mut chart)?;
         Ok(())
     }
 }
