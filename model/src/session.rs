@@ -91,6 +91,14 @@ pub struct RunRequest {
     pub stop_at_eos: bool,
 }
 
+impl RunRequest {
+    /// One forward pass over `tokens`, nothing generated: what analyses, teacher forcing and
+    /// `routelab forward` run.
+    pub fn forward(tokens: Vec<u32>, capture: CaptureSpec, interventions: Interventions) -> Self {
+        RunRequest { tokens, max_new_tokens: 0, sampling: SamplingSettings::default(), capture, interventions, stop_at_eos: true }
+    }
+}
+
 /// One layer's record at one position (empty vectors where not captured or not applicable).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LayerRecord {

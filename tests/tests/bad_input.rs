@@ -178,14 +178,7 @@ fn interventions_outside_the_model_are_refused_with_the_reason() {
 #[test]
 fn token_ids_outside_the_vocabulary_are_refused() {
     let s = fixture_session("llama");
-    let req = RunRequest {
-        tokens: vec![1, 100_000],
-        max_new_tokens: 0,
-        sampling: SamplingSettings::default(),
-        capture: Default::default(),
-        interventions: Interventions::default(),
-        stop_at_eos: true,
-    };
+    let req = RunRequest::forward(vec![1, 100_000], Default::default(), Interventions::default());
     let e = s.run(&req, &mut |_| true).err().unwrap().to_string();
     assert!(e.contains("100000") && e.contains("vocabulary"), "{e}");
 }

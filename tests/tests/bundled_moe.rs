@@ -5,7 +5,6 @@
 
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::Interventions;
-use routelab_model::sampling::SamplingSettings;
 use routelab_model::session::{LoadOptions, RunRequest, Session};
 use routelab_model::source::ModelSource;
 use routelab_probes::analysis::corpus::{token_class, CLASSES};
@@ -33,14 +32,7 @@ fn routing_class_labels_and_mutual_information_match_the_evaluation() {
     for text in e["eval_texts"]["texts"].as_array().unwrap() {
         let ids = ids_of(&text["token_ids"]);
         let domain = text["domain"].as_str().unwrap();
-        let req = RunRequest {
-            tokens: ids.clone(),
-            max_new_tokens: 0,
-            sampling: SamplingSettings::default(),
-            capture: CaptureSpec { router: true, ..CaptureSpec::none() },
-            interventions: Interventions::default(),
-            stop_at_eos: false,
-        };
+        let req = RunRequest::forward(ids.clone(), CaptureSpec { router: true, ..CaptureSpec::none() }, Interventions::default());
         let run = s.run(&req, &mut |_| true).unwrap();
         let want_classes: Vec<&str> = text["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
         for (i, &id) in ids.iter().enumerate() {

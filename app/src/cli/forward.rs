@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use routelab_model::capture::CaptureSpec;
-use routelab_model::sampling::SamplingSettings;
 use routelab_model::session::{Prompt, RunRequest};
 use routelab_probes::trace::Trace;
 
@@ -51,14 +50,7 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
     let interventions = a.interventions.build(&session, &tokens)?;
     // Logits are what a forward pass is for: always recorded.
     let capture = CaptureSpec { logits: true, ..a.capture.spec(CaptureSpec::default())? };
-    let request = RunRequest {
-        tokens,
-        max_new_tokens: 0,
-        sampling: SamplingSettings::default(),
-        capture,
-        interventions,
-        stop_at_eos: true,
-    };
+    let request = RunRequest::forward(tokens, capture, interventions);
     let record = session.run(&request, &mut |_| true)?;
     let trace = Trace::from_run(&record, &session.name, session.config(), &prompt.display());
     trace.write(&a.out).with_context(|| format!("writing trace {}", a.out.display()))?;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::Interventions;
-use routelab_model::sampling::SamplingSettings;
 use routelab_model::session::{parse_device, LoadOptions, ModelInfo, Prompt, RunEvent, RunRequest, Session, StepRecord, StopReason};
 use routelab_model::source::{LoadProgress, ModelSource};
 use routelab_probes::analysis::ablation::kl_from_logits;
@@ -212,14 +211,7 @@ impl WorkerState {
                 // KL along a's sequence: b's interventions teacher-forced on a's tokens, so
                 // both distributions condition on the same context.
                 let forced = |iv: &Interventions| -> Result<Vec<Vec<f32>>, String> {
-                    let req = RunRequest {
-                        tokens: ta.tokens.clone(),
-                        max_new_tokens: 0,
-                        sampling: SamplingSettings::default(),
-                        capture: CaptureSpec { logits: true, ..CaptureSpec::none() },
-                        interventions: iv.clone(),
-                        stop_at_eos: true,
-                    };
+                    let req = RunRequest::forward(ta.tokens.clone(), CaptureSpec { logits: true, ..CaptureSpec::none() }, iv.clone());
                     Ok(s.run(&req, &mut |_| true).map_err(|e| e.to_string())?.logits)
                 };
                 let la = forced(&ta.meta.interventions)?;

@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::Interventions;
-use routelab_model::sampling::SamplingSettings;
 use routelab_model::session::{RunRequest, Session};
 use serde::Serialize;
 
@@ -155,14 +154,7 @@ pub fn route_corpus(
         if !progress(Progress { done: done_tokens, total, elapsed_seconds: el, eta_seconds: eta }) {
             return Err(routelab_model::ModelError::Cancelled.into());
         }
-        let req = RunRequest {
-            tokens: ids.clone(),
-            max_new_tokens: 0,
-            sampling: SamplingSettings::default(),
-            capture: CaptureSpec { router: true, ..CaptureSpec::none() },
-            interventions: Interventions::default(),
-            stop_at_eos: true,
-        };
+        let req = RunRequest::forward(ids.clone(), CaptureSpec { router: true, ..CaptureSpec::none() }, Interventions::default());
         let run = session.run(&req, &mut |_| true)?;
         out.chunk_starts.push(out.tokens.len());
         for rec in &run.positions {

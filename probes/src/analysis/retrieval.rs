@@ -229,14 +229,7 @@ pub fn run_trial(session: &Session, trial: &Trial, mode: ScanMode, interventions
         ScanMode::TeacherForced => {
             let mut tokens = trial.tokens.clone();
             tokens.extend_from_slice(&trial.answer);
-            let req = RunRequest {
-                tokens: tokens.clone(),
-                max_new_tokens: 0,
-                sampling: SamplingSettings::default(),
-                capture: CaptureSpec { logits: true, ..capture },
-                interventions: interventions.clone(),
-                stop_at_eos: true,
-            };
+            let req = RunRequest::forward(tokens.clone(), CaptureSpec { logits: true, ..capture }, interventions.clone());
             let run = session.run(&req, &mut |_| true)?;
             let pairs: Vec<(usize, u32)> = (0..n).map(|i| (prompt_len - 1 + i, trial.answer[i])).collect();
             let hits = count_hits(&tokens, |j| trial.in_answer(j), &pairs, layers, heads, |q, l, h| argmax_of(&run.positions, q, l, h));
