@@ -380,45 +380,66 @@ impl Session {
     }
 
     /// Copies one forward call's captures to the host; returns the last position's logits.
+    ///
+    /// Routing, head statistics, contribution norms and the logits travel as one f32 buffer
+    /// (ids as f32, exact below 2^24): on a GPU that is one device-to-host copy, and so one
+    /// synchronisation, per forward call instead of several per layer. Full attention
+    /// probabilities and residual streams (opt-in, large) are copied on their own.
     fn collect(&self, layers: &[LayerCapture], logits: &Tensor, tokens: &[u32], start: usize, generated: bool, record: &mut RunRecord) -> Result<Vec<f32>> {
         let t = tokens.len();
-        let rows = |x: &Option<Tensor>| -> Result<Option<Vec<Vec<f32>>>> {
-            x.as_ref().map(|x| x.to_dtype(DType::F32)?.to_vec2::<f32>().map_err(Into::into)).transpose()
-        };
-        let rows_u32 = |x: &Option<Tensor>| -> Result<Option<Vec<Vec<u32>>>> {
-            x.as_ref().map(|x| x.to_vec2::<u32>().map_err(Into::into)).transpose()
-        };
-        let vec1 = |x: &Option<Tensor>| -> Result<Option<Vec<f32>>> { x.as_ref().map(|x| x.to_vec1::<f32>().map_err(Into::into)).transpose() };
-        let mut per_layer: Vec<Vec<LayerRecord>> = vec![vec![LayerRecord::default(); layers.len()]; t];
-        for (l, lc) in layers.iter().enumerate() {
+        let mut pack = Pack::default();
+        // Per layer: (logits, experts, weights, entropy, argmax, routed, shared, dense) slots.
+        let mut slots: Vec<[Option<usize>; 8]> = Vec::with_capacity(layers.len());
+        for lc in layers {
+            let mut s = [None; 8];
             if let Some(rc) = &lc.router {
-                let (lg, ex, w) = (rows(&Some(rc.logits.clone()))?.unwrap(), rows_u32(&Some(rc.experts.clone()))?.unwrap(), rows(&Some(rc.weights.clone()))?.unwrap());
-                for p in 0..t {
-                    let r = &mut per_layer[p][l];
-                    r.router_logits = lg[p].clone();
-                    r.experts = ex[p].clone();
-                    r.weights = w[p].clone();
-                }
+                s[0] = Some(pack.add(&rc.logits)?);
+                s[1] = Some(pack.add(&rc.experts)?);
+                s[2] = Some(pack.add(&rc.weights)?);
             }
-            if let (Some(e), Some(a)) = (rows(&lc.attn_entropy)?, rows_u32(&lc.attn_argmax)?) {
-                for p in 0..t {
-                    per_layer[p][l].head_entropy = e[p].clone();
-                    per_layer[p][l].head_argmax = a[p].clone();
-                }
+            if let (Some(e), Some(a)) = (&lc.attn_entropy, &lc.attn_argmax) {
+                s[3] = Some(pack.add(e)?);
+                s[4] = Some(pack.add(a)?);
             }
             if let Some(c) = &lc.contributions {
-                let routed = vec1(&Some(c.routed.clone()))?.unwrap();
-                let shared = vec1(&c.shared)?;
-                let dense = vec1(&c.dense_residual)?;
-                for p in 0..t {
-                    let r = &mut per_layer[p][l];
-                    r.routed_norm = Some(routed[p]);
-                    r.shared_norm = shared.as_ref().map(|s| s[p]);
-                    r.dense_norm = dense.as_ref().map(|s| s[p]);
+                s[5] = Some(pack.add(&c.routed)?);
+                s[6] = c.shared.as_ref().map(|x| pack.add(x)).transpose()?;
+                s[7] = c.dense_residual.as_ref().map(|x| pack.add(x)).transpose()?;
+            }
+            slots.push(s);
+        }
+        let logits_slot = pack.add(logits)?;
+        let host = pack.fetch()?;
+        // Row p of a slot holding T equal rows.
+        let row = |slot: usize, p: usize| -> &[f32] {
+            let v = host.part(slot);
+            let w = v.len() / t.max(1);
+            &v[p * w..(p + 1) * w]
+        };
+        let ids = |x: &[f32]| -> Vec<u32> { x.iter().map(|&v| v as u32).collect() };
+        let mut per_layer: Vec<Vec<LayerRecord>> = vec![vec![LayerRecord::default(); layers.len()]; t];
+        for (l, s) in slots.iter().enumerate() {
+            for (p, layers_p) in per_layer.iter_mut().enumerate() {
+                let r = &mut layers_p[l];
+                if let (Some(a), Some(b), Some(c)) = (s[0], s[1], s[2]) {
+                    r.router_logits = row(a, p).to_vec();
+                    r.experts = ids(row(b, p));
+                    r.weights = row(c, p).to_vec();
+                }
+                if let (Some(a), Some(b)) = (s[3], s[4]) {
+                    r.head_entropy = row(a, p).to_vec();
+                    r.head_argmax = ids(row(b, p));
+                }
+                if let Some(a) = s[5] {
+                    r.routed_norm = Some(row(a, p)[0]);
+                    r.shared_norm = s[6].map(|b| row(b, p)[0]);
+                    r.dense_norm = s[7].map(|b| row(b, p)[0]);
                 }
             }
-            if let Some(h) = rows(&lc.hidden)? {
-                record.hidden.entry(l).or_default().extend(h);
+        }
+        for (l, lc) in layers.iter().enumerate() {
+            if let Some(h) = &lc.hidden {
+                record.hidden.entry(l).or_default().extend(h.to_dtype(DType::F32)?.to_vec2::<f32>()?);
             }
             if let Some(pr) = &lc.attn_probs {
                 // [H, T, S] → per query position, its row of every head.
@@ -435,11 +456,55 @@ impl Session {
                 layers,
             });
         }
-        let all = logits.to_vec2::<f32>()?;
+        // `[T, V]` when all logits were captured, else `[1, V]` (the last position).
+        let all = host.part(logits_slot);
+        let n = logits.dim(0)?;
+        let v = all.len() / n.max(1);
         if record.request.capture.logits {
-            record.logits.extend(all.iter().cloned());
+            record.logits.extend(all.chunks_exact(v.max(1)).map(|r| r.to_vec()));
         }
-        Ok(all.last().cloned().unwrap_or_default())
+        Ok(if n == 0 { vec![] } else { all[(n - 1) * v..].to_vec() })
+    }
+}
+
+/// Device tensors gathered into one f32 buffer, fetched to the host with a single copy.
+#[derive(Default)]
+struct Pack {
+    parts: Vec<Tensor>,
+    offsets: Vec<usize>,
+    len: usize,
+}
+
+/// A fetched [`Pack`].
+struct Fetched {
+    data: Vec<f32>,
+    offsets: Vec<usize>,
+}
+
+impl Pack {
+    fn add(&mut self, x: &Tensor) -> Result<usize> {
+        let flat = x.to_dtype(DType::F32)?.flatten_all()?;
+        self.offsets.push(self.len);
+        self.len += flat.elem_count();
+        self.parts.push(flat);
+        Ok(self.parts.len() - 1)
+    }
+
+    fn fetch(self) -> Result<Fetched> {
+        let data = match self.parts.len() {
+            0 => vec![],
+            1 => self.parts[0].to_vec1::<f32>()?,
+            _ => Tensor::cat(&self.parts, 0)?.to_vec1::<f32>()?,
+        };
+        let mut offsets = self.offsets;
+        offsets.push(self.len);
+        Ok(Fetched { data, offsets })
+    }
+}
+
+impl Fetched {
+    fn part(&self, i: usize) -> &[f32] {
+        &self.data[self.offsets[i]..self.offsets[i + 1]]
     }
 }
 

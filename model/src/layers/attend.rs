@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
 use crate::interventions::HeadMethod;
@@ -169,10 +169,10 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
             pr = (pr.broadcast_mul(not_u)? + flat.unsqueeze(0)?.broadcast_mul(u)?)?;
         }
         if p.stats {
-            let plogp = (&pr * pr.clamp(1e-30f32, 1f32)?.log()?)?;
-            // abs: −Σ p ln p ≥ 0; a one-key distribution gives −0.0, which would print as "-0.0".
-            ents.push(plogp.sum(D::Minus1)?.abs()?);
-            args.push(pr.argmax(D::Minus1)?);
+            // One pass over the block (one kernel on CUDA): entropy −Σ p ln p and argmax.
+            let (e, a) = routelab_kernels::attn_stats::attn_stats(&pr)?;
+            ents.push(e);
+            args.push(a);
         }
         let o = pr.to_dtype(v.dtype())?.reshape((kv_heads, rep * len, s))?.matmul(v)?.reshape((heads, len, dv))?;
         outs.push(o);

@@ -6,8 +6,15 @@
 //! Routing runs through [`routelab_kernels::routing`], which covers every family's scheme.
 //! Experts run only on the tokens routed to them, in expert order (as transformers
 //! accumulates), each as one batched matmul over its tokens.
+//!
+//! On CUDA (bf16/f16) nothing leaves the device: routing runs as
+//! [`routelab_kernels::router_op`]'s kernel, and the selected experts run as two grouped GEMMs
+//! over experts stacked `[E, 2I, D]` / `[E, D, I]` (candle's `moe_gemm`, fed with the
+//! expert-sorted token order). The per-expert loop needs the routing on the host, so it stays
+//! the CPU path and the fallback for f32 on CUDA.
 
 use candle_core::{DType, Tensor, D};
+use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
 use routelab_kernels::routing::{route, RoutingParams, Routes};
 
 use crate::capture::{Contributions, RouterCapture};
@@ -16,7 +23,7 @@ use crate::error::{ModelError, Result};
 use crate::families::layout::{ExpertNames, MlpNames, MoeNames, TensorLayout};
 use crate::interventions::LayerEdits;
 use crate::layers::linear::Linear;
-use crate::layers::mlp::Mlp;
+use crate::layers::mlp::{activate, Mlp};
 use crate::weights::Weights;
 
 #[derive(Clone, Debug)]
@@ -29,7 +36,23 @@ pub struct Moe {
     shared: Option<Mlp>,
     /// Qwen2-MoE's `[1, D]` shared-expert gate.
     shared_gate: Option<Linear>,
+    /// On CUDA: the experts stacked for grouped GEMMs (`experts` are views into these), and the
+    /// router op's aux tensor without interventions.
+    device_path: Option<DevicePath>,
 }
+
+#[derive(Clone, Debug)]
+struct DevicePath {
+    /// `[E, 2I, D]`, gate rows then up rows.
+    gate_up: Tensor,
+    /// `[E, D, I]`.
+    down: Tensor,
+    aux: Tensor,
+}
+
+/// Tokens per grouped-GEMM call: candle's CUDA sort works in shared memory on one row, so the
+/// `T·k` expert ids of a chunk stay below this.
+const SORT_LIMIT: usize = 8192;
 
 pub struct MoeOutput {
     pub out: Tensor,
@@ -105,7 +128,24 @@ impl Moe {
             }
             _ => (None, None),
         };
-        Ok(Moe { router, correction_bias, routing: m.routing.clone(), experts, shared, shared_gate })
+        let mut moe = Moe { router, correction_bias, routing: m.routing.clone(), experts, shared, shared_gate, device_path: None };
+        if w.device().is_cuda() && moe.experts.iter().all(|e| e.gate_up.bias.is_none() && e.down.bias.is_none()) {
+            moe.stack_experts()?;
+        }
+        Ok(moe)
+    }
+
+    /// Stacks the experts for the CUDA path and re-points each expert at its slice of the
+    /// stack, so the weights exist once.
+    fn stack_experts(&mut self) -> Result<()> {
+        let gate_up = Tensor::stack(&self.experts.iter().map(|e| &e.gate_up.weight).collect::<Vec<_>>(), 0)?;
+        let down = Tensor::stack(&self.experts.iter().map(|e| &e.down.weight).collect::<Vec<_>>(), 0)?;
+        let act = self.activation();
+        self.experts = (0..self.experts.len()).map(|e| Mlp::from_parts(gate_up.get(e)?, down.get(e)?, act)).collect::<Result<_>>()?;
+        let ne = self.routing.num_experts;
+        let aux = aux_tensor(ne, self.correction_bias.as_deref(), &[], &[], gate_up.device())?;
+        self.device_path = Some(DevicePath { gate_up, down, aux });
+        Ok(())
     }
 
     pub fn activation(&self) -> Activation {
@@ -114,8 +154,73 @@ impl Moe {
 
     pub fn forward(&self, x: &Tensor, edits: &LayerEdits, capture_router: bool, contributions: bool) -> Result<MoeOutput> {
         let (t, _) = x.dims2()?;
-        let k = self.routing.top_k;
         let logits = x.to_dtype(DType::F32)?.matmul(&self.router.t()?)?;
+        let (out, router) = match &self.device_path {
+            Some(dp) if matches!(x.dtype(), DType::BF16 | DType::F16) => self.routed_on_device(x, &logits, dp, edits)?,
+            _ => self.routed_on_host(x, &logits, edits)?,
+        };
+        let device = x.device();
+        let mut out = out;
+        let routed_norm = if contributions { Some(l2(&out)?) } else { None };
+        let mut shared_norm = None;
+        if let Some(shared) = &self.shared {
+            if !edits.mute_shared {
+                let mut s = shared.forward(x)?;
+                if let Some(g) = &self.shared_gate {
+                    s = candle_nn::ops::sigmoid(&g.forward(x)?)?.broadcast_mul(&s)?;
+                }
+                if contributions {
+                    shared_norm = Some(l2(&s)?);
+                }
+                out = (out + s)?;
+            } else if contributions {
+                shared_norm = Some(Tensor::zeros(t, DType::F32, device)?);
+            }
+        }
+        let router = if capture_router { Some(router) } else { None };
+        Ok(MoeOutput { out, router, routed_norm, shared_norm })
+    }
+
+    /// The GPU path: the router kernel, then two grouped GEMMs over the expert-sorted
+    /// (token, slot) pairs; routing never leaves the device.
+    fn routed_on_device(&self, x: &Tensor, logits: &Tensor, dp: &DevicePath, edits: &LayerEdits) -> Result<(Tensor, RouterCapture)> {
+        let (t, d) = x.dims2()?;
+        let k = self.routing.top_k;
+        let ne = self.routing.num_experts;
+        let aux = if edits.excluded_experts.iter().any(|&b| b) || edits.dropped_experts.iter().any(|&b| b) {
+            aux_tensor(ne, self.correction_bias.as_deref(), &edits.excluded_experts, &edits.dropped_experts, x.device())?
+        } else {
+            dp.aux.clone()
+        };
+        let op = RouterTopK::new(self.routing.clone(), self.correction_bias.is_some());
+        let r = route_tensor(logits, &aux, &op)?;
+        let inter = dp.down.dim(2)?;
+        let act = self.activation();
+        let chunk = (SORT_LIMIT / k).max(1);
+        let mut outs = Vec::new();
+        let mut first = 0;
+        while first < t {
+            let len = chunk.min(t - first);
+            let xs = x.narrow(0, first, len)?.contiguous()?;
+            let ids = r.experts.narrow(0, first, len)?.contiguous()?;
+            let ws = r.weights.narrow(0, first, len)?.contiguous()?;
+            let (expert_ids, sorted_slots) = ids.flatten_all()?.sort_last_dim(true)?;
+            let prefill = len > 1;
+            let gu = candle_nn::moe::moe_gemm(&xs, &dp.gate_up, &None, &sorted_slots, &expert_ids, k, prefill)?;
+            let h = (activate(&gu.narrow(1, 0, inter)?, act)? * gu.narrow(1, inter, inter)?)?;
+            let y = candle_nn::moe::moe_gemm(&h.contiguous()?, &dp.down, &Some(ws), &sorted_slots, &expert_ids, k, prefill)?;
+            outs.push(y.reshape((len, k, d))?.sum(1)?);
+            first += len;
+        }
+        let out = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 0)? };
+        Ok((out, RouterCapture { logits: logits.clone(), experts: r.experts, weights: r.weights }))
+    }
+
+    /// The CPU path (and f32 on CUDA): routing on the host, then each selected expert on its
+    /// tokens, in expert order.
+    fn routed_on_host(&self, x: &Tensor, logits: &Tensor, edits: &LayerEdits) -> Result<(Tensor, RouterCapture)> {
+        let (t, _) = x.dims2()?;
+        let k = self.routing.top_k;
         let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         let Routes { experts, mut weights, .. } = route(&flat, &self.routing, self.correction_bias.as_deref(), &edits.excluded_experts);
         for (e, w) in experts.iter().zip(weights.iter_mut()) {
@@ -142,32 +247,12 @@ impl Moe {
             let y = y.broadcast_mul(&Tensor::from_vec(ws, (n, 1), device)?.to_dtype(y.dtype())?)?;
             out = out.index_add(&idx, &y, 0)?;
         }
-        let routed_norm = if contributions { Some(l2(&out)?) } else { None };
-        let mut shared_norm = None;
-        if let Some(shared) = &self.shared {
-            if !edits.mute_shared {
-                let mut s = shared.forward(x)?;
-                if let Some(g) = &self.shared_gate {
-                    s = candle_nn::ops::sigmoid(&g.forward(x)?)?.broadcast_mul(&s)?;
-                }
-                if contributions {
-                    shared_norm = Some(l2(&s)?);
-                }
-                out = (out + s)?;
-            } else if contributions {
-                shared_norm = Some(Tensor::zeros(t, DType::F32, device)?);
-            }
-        }
-        let router = if capture_router {
-            Some(RouterCapture {
-                logits,
-                experts: Tensor::from_vec(experts, (t, k), device)?,
-                weights: Tensor::from_vec(weights, (t, k), device)?,
-            })
-        } else {
-            None
+        let capture = RouterCapture {
+            logits: logits.clone(),
+            experts: Tensor::from_vec(experts, (t, k), device)?,
+            weights: Tensor::from_vec(weights, (t, k), device)?,
         };
-        Ok(MoeOutput { out, router, routed_norm, shared_norm })
+        Ok((out, capture))
     }
 }
 
