@@ -83,8 +83,13 @@ pub fn open_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Checkpoint>
         return Err(ModelError::Source(format!("{}: not a directory", dir.display())));
     }
     let config = read_config(&dir.join("config.json"))?;
-    let files = safetensors_files(dir)?;
-    let weights = Weights::from_safetensors(&files, dir, dtype, device)?;
+    let manifest = dir.join(crate::weights::RANDOM_MANIFEST);
+    let weights = if manifest.exists() && safetensors_files(dir).is_err() {
+        // A benchmark model: a real config with random weights (Weights::random).
+        Weights::random(&manifest, dtype, device)?
+    } else {
+        Weights::from_safetensors(&safetensors_files(dir)?, dir, dtype, device)?
+    };
     Ok(Checkpoint { config, weights, dir: Some(dir.to_path_buf()), gguf: None })
 }
 

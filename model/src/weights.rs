@@ -80,7 +80,13 @@ impl SafetensorsFile {
 enum Backend {
     Safetensors { files: Vec<SafetensorsFile>, index: HashMap<String, usize> },
     Gguf(Box<GgufWeights>),
+    /// Benchmark models of real configs without their checkpoints: names and shapes from a
+    /// manifest, values drawn on the run device when asked for (see [`Weights::random`]).
+    Random { shapes: HashMap<String, Vec<usize>> },
 }
+
+/// The manifest of a random-weight model directory: `random_weights.json`.
+pub const RANDOM_MANIFEST: &str = "random_weights.json";
 
 /// The weights of one model, ready to be read tensor by tensor.
 pub struct Weights {
@@ -111,6 +117,30 @@ impl Weights {
         Weights { backend: Backend::Gguf(Box::new(gguf)), location, dtype, device: device.clone() }
     }
 
+    /// Random weights for a model directory holding `config.json` and `random_weights.json`
+    /// (`{"seed": N, "tensors": {name: shape}}`, e.g. written from a transformers model built on
+    /// the meta device): benchmarks run real configurations (OLMoE, Mixtral, Llama-3-8B, …)
+    /// without their checkpoints. Norm weights are 1, biases 0, everything else N(0, 0.02²)
+    /// (transformers' default init), drawn directly on the run device.
+    pub fn random(manifest: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let text = std::fs::read_to_string(manifest).map_err(|e| ModelError::io(manifest, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::weights(manifest, format!("not JSON: {e}")))?;
+        let tensors = v["tensors"].as_object().ok_or_else(|| ModelError::weights(manifest, "expected {\"tensors\": {name: shape}}"))?;
+        let mut shapes = HashMap::new();
+        for (name, shape) in tensors {
+            let dims = shape
+                .as_array()
+                .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<Vec<_>>>())
+                .ok_or_else(|| ModelError::weights(manifest, format!("tensor {name:?}: shape is not a list of sizes")))?;
+            shapes.insert(name.clone(), dims);
+        }
+        // candle's CPU generator cannot be seeded; on CUDA the seed makes runs repeatable.
+        if !device.is_cpu() {
+            device.set_seed(v["seed"].as_u64().unwrap_or(0))?;
+        }
+        Ok(Weights { backend: Backend::Random { shapes }, location: manifest.to_path_buf(), dtype, device: device.clone() })
+    }
+
     pub fn dtype(&self) -> DType {
         self.dtype
     }
@@ -127,6 +157,7 @@ impl Weights {
         match &self.backend {
             Backend::Safetensors { index, .. } => index.contains_key(name),
             Backend::Gguf(g) => g.contains(name),
+            Backend::Random { shapes } => shapes.contains_key(name),
         }
     }
 
@@ -135,6 +166,7 @@ impl Weights {
         match &self.backend {
             Backend::Safetensors { files, index } => index.get(name).and_then(|&i| files[i].shape(name)),
             Backend::Gguf(g) => g.shape(name),
+            Backend::Random { shapes } => shapes.get(name).cloned(),
         }
     }
 
@@ -144,6 +176,7 @@ impl Weights {
                 index.get(name).map(|&i| files[i].path.clone()).unwrap_or_else(|| self.location.clone())
             }
             Backend::Gguf(g) => g.path().to_path_buf(),
+            Backend::Random { .. } => self.location.clone(),
         }
     }
 
@@ -159,7 +192,21 @@ impl Weights {
                 files[i].load(name)
             }
             Backend::Gguf(g) => g.load(name),
+            Backend::Random { .. } => self.random_tensor(name, &Device::Cpu),
         }
+    }
+
+    /// A random-backend tensor, f32, on `device`.
+    fn random_tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+        let shape = self.shape(name).ok_or_else(|| self.missing(name, None))?;
+        let leaf = name.rsplit('.').nth(1).unwrap_or("");
+        Ok(if name.ends_with("bias") {
+            Tensor::zeros(shape, DType::F32, device)?
+        } else if leaf.contains("norm") || leaf.ends_with("ln") {
+            Tensor::ones(shape, DType::F32, device)?
+        } else {
+            Tensor::randn(0f32, 0.02f32, shape, device)?
+        })
     }
 
     /// Loads `name`, checks it has `shape`, converts it to the run dtype on the run device.
@@ -177,6 +224,9 @@ impl Weights {
                 expected: shape.to_vec(),
                 found,
             });
+        }
+        if let Backend::Random { .. } = self.backend {
+            return Ok(self.random_tensor(name, &self.device)?.to_dtype(dtype)?);
         }
         let t = self.load_cpu(name)?;
         Ok(t.to_dtype(dtype)?.to_device(&self.device)?)
@@ -197,6 +247,11 @@ impl Weights {
         if found != shape {
             return Err(ModelError::TensorShape { path: self.file_of(name), name: name.to_string(), expected: shape.to_vec(), found });
         }
+        if let Backend::Random { .. } = self.backend {
+            // Drawn on the run device: a stacked expert tensor of a large config is gigabytes,
+            // and what follows (slicing, transposes) works there as well as on the CPU.
+            return self.random_tensor(name, &self.device);
+        }
         Ok(self.load_cpu(name)?.to_dtype(DType::F32)?)
     }
 
@@ -210,6 +265,7 @@ impl Weights {
         match &self.backend {
             Backend::Safetensors { index, .. } => index.keys().cloned().collect(),
             Backend::Gguf(g) => g.hf_names(),
+            Backend::Random { shapes } => shapes.keys().cloned().collect(),
         }
     }
 }

@@ -1,5 +1,11 @@
-//! `routelab bench`: prefill and decode speed with and without full capture, measured side by
-//! side (interleaved repeats, medians) so the ratio is not skewed by drift.
+//! `routelab bench`: prefill and decode speed with and without capture, measured side by side
+//! (interleaved repeats, medians) so the ratios are not skewed by drift.
+//!
+//! Configurations: `plain` (nothing captured), `router` (router logits, experts, weights),
+//! `full` (router + per-head attention statistics + contribution norms: what the workbench
+//! records on every run), and with `--everything` also full attention probabilities and residual
+//! streams of every layer. `--json` writes the figures for bench/gpu_bench.py, which prints them
+//! beside transformers'.
 
 use clap::Args;
 use routelab_model::capture::CaptureSpec;
@@ -22,6 +28,12 @@ pub struct BenchArgs {
     /// Measured runs per configuration (after one warm-up each).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Also measure capturing everything (full attention probabilities, residual streams).
+    #[arg(long)]
+    pub everything: bool,
+    /// Write the medians as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
 }
 
 const TEXT: &str = "The history of the city begins with a small settlement on the river, where traders \
@@ -56,7 +68,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     tokens.truncate(a.prompt_tokens);
     let max = session.config().max_position_embeddings;
     anyhow::ensure!(a.prompt_tokens + a.new_tokens <= max, "prompt + new tokens exceed the context window ({max})");
-    let configs = [("plain", CaptureSpec::none()), ("full capture", CaptureSpec::all())];
+    let router = CaptureSpec { router: true, ..CaptureSpec::none() };
+    let mut configs = vec![("plain", CaptureSpec::none()), ("router", router), ("full", CaptureSpec::default())];
+    if a.everything {
+        configs.push(("everything", CaptureSpec::all()));
+    }
     for (_, c) in &configs {
         measure(&session, &tokens, 2, c)?; // warm-up
     }
@@ -83,8 +99,25 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         println!("{name:<22} {p:>14.1} {d:>14.1}");
     }
     let (pp, pd) = med[0];
-    let (fp, fd) = med[1];
-    println!("{:<22} {:>14.3} {:>14.3}", "full / plain", fp / pp, fd / pd);
-    println!("full capture costs {:.1}% of decode speed, {:.1}% of prefill speed", 100.0 * (1.0 - fd / pd), 100.0 * (1.0 - fp / pp));
+    for ((name, _), (p, d)) in configs.iter().zip(&med).skip(1) {
+        println!("{:<22} {:>14.3} {:>14.3}", format!("{name} / plain"), p / pp, d / pd);
+    }
+    let (fp, fd) = med[2];
+    println!("full capture (router, head statistics, contributions) costs {:.1}% of decode speed, {:.1}% of prefill speed", 100.0 * (1.0 - fd / pd), 100.0 * (1.0 - fp / pp));
+    if let Some(path) = &a.json {
+        let info = session.info();
+        let rows: serde_json::Map<String, serde_json::Value> = configs
+            .iter()
+            .zip(&med)
+            .map(|((name, _), (p, d))| (name.to_string(), serde_json::json!({"prefill_tok_s": p, "decode_tok_s": d})))
+            .collect();
+        let doc = serde_json::json!({
+            "model": session.name, "device": info.device, "dtype": info.dtype,
+            "parameters": info.parameters, "weight_bytes": info.weight_bytes,
+            "prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens, "repeats": a.repeats.max(1),
+            "configs": rows,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n").map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Command-line interface: `gui` (the default), `run`, `forward`, `bench`, `info`, `scan`,
-//! `analyze`, `export`.
+//! `analyze`, `export`, `selftest`.
 
 mod analyze;
 mod args;
@@ -9,6 +9,7 @@ mod forward;
 mod generate;
 mod info;
 mod scan;
+mod selftest;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,8 @@ pub enum Command {
     Analyze(analyze::AnalyzeCommand),
     /// Export a view of a trace as PNG, SVG or CSV.
     Export(export::ExportArgs),
+    /// Check a device (CUDA) against the CPU reference on the fixture models.
+    Selftest(selftest::SelftestArgs),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Scan(c)) => scan::run(c),
         Some(Command::Analyze(c)) => analyze::run(c),
         Some(Command::Export(a)) => export::run(a),
+        Some(Command::Selftest(a)) => selftest::run(a),
         None => crate::gui::run(None, None, false),
     }
 }

@@ -1,0 +1,279 @@
+//! `routelab selftest --device cuda`: the device path against the CPU reference on the
+//! committed fixture models (every supported family), from the one binary that is carried to
+//! the GPU machine.
+//!
+//! First the kernels on their own: router top-k for every routing scheme (up to DeepSeek-V3's
+//! 256 experts, with expert interventions) and the attention statistics over rows of several
+//! lengths, device against CPU reference. Then per fixture: one forward over a fixed prompt with router and head statistics captured, on
+//! the CPU in f32 and on the device in its run dtype (bf16 on CUDA), plain and under
+//! interventions (a uniform head, a dropped expert); then a short greedy decode. Checks:
+//! logits within a bf16 tolerance (relative to the largest CPU logit), selected experts
+//! identical except near-ties (CPU selection margin below `--tie-margin`, reported), combine
+//! weights within tolerance, and the most-attended position per head identical except where
+//! the CPU's attention itself is nearly flat (entropy within 1% of uniform, reported).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use candle_core::{Device, Tensor};
+use routelab_kernels::attn_stats::attn_stats;
+use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
+use routelab_kernels::routing::{route, GroupScore, Normalization, RoutingParams, Scoring, Selection};
+use routelab_model::capture::CaptureSpec;
+use routelab_model::interventions::{parse_expert_mask, parse_head_mask, Interventions};
+use routelab_model::session::{parse_device, LoadOptions, RunRecord, RunRequest, Session};
+use routelab_model::source::ModelSource;
+
+#[derive(Args, Debug)]
+pub struct SelftestArgs {
+    /// The device to check against the CPU: cuda or cuda:N (cpu checks the CPU against itself).
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    /// Directory of fixture models, one subdirectory each.
+    #[arg(long, default_value = "tests/fixtures/models")]
+    pub fixtures: PathBuf,
+    /// Largest |device − cpu| logit difference, relative to the largest |cpu logit|.
+    #[arg(long, default_value_t = 0.05)]
+    pub logit_tol: f32,
+    /// A routing whose CPU selection margin is below this is a near-tie: reported, not failed.
+    #[arg(long, default_value_t = 1e-2)]
+    pub tie_margin: f32,
+}
+
+#[derive(Default)]
+struct Tally {
+    failures: Vec<String>,
+    near_ties: usize,
+    flat_heads: usize,
+    compared_routes: usize,
+    compared_heads: usize,
+}
+
+fn load(dir: &Path, device: &Device) -> anyhow::Result<Session> {
+    let device = device.clone();
+    let dtype = if device.is_cuda() { candle_core::DType::BF16 } else { candle_core::DType::F32 };
+    let source = ModelSource::parse(&dir.to_string_lossy())?;
+    Session::load(&source, &LoadOptions { device, dtype }, &mut |_| {}).with_context(|| format!("loading {}", dir.display()))
+}
+
+fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, a: &SelftestArgs, t: &mut Tally) {
+    let scale = cpu.logits.iter().flatten().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    let worst = cpu.logits.iter().flatten().zip(dev.logits.iter().flatten()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    if !(worst / scale <= a.logit_tol) {
+        t.failures.push(format!("{case}: logits differ by {worst:.4} (largest |logit| {scale:.3}, tolerance {:.3})", a.logit_tol));
+    }
+    for (pc, pd) in cpu.positions.iter().zip(&dev.positions) {
+        for (l, (lc, ld)) in pc.layers.iter().zip(&pd.layers).enumerate() {
+            if let Some(moe) = s.config().moe(l) {
+                let r = route(&lc.router_logits, &moe.routing, None, &[]);
+                t.compared_routes += 1;
+                if r.margin.first().is_some_and(|&m| m < a.tie_margin) {
+                    t.near_ties += 1;
+                } else if lc.experts != ld.experts {
+                    t.failures.push(format!("{case}: layer {l} position {}: experts {:?} on the CPU, {:?} on the device", pc.position, lc.experts, ld.experts));
+                } else if lc.weights.iter().zip(&ld.weights).any(|(x, y)| (x - y).abs() > 2e-2 * (1.0 + x.abs())) {
+                    t.failures.push(format!("{case}: layer {l} position {}: weights {:?} vs {:?}", pc.position, lc.weights, ld.weights));
+                }
+            }
+            let uniform = ((pc.position + 1) as f32).ln();
+            for (h, (ac, ad)) in lc.head_argmax.iter().zip(&ld.head_argmax).enumerate() {
+                t.compared_heads += 1;
+                if lc.head_entropy[h] > 0.99 * uniform {
+                    t.flat_heads += 1;
+                } else if ac != ad {
+                    t.failures.push(format!("{case}: layer {l} head {h} position {}: argmax {ac} on the CPU, {ad} on the device", pc.position));
+                }
+            }
+        }
+    }
+}
+
+/// Deterministic pseudo-random values in [-3, 3).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+        })
+        .collect()
+}
+
+/// Router top-k on `dev` against the CPU for every scheme the families use.
+fn check_router_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
+    let schemes = [
+        RoutingParams::softmax_top_k(8, 2, true),
+        RoutingParams::softmax_top_k(64, 8, false),
+        RoutingParams { normalization: Normalization::PNorm(1.0), ..RoutingParams::softmax_top_k(16, 4, false) },
+        RoutingParams {
+            num_experts: 256,
+            top_k: 8,
+            scoring: Scoring::Sigmoid,
+            selection: Selection::GroupLimited { groups: 8, top_groups: 4, group_score: GroupScore::TopTwoSum },
+            normalization: Normalization::Sum,
+            routed_scaling: 2.5,
+        },
+        RoutingParams {
+            num_experts: 160,
+            top_k: 6,
+            scoring: Scoring::Softmax,
+            selection: Selection::GroupLimited { groups: 8, top_groups: 3, group_score: GroupScore::Max },
+            normalization: Normalization::None,
+            routed_scaling: 16.0,
+        },
+        RoutingParams {
+            num_experts: 16,
+            top_k: 2,
+            scoring: Scoring::Softmax,
+            selection: Selection::SparseMixer { jitter_eps: 0.01 },
+            normalization: Normalization::None,
+            routed_scaling: 1.0,
+        },
+    ];
+    for (i, p) in schemes.iter().enumerate() {
+        let (n, e, k) = (97, p.num_experts, p.top_k);
+        let l = values(n * e, i as u64);
+        let bias: Vec<f32> = (0..e).map(|j| (j % 5) as f32 * 0.01).collect();
+        let has_bias = matches!(p.scoring, Scoring::Sigmoid);
+        let excluded: Vec<bool> = (0..e).map(|j| j == 1).collect();
+        let dropped: Vec<bool> = (0..e).map(|j| j == 2).collect();
+        let op = RouterTopK::new(p.clone(), has_bias);
+        let run = |d: &Device| -> anyhow::Result<(Vec<u32>, Vec<f32>, Vec<f32>)> {
+            let lt = Tensor::from_vec(l.clone(), (n, e), d)?;
+            let aux = aux_tensor(e, has_bias.then_some(&bias[..]), &excluded, &dropped, d)?;
+            let r = route_tensor(&lt, &aux, &op)?;
+            Ok((r.experts.flatten_all()?.to_vec1()?, r.weights.flatten_all()?.to_vec1()?, r.margin.to_vec1()?))
+        };
+        let (ci, cw, cm) = run(&Device::Cpu)?;
+        let (gi, gw, gm) = run(dev)?;
+        for tok in 0..n {
+            t.compared_routes += 1;
+            if cm[tok] < 1e-5 {
+                t.near_ties += 1;
+                continue;
+            }
+            let r = tok * k..(tok + 1) * k;
+            if gi[r.clone()] != ci[r.clone()] {
+                t.failures.push(format!("router kernel, scheme {i}, token {tok}: experts {:?} vs CPU {:?}", &gi[r.clone()], &ci[r.clone()]));
+            } else if r.clone().any(|j| (gw[j] - cw[j]).abs() > 1e-5 * (1.0 + cw[j].abs())) || !((gm[tok] - cm[tok]).abs() <= 1e-5 || gm[tok] == cm[tok]) {
+                t.failures.push(format!("router kernel, scheme {i}, token {tok}: weights {:?} vs CPU {:?}", &gw[r.clone()], &cw[r]));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Attention statistics on `dev` against the CPU: softmax rows with causal zeros, uniform
+/// rows (ties: the first position on both), rows longer than one block.
+fn check_stats_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
+    for &cols in &[1usize, 7, 256, 1000, 4099] {
+        let rows = 37;
+        let l = values(rows * cols, cols as u64);
+        let mut p = vec![0f32; rows * cols];
+        for r in 0..rows {
+            let visible = 1 + r * cols / rows;
+            let row = &l[r * cols..r * cols + visible];
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let s: f32 = row.iter().map(|x| (x - m).exp()).sum();
+            for j in 0..visible {
+                p[r * cols + j] = if r % 5 == 0 { 1.0 / visible as f32 } else { (row[j] - m).exp() / s };
+            }
+        }
+        let run = |d: &Device| -> anyhow::Result<(Vec<f32>, Vec<u32>)> {
+            let (e, a) = attn_stats(&Tensor::from_vec(p.clone(), (rows, cols), d)?)?;
+            Ok((e.to_vec1()?, a.to_vec1()?))
+        };
+        let (ce, ca) = run(&Device::Cpu)?;
+        let (ge, ga) = run(dev)?;
+        t.compared_heads += rows;
+        for r in 0..rows {
+            if ga[r] != ca[r] || (ge[r] - ce[r]).abs() > 1e-4 * (1.0 + ce[r].abs()) {
+                t.failures.push(format!("stats kernel, {cols} columns, row {r}: entropy {} argmax {} vs CPU {} {}", ge[r], ga[r], ce[r], ca[r]));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&a.fixtures)
+        .with_context(|| format!("reading fixture directory {}", a.fixtures.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("config.json").exists())
+        .collect();
+    dirs.sort();
+    if dirs.is_empty() {
+        bail!("{}: no fixture models (directories with a config.json)", a.fixtures.display());
+    }
+    let capture = CaptureSpec { logits: true, ..CaptureSpec::default() };
+    let mut t = Tally::default();
+    let dev = match parse_device(&a.device) {
+        Ok(d) => d,
+        Err(e) if a.device.starts_with("cuda") => {
+            println!("selftest SKIPPED: no usable CUDA device ({e})");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    check_router_kernel(&dev, &mut t)?;
+    check_stats_kernel(&dev, &mut t)?;
+    println!(
+        "kernels: router top-k ({} tokens, {} near-ties skipped) and attention statistics ({} rows): {}",
+        t.compared_routes,
+        t.near_ties,
+        t.compared_heads,
+        if t.failures.is_empty() { "ok" } else { "FAILED" }
+    );
+    println!("selftest: {} against cpu (f32) on {} fixture models", a.device, dirs.len());
+    for dir in &dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let (cpu, dev) = (load(dir, &Device::Cpu)?, load(dir, &dev)?);
+        let vocab = cpu.config().vocab_size as u32;
+        let tokens: Vec<u32> = (0..24u32).map(|i| (i * 37 + 11) % vocab).collect();
+        let mut sets = vec![("plain", Interventions::default())];
+        let mut iv = Interventions::default();
+        iv.push(parse_head_mask("0:0:uniform").map_err(anyhow::Error::msg)?);
+        if let Some(l) = (0..cpu.config().layers.len()).find(|&l| cpu.config().moe(l).is_some()) {
+            iv.push(parse_expert_mask(&format!("{l}:0:drop")).map_err(anyhow::Error::msg)?);
+        }
+        sets.push(("masked", iv));
+        let before = t.failures.len();
+        for (what, iv) in sets {
+            let req = RunRequest::forward(tokens.clone(), capture.clone(), iv);
+            let rc = cpu.run(&req, &mut |_| true)?;
+            let rd = dev.run(&req, &mut |_| true)?;
+            compare(&format!("{name} {what}"), &cpu, &rc, &rd, &a, &mut t);
+        }
+        let gen = RunRequest { max_new_tokens: 8, stop_at_eos: false, ..RunRequest::forward(tokens.clone(), CaptureSpec::none(), Interventions::default()) };
+        let (gc, gd) = (cpu.run(&gen, &mut |_| true)?, dev.run(&gen, &mut |_| true)?);
+        let same = gc.generated().iter().zip(gd.generated()).take_while(|(x, y)| x == y).count();
+        let status = if t.failures.len() == before { "ok" } else { "FAILED" };
+        println!("  {name:<16} {status:<6} greedy decode: {same}/{} tokens identical", gc.generated().len());
+    }
+    println!(
+        "routes compared {} (near-ties skipped {}), head argmaxes compared {} (near-flat skipped {})",
+        t.compared_routes, t.near_ties, t.compared_heads, t.flat_heads
+    );
+    for f in t.failures.iter().take(40) {
+        println!("  FAIL {f}");
+    }
+    if !t.failures.is_empty() {
+        bail!("selftest: {} mismatches between {} and the CPU", t.failures.len(), a.device);
+    }
+    println!("selftest: {} matches the CPU reference", a.device);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The machinery on the CPU against itself (CI has no GPU): every fixture loads twice,
+    /// every comparison runs, nothing differs.
+    #[test]
+    fn selftest_on_the_cpu_passes_every_fixture() {
+        let a = SelftestArgs { device: "cpu".into(), fixtures: "../tests/fixtures/models".into(), logit_tol: 0.0, tie_margin: 0.0 };
+        run(a).unwrap();
+    }
+}
