@@ -16,8 +16,9 @@ For each real configuration below (random weights, bf16, 512-token prompt, 64 gr
   random_weights.json, the tensor names and shapes transformers builds, weights drawn on the
   GPU): plain, router capture, full capture (router + per-head attention statistics +
   contributions);
-- the memory-bandwidth limit: measured device-to-device copy bandwidth / bytes of weights read
-  per decoded token (active parameters × 2), KV cache excluded.
+- the memory-bandwidth limit: measured device-to-device copy bandwidth (bytes read + written per
+  second) / bytes of weights read per decoded token (active parameters × 2: unselected experts
+  and all but one embedding row excluded), KV cache excluded, as in shared GPU.md.
 
 Prints one table with the ratios the project's goals are stated in (issue 7) and writes it as
 JSON next to the models (--out).
@@ -70,8 +71,9 @@ def make_config(spec):
 
 
 def active_params(model, cfg):
-    """Parameters read per decoded token: everything but the unselected experts' weights."""
-    total = sum(p.numel() for p in model.parameters())
+    """Parameters read per decoded token: everything but the unselected experts' weights and
+    the embedding table (one row of it is read)."""
+    total = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
     e = getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", None)
     if not e:
         return total
@@ -143,7 +145,16 @@ def write_routelab_dir(name, cfg, out):
     cfg.save_pretrained(d)
     with torch.device("meta"):
         m = AutoModelForCausalLM.from_config(cfg)
-    (d / "random_weights.json").write_text(json.dumps({"seed": 0, "tensors": {k: list(v.shape) for k, v in m.state_dict().items()}}))
+    sd = m.state_dict()
+    try:
+        # The names and layout save_pretrained writes (what checkpoints on the hub hold; e.g.
+        # Mixtral's per-expert block_sparse_moe.experts.{e}.w1), not transformers 5's fused
+        # in-memory ones. Works on meta tensors: only shapes move.
+        from transformers.core_model_loading import revert_weight_conversion
+        sd = revert_weight_conversion(m, sd)
+    except ImportError:
+        pass
+    (d / "random_weights.json").write_text(json.dumps({"seed": 0, "tensors": {k: list(v.shape) for k, v in sd.items()}}))
     tok = Path("tests/fixtures/tokenizer")
     for f in ("tokenizer.json", "tokenizer_config.json"):
         if (tok / f).exists():
@@ -185,7 +196,7 @@ def main():
             with torch.device("meta"):
                 from transformers import AutoModelForCausalLM
                 row["active_params"] = active_params(AutoModelForCausalLM.from_config(cfg), cfg)
-        row["bandwidth_limit"] = bw / 2 / (2 * row["active_params"])  # copy bw counts read + write
+        row["bandwidth_limit"] = bw / (2 * row["active_params"])  # bf16: 2 bytes per parameter
         j = d / "routelab.json"
         cmd = [args.routelab, "bench", "--model", str(d), "--device", "cuda", "--prompt-tokens", str(PROMPT),
                "--new-tokens", str(STEPS), "--repeats", str(REPEATS), "--json", str(j)]
