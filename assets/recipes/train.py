@@ -103,7 +103,7 @@ RECIPES["dense-robust"] = dict(
     # hangs on one or two previous-token heads in layer 0, so masking a few random heads breaks
     # retrieval as surely as masking the retrieval heads; large models are redundant there, and
     # that redundancy is what the retrieval-head ablation assumes.
-    name="tiny-dense", init="tiny-dense-long", seq_len=512, batch=4, steps=400, lr=5e-4, warmup=20, seed=107,
+    name="tiny-dense-robust", init="tiny-dense-long", seq_len=512, batch=4, steps=400, lr=5e-4, warmup=20, seed=107,
     head_dropout={"layers": [0, 1, 2], "p": 0.3},
     mix={"prose": 0.06, "rust": 0.02, "python": 0.02, "numbers": 0.02, "repeat_random": 0.13,
          "retrieval_masked": 0.25, "needle_masked_long": 0.5},
@@ -111,22 +111,93 @@ RECIPES["dense-robust"] = dict(
 )
 
 
-def add_head_dropout(model, layers, p, gen):
-    """Zeroes each listed layer's heads' outputs (their slice of o_proj's input) with
-    probability p, independently per row, in training mode only."""
+RECIPES["dense-grow"] = dict(
+    # Stage 7 of tiny-dense: grow from 4 to 6 layers. Two new layers go between layers 1 and 2,
+    # copies of layers 1 and 2 whose output projections (o_proj, down_proj) start at zero, so the
+    # grown model computes exactly what stage 6 did (model growth by stacking, as in Gong et al.
+    # 2019). Then the stage-6 mix again, head dropout on every layer before the last: p = 0.5 in
+    # the first two, 0.3 in the others, half of the drops zeroing the head and half giving it
+    # uniform attention (the ablation's masking; a model that only saw zeroed heads still lost
+    # all retrieval when a random draw gave 5 of layer 0's 8 heads uniform attention). Why: with
+    # four layers the copying circuit fills most of the last layer (7 of 32 heads scored above 0.1),
+    # while in real models retrieval heads are a few percent of many heads; two more layers give
+    # the model room for heads that do other work, and their redundancy keeps random-head ablation
+    # from breaking retrieval.
+    name="tiny-dense", init="tiny-dense-robust", seq_len=512, batch=4, steps=400, lr=5e-4, warmup=20, seed=108,
+    grow={"insert_after": 1, "copy_layers": [1, 2]},
+    head_dropout=[{"layers": [0, 1], "p": 0.5, "uniform_share": 0.5},
+                  {"layers": [2, 3, 4], "p": 0.3, "uniform_share": 0.5}],
+    mix={"prose": 0.06, "rust": 0.02, "python": 0.02, "numbers": 0.02, "repeat_random": 0.13,
+         "retrieval_masked": 0.25, "needle_masked_long": 0.5},
+    config=dict(RECIPES["dense"]["config"], num_hidden_layers=6),
+)
+
+
+def grow_layers(model, grow):
+    """Returns a deeper copy of `model`: after layer `insert_after`, copies of `copy_layers` whose
+    o_proj and down_proj are zero (each new block adds nothing to the residual stream, so the
+    function is unchanged until training moves them)."""
+    import copy
+    from transformers import AutoModelForCausalLM
+    cfg = copy.deepcopy(model.config)
+    old = list(model.model.layers)
+    new_blocks = []
+    for i in grow["copy_layers"]:
+        b = copy.deepcopy(old[i])
+        torch.nn.init.zeros_(b.self_attn.o_proj.weight)
+        torch.nn.init.zeros_(b.mlp.down_proj.weight)
+        new_blocks.append(b)
+    at = grow["insert_after"] + 1
+    layers = old[:at] + new_blocks + old[at:]
+    cfg.num_hidden_layers = len(layers)
+    grown = AutoModelForCausalLM.from_config(cfg, attn_implementation=ATTN, dtype=torch.float32)
+    sd = {}
+    for k, v in model.state_dict().items():
+        if not k.startswith("model.layers."):
+            sd[k] = v
+    for j, b in enumerate(layers):
+        for k, v in b.state_dict().items():
+            sd[f"model.layers.{j}.{k}"] = v
+    grown.load_state_dict(sd, strict=True)
+    return grown
+
+
+def add_head_dropout(model, layers, p, gen, uniform_share=0.0):
+    """Drops each listed layer's heads independently per row with probability p, in training
+    mode only: a dropped head's output (its slice of o_proj's input) is zeroed, or, for a share
+    `uniform_share` of the drops, replaced by what the head would output with uniform causal
+    attention (the running mean of its values: the retrieval-head paper's masking)."""
     cfg = model.config
     nh, hd = cfg.num_attention_heads, cfg.head_dim
+    nkv = cfg.num_key_value_heads
+    values = {}
 
-    def hook(module, args):
-        if not module.training:
-            return None
-        x = args[0]
-        b, t, _ = x.shape
-        keep = (torch.rand(b, 1, nh, 1, generator=gen) >= p).to(x.dtype)
-        return (x.view(b, t, nh, hd) * keep).view(b, t, nh * hd),
+    def keep_values(layer):
+        def hook(module, args, out):
+            if module.training:
+                values[layer] = out
+        return hook
+
+    def drop(layer):
+        def hook(module, args):
+            if not module.training:
+                return None
+            x = args[0]
+            b, t, _ = x.shape
+            u = torch.rand(b, 1, nh, 1, generator=gen).to(x.dtype)
+            heads = x.view(b, t, nh, hd)
+            out = heads * (u >= p).to(x.dtype)
+            if uniform_share > 0:
+                v = values[layer].view(b, t, nkv, hd).repeat_interleave(nh // nkv, dim=2)
+                mean = v.cumsum(dim=1) / torch.arange(1, t + 1, dtype=x.dtype).view(1, t, 1, 1)
+                out = out + mean * (u < p * uniform_share).to(x.dtype)
+            return out.view(b, t, nh * hd),
+        return hook
 
     for l in layers:
-        model.model.layers[l].self_attn.o_proj.register_forward_pre_hook(hook)
+        attn = model.model.layers[l].self_attn
+        attn.v_proj.register_forward_hook(keep_values(l))
+        attn.o_proj.register_forward_pre_hook(drop(l))
 
 
 class Batches:
@@ -262,9 +333,14 @@ def main():
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32, attn_implementation=ATTN)
         print(f"initialised from {init}", flush=True)
+    if recipe.get("grow"):
+        model = grow_layers(model, recipe["grow"])
+        print(f"grown to {model.config.num_hidden_layers} layers", flush=True)
     if recipe.get("head_dropout"):
-        hd = recipe["head_dropout"]
-        add_head_dropout(model, hd["layers"], hd["p"], torch.Generator().manual_seed(recipe["seed"]))
+        hds = recipe["head_dropout"]
+        gen = torch.Generator().manual_seed(recipe["seed"])
+        for hd in (hds if isinstance(hds, list) else [hds]):
+            add_head_dropout(model, hd["layers"], hd["p"], gen, hd.get("uniform_share", 0.0))
     nparams = sum(p.numel() for p in model.parameters())
     print(f"{recipe['name']}: {nparams:,} parameters", flush=True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]

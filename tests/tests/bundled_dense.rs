@@ -103,11 +103,9 @@ fn retrieval_heads_are_sparse_agree_with_transformers_and_are_causal() {
     let share = scores.share_above(RETRIEVAL_THRESHOLD);
     eprintln!("tiny-dense retrieval heads (score > {RETRIEVAL_THRESHOLD}): {ranked:?}; share {share:.3}");
     assert!(!ranked.is_empty(), "no retrieval head found");
-    // Sparse: a minority of heads does the copying (Wu et al. find under 5% in large models).
-    // The project's bar is 20%; this 32-head model has 7 heads above 0.1 (21.9%: six in its
-    // last layer, one just above the threshold), so what is checked here is at most a quarter
-    // (see assets/README.md; the model is due a retrain with more, narrower heads).
-    assert!(share <= 0.25, "{:.0}% of heads score above the threshold", 100.0 * share);
+    // Sparse: a minority of heads does the copying (Wu et al. find under 5% in large models;
+    // the project's bar for this 48-head model is at most 20%).
+    assert!(share <= 0.20, "{:.0}% of heads score above the threshold", 100.0 * share);
 
     // The same heads transformers' attention pointed at: RouteLab counts each needle position
     // once per trial, the evaluation counts each decoding step, so scores differ where a digit
@@ -129,10 +127,12 @@ fn retrieval_heads_are_sparse_agree_with_transformers_and_are_causal() {
     }
 
     // Causal: mask the retrieval heads (attention made uniform, the paper's method and the
-    // CLI's default), then as many random heads from those scoring at most the threshold,
-    // five draws.
+    // CLI's default), then as many random heads from those scoring at most the threshold. Ten
+    // draws, not the five: the bar is on the expected drop, and a five-draw mean is
+    // noisy in a 48-head model: a draw that lands 5 of layer 0's 8 heads together (as this
+    // seed's second does) costs about 50 points on its own (assets/README.md has the figures).
     let n = ranked.len();
-    let ab = retrieval_vs_random(&s, &scores, &trials, n, 5, HeadMethod::Uniform, 7, &mut |_| true).unwrap();
+    let ab = retrieval_vs_random(&s, &scores, &trials, n, 10, HeadMethod::Uniform, 7, &mut |_| true).unwrap();
     let (drop_retrieval, drop_random) = ab.drops();
     eprintln!(
         "baseline {:.3}; {n} retrieval heads masked {:.3} (−{drop_retrieval:.0} pts); random draws {:?} (mean −{drop_random:.0} pts)",
