@@ -84,11 +84,11 @@ pub fn open_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Checkpoint>
     }
     let config = read_config(&dir.join("config.json"))?;
     let manifest = dir.join(crate::weights::RANDOM_MANIFEST);
-    let weights = if manifest.exists() && safetensors_files(dir).is_err() {
+    let weights = match safetensors_files(dir) {
+        Ok(files) => Weights::from_safetensors(&files, dir, dtype, device)?,
         // A benchmark model: a real config with random weights (Weights::random).
-        Weights::random(&manifest, dtype, device)?
-    } else {
-        Weights::from_safetensors(&safetensors_files(dir)?, dir, dtype, device)?
+        Err(_) if manifest.exists() => Weights::random(&manifest, dtype, device)?,
+        Err(e) => return Err(e),
     };
     Ok(Checkpoint { config, weights, dir: Some(dir.to_path_buf()), gguf: None })
 }

@@ -184,15 +184,17 @@ impl Weights {
         ModelError::MissingTensor { location: self.location.display().to_string(), name: name.to_string(), hint }
     }
 
-    /// Loads a tensor in its stored dtype, on the CPU, without shape checks.
-    fn load_cpu(&self, name: &str) -> Result<Tensor> {
+    /// Loads a tensor without shape checks: from files in its stored dtype on the CPU; random
+    /// weights in f32 drawn on the run device (a stacked expert tensor of a large config is
+    /// gigabytes, and what follows, slicing and transposes, works there as well).
+    fn load_raw(&self, name: &str) -> Result<Tensor> {
         match &self.backend {
             Backend::Safetensors { files, index } => {
                 let i = *index.get(name).ok_or_else(|| self.missing(name, None))?;
                 files[i].load(name)
             }
             Backend::Gguf(g) => g.load(name),
-            Backend::Random { .. } => self.random_tensor(name, &Device::Cpu),
+            Backend::Random { .. } => self.random_tensor(name, &self.device),
         }
     }
 
@@ -225,11 +227,7 @@ impl Weights {
                 found,
             });
         }
-        if let Backend::Random { .. } = self.backend {
-            return Ok(self.random_tensor(name, &self.device)?.to_dtype(dtype)?);
-        }
-        let t = self.load_cpu(name)?;
-        Ok(t.to_dtype(dtype)?.to_device(&self.device)?)
+        Ok(self.load_raw(name)?.to_dtype(dtype)?.to_device(&self.device)?)
     }
 
     /// [`Weights::get`] for tensors a config may or may not have (biases).
@@ -247,12 +245,7 @@ impl Weights {
         if found != shape {
             return Err(ModelError::TensorShape { path: self.file_of(name), name: name.to_string(), expected: shape.to_vec(), found });
         }
-        if let Backend::Random { .. } = self.backend {
-            // Drawn on the run device: a stacked expert tensor of a large config is gigabytes,
-            // and what follows (slicing, transposes) works there as well as on the CPU.
-            return self.random_tensor(name, &self.device);
-        }
-        Ok(self.load_cpu(name)?.to_dtype(DType::F32)?)
+        Ok(self.load_raw(name)?.to_dtype(DType::F32)?)
     }
 
     /// Moves a tensor prepared on the CPU to the run dtype and device.
