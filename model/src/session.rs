@@ -35,6 +35,15 @@ impl Default for LoadOptions {
     }
 }
 
+impl LoadOptions {
+    /// The run dtype RouteLab uses on `device`: bf16 weights on a GPU, the f32 reference on
+    /// the CPU.
+    pub fn for_device(device: Device) -> Self {
+        let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
+        LoadOptions { device, dtype }
+    }
+}
+
 /// Parses `cpu`, `cuda`, `cuda:1`.
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {
@@ -388,23 +397,19 @@ impl Session {
     fn collect(&self, layers: &[LayerCapture], logits: &Tensor, tokens: &[u32], start: usize, generated: bool, record: &mut RunRecord) -> Result<Vec<f32>> {
         let t = tokens.len();
         let mut pack = Pack::default();
-        // Per layer: (logits, experts, weights, entropy, argmax, routed, shared, dense) slots.
-        let mut slots: Vec<[Option<usize>; 8]> = Vec::with_capacity(layers.len());
+        let mut slots: Vec<LayerSlots> = Vec::with_capacity(layers.len());
         for lc in layers {
-            let mut s = [None; 8];
+            let mut s = LayerSlots::default();
             if let Some(rc) = &lc.router {
-                s[0] = Some(pack.add(&rc.logits)?);
-                s[1] = Some(pack.add(&rc.experts)?);
-                s[2] = Some(pack.add(&rc.weights)?);
+                s.router = Some((pack.add(&rc.logits)?, pack.add(&rc.experts)?, pack.add(&rc.weights)?));
             }
             if let (Some(e), Some(a)) = (&lc.attn_entropy, &lc.attn_argmax) {
-                s[3] = Some(pack.add(e)?);
-                s[4] = Some(pack.add(a)?);
+                s.heads = Some((pack.add(e)?, pack.add(a)?));
             }
             if let Some(c) = &lc.contributions {
-                s[5] = Some(pack.add(&c.routed)?);
-                s[6] = c.shared.as_ref().map(|x| pack.add(x)).transpose()?;
-                s[7] = c.dense_residual.as_ref().map(|x| pack.add(x)).transpose()?;
+                let shared = c.shared.as_ref().map(|x| pack.add(x)).transpose()?;
+                let dense = c.dense_residual.as_ref().map(|x| pack.add(x)).transpose()?;
+                s.norms = Some((pack.add(&c.routed)?, shared, dense));
             }
             slots.push(s);
         }
@@ -421,19 +426,19 @@ impl Session {
         for (l, s) in slots.iter().enumerate() {
             for (p, layers_p) in per_layer.iter_mut().enumerate() {
                 let r = &mut layers_p[l];
-                if let (Some(a), Some(b), Some(c)) = (s[0], s[1], s[2]) {
-                    r.router_logits = row(a, p).to_vec();
-                    r.experts = ids(row(b, p));
-                    r.weights = row(c, p).to_vec();
+                if let Some((logits, experts, weights)) = s.router {
+                    r.router_logits = row(logits, p).to_vec();
+                    r.experts = ids(row(experts, p));
+                    r.weights = row(weights, p).to_vec();
                 }
-                if let (Some(a), Some(b)) = (s[3], s[4]) {
-                    r.head_entropy = row(a, p).to_vec();
-                    r.head_argmax = ids(row(b, p));
+                if let Some((entropy, argmax)) = s.heads {
+                    r.head_entropy = row(entropy, p).to_vec();
+                    r.head_argmax = ids(row(argmax, p));
                 }
-                if let Some(a) = s[5] {
-                    r.routed_norm = Some(row(a, p)[0]);
-                    r.shared_norm = s[6].map(|b| row(b, p)[0]);
-                    r.dense_norm = s[7].map(|b| row(b, p)[0]);
+                if let Some((routed, shared, dense)) = s.norms {
+                    r.routed_norm = Some(row(routed, p)[0]);
+                    r.shared_norm = shared.map(|b| row(b, p)[0]);
+                    r.dense_norm = dense.map(|b| row(b, p)[0]);
                 }
             }
         }
@@ -465,6 +470,17 @@ impl Session {
         }
         Ok(if n == 0 { vec![] } else { all[(n - 1) * v..].to_vec() })
     }
+}
+
+/// Where one layer's captures sit in a [`Pack`].
+#[derive(Default)]
+struct LayerSlots {
+    /// Router logits, experts, weights.
+    router: Option<(usize, usize, usize)>,
+    /// Head entropy, argmax.
+    heads: Option<(usize, usize)>,
+    /// Routed, shared-expert and dense-residual contribution norms.
+    norms: Option<(usize, Option<usize>, Option<usize>)>,
 }
 
 /// Device tensors gathered into one f32 buffer, fetched to the host with a single copy.

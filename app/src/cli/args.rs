@@ -25,10 +25,9 @@ impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<Session> {
         let source = ModelSource::parse(&self.model)?;
         let device = parse_device(&self.device)?;
-        let dtype = if device.is_cuda() { candle_core::DType::BF16 } else { candle_core::DType::F32 };
         let started = std::time::Instant::now();
         let mut last = String::new();
-        let session = Session::load(&source, &LoadOptions { device, dtype }, &mut |p| {
+        let session = Session::load(&source, &LoadOptions::for_device(device), &mut |p| {
             let line = match p {
                 LoadProgress::Download { file, done, total } => {
                     format!("downloading {file}: {:.1}/{:.1} MB", done as f64 / 1e6, total as f64 / 1e6)

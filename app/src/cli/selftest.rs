@@ -4,8 +4,8 @@
 //!
 //! First the kernels on their own: router top-k for every routing scheme (up to DeepSeek-V3's
 //! 256 experts, with expert interventions) and the attention statistics over rows of several
-//! lengths, device against CPU reference. Then per fixture: one forward over a fixed prompt with router and head statistics captured, on
-//! the CPU in f32 and on the device in its run dtype (bf16 on CUDA), plain and under
+//! lengths, device against CPU reference. Then per fixture: one forward over a fixed prompt
+//! with router and head statistics captured, on the CPU in f32 and on the device in its run dtype (bf16 on CUDA), plain and under
 //! interventions (a uniform head, a dropped expert); then a short greedy decode. Checks:
 //! logits within a bf16 tolerance (relative to the largest CPU logit), selected experts
 //! identical except near-ties (CPU selection margin below `--tie-margin`, reported), combine
@@ -51,10 +51,8 @@ struct Tally {
 }
 
 fn load(dir: &Path, device: &Device) -> anyhow::Result<Session> {
-    let device = device.clone();
-    let dtype = if device.is_cuda() { candle_core::DType::BF16 } else { candle_core::DType::F32 };
     let source = ModelSource::parse(&dir.to_string_lossy())?;
-    Session::load(&source, &LoadOptions { device, dtype }, &mut |_| {}).with_context(|| format!("loading {}", dir.display()))
+    Session::load(&source, &LoadOptions::for_device(device.clone()), &mut |_| {}).with_context(|| format!("loading {}", dir.display()))
 }
 
 fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, a: &SelftestArgs, t: &mut Tally) {

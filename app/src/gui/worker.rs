@@ -128,10 +128,9 @@ impl WorkerState {
                 let source = ModelSource::parse(&model).map_err(|e| e.to_string());
                 let loaded = source.and_then(|source| {
                     let device = parse_device(&device).map_err(|e| e.to_string())?;
-                    let dtype = if device.is_cuda() { candle_core::DType::BF16 } else { candle_core::DType::F32 };
                     let events = self.events.clone();
                     let cancel = self.cancel.clone();
-                    Session::load_cancellable(&source, &LoadOptions { device, dtype }, &mut |p| {
+                    Session::load_cancellable(&source, &LoadOptions::for_device(device), &mut |p| {
                         let _ = events.send(Event::LoadProgress(p));
                         (self.wake)();
                         !cancel.load(Ordering::SeqCst)

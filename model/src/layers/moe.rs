@@ -155,12 +155,14 @@ impl Moe {
     pub fn forward(&self, x: &Tensor, edits: &LayerEdits, capture_router: bool, contributions: bool) -> Result<MoeOutput> {
         let (t, _) = x.dims2()?;
         let logits = x.to_dtype(DType::F32)?.matmul(&self.router.t()?)?;
-        let (out, router) = match &self.device_path {
-            Some(dp) if matches!(x.dtype(), DType::BF16 | DType::F16) => self.routed_on_device(x, &logits, dp, edits)?,
-            _ => self.routed_on_host(x, &logits, edits)?,
+        let (mut out, router) = match &self.device_path {
+            Some(dp) if matches!(x.dtype(), DType::BF16 | DType::F16) => {
+                let (out, router) = self.routed_on_device(x, &logits, dp, edits)?;
+                (out, capture_router.then_some(router))
+            }
+            _ => self.routed_on_host(x, &logits, edits, capture_router)?,
         };
         let device = x.device();
-        let mut out = out;
         let routed_norm = if contributions { Some(l2(&out)?) } else { None };
         let mut shared_norm = None;
         if let Some(shared) = &self.shared {
@@ -177,7 +179,6 @@ impl Moe {
                 shared_norm = Some(Tensor::zeros(t, DType::F32, device)?);
             }
         }
-        let router = if capture_router { Some(router) } else { None };
         Ok(MoeOutput { out, router, routed_norm, shared_norm })
     }
 
@@ -217,8 +218,8 @@ impl Moe {
     }
 
     /// The CPU path (and f32 on CUDA): routing on the host, then each selected expert on its
-    /// tokens, in expert order.
-    fn routed_on_host(&self, x: &Tensor, logits: &Tensor, edits: &LayerEdits) -> Result<(Tensor, RouterCapture)> {
+    /// tokens, in expert order. The routing is put back into tensors only when captured.
+    fn routed_on_host(&self, x: &Tensor, logits: &Tensor, edits: &LayerEdits, capture: bool) -> Result<(Tensor, Option<RouterCapture>)> {
         let (t, _) = x.dims2()?;
         let k = self.routing.top_k;
         let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
@@ -247,12 +248,16 @@ impl Moe {
             let y = y.broadcast_mul(&Tensor::from_vec(ws, (n, 1), device)?.to_dtype(y.dtype())?)?;
             out = out.index_add(&idx, &y, 0)?;
         }
-        let capture = RouterCapture {
-            logits: logits.clone(),
-            experts: Tensor::from_vec(experts, (t, k), device)?,
-            weights: Tensor::from_vec(weights, (t, k), device)?,
+        let router = if capture {
+            Some(RouterCapture {
+                logits: logits.clone(),
+                experts: Tensor::from_vec(experts, (t, k), device)?,
+                weights: Tensor::from_vec(weights, (t, k), device)?,
+            })
+        } else {
+            None
         };
-        Ok((out, capture))
+        Ok((out, router))
     }
 }
 
