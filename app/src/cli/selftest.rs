@@ -57,8 +57,12 @@ fn load(dir: &Path, device: &Device) -> anyhow::Result<Session> {
 
 fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, a: &SelftestArgs, t: &mut Tally) {
     let scale = cpu.logits.iter().flatten().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-    let worst = cpu.logits.iter().flatten().zip(dev.logits.iter().flatten()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    if !(worst / scale <= a.logit_tol) {
+    // NaN is sticky here (f32::max would drop it): a NaN logit on the device is a failure.
+    let worst = cpu.logits.iter().flatten().zip(dev.logits.iter().flatten()).fold(0f32, |m, (x, y)| {
+        let d = (x - y).abs();
+        if m.is_nan() || d.is_nan() { f32::NAN } else { m.max(d) }
+    });
+    if worst.is_nan() || worst / scale > a.logit_tol {
         t.failures.push(format!("{case}: logits differ by {worst:.4} (largest |logit| {scale:.3}, tolerance {:.3})", a.logit_tol));
     }
     for (pc, pd) in cpu.positions.iter().zip(&dev.positions) {
