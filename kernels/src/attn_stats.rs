@@ -9,6 +9,8 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::launch::{Launch, Scalar};
+
 /// The op; output `[R, 2]` f32: entropy, argmax (as f32, exact below 2^24).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AttnStats;
@@ -24,6 +26,12 @@ pub fn attn_stats(probs: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
     let entropy = s.narrow(1, 0, 1)?.squeeze(1)?.reshape(lead)?;
     let argmax = s.narrow(1, 1, 1)?.squeeze(1)?.to_dtype(DType::U32)?.reshape(lead)?;
     Ok((entropy, argmax))
+}
+
+/// The CUDA launch for `rows` rows of `cols` probabilities (also what the emulator runs): one
+/// block of 256 threads per row.
+pub fn launch(rows: usize, cols: usize) -> Launch {
+    Launch { kernel: "attn_stats_f32", grid: (rows as u32, 1, 1), block: (256, 1, 1), scalars: vec![Scalar::I32(rows as i32), Scalar::I32(cols as i32)] }
 }
 
 /// The reference: one row's statistics.
@@ -68,7 +76,7 @@ impl CustomOp1 for AttnStats {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
 
         let (rows, cols) = l.shape().dims2()?;
@@ -78,16 +86,14 @@ impl CustomOp1 for AttnStats {
         // SAFETY: thread 0 of each row's block writes both of its outputs.
         let out = unsafe { dev.alloc::<f32>((rows * 2).max(1))? };
         if rows > 0 {
-            let func = dev.get_or_load_custom_func("attn_stats_f32", "routelab_attn_stats", crate::cuda::ATTN_STATS)?;
-            let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            let mut bld = func.builder();
-            let (r, c) = (rows as i32, cols as i32);
-            bld.arg(&probs);
-            bld.arg(&out);
-            bld.arg(&r);
-            bld.arg(&c);
-            // SAFETY: argument list matches attn_stats_f32's signature.
-            unsafe { bld.launch(cfg) }.w()?;
+            let launch = launch(rows, cols);
+            let func = dev.get_or_load_custom_func(launch.kernel, "routelab_attn_stats", crate::cuda::ATTN_STATS)?;
+            let mut b = func.builder();
+            b.arg(&probs);
+            b.arg(&out);
+            launch.push_scalars(&mut b);
+            // SAFETY: buffers then scalars, as attn_stats_f32 takes them.
+            unsafe { b.launch(launch.config()) }.w()?;
         }
         Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((rows, 2))))
     }
@@ -110,5 +116,28 @@ mod tests {
         assert_eq!(e[0], 0.0);
         assert!((e[1] - 2f32.ln()).abs() < 1e-6, "{e:?}");
         assert!((e[2] - 1.029_653).abs() < 1e-5, "{e:?}");
+    }
+
+    /// The CUDA kernel (run by the emulator) against the reference: rows shorter than the
+    /// block, exactly one block, and several strides long, with ties and exact zeros.
+    #[test]
+    fn kernel_matches_the_reference_on_the_emulator() {
+        for cols in [1usize, 3, 255, 256, 257, 1000, 4099] {
+            let rows = 5;
+            let mut p = Vec::with_capacity(rows * cols);
+            for r in 0..rows {
+                // Row r: a few equal peaks (ties go to the first), zeros (masked keys), a smooth rest.
+                let raw: Vec<f32> = (0..cols).map(|j| if j % 7 == r && j > 0 { 0.0 } else if j % 97 == 11 { 5.0 } else { 1.0 + ((j * 31 + r) % 13) as f32 / 13.0 }).collect();
+                let sum: f32 = raw.iter().sum();
+                p.extend(raw.iter().map(|x| x / sum));
+            }
+            let Some(got) = crate::emulate::run(&launch(rows, cols), &[crate::emulate::Buf::F32(&p), crate::emulate::Buf::Out(rows * 2)]) else { return };
+            for r in 0..rows {
+                let (e, i) = row_stats(&p[r * cols..(r + 1) * cols]);
+                let (ge, gi) = (got[0][2 * r], got[0][2 * r + 1]);
+                assert_eq!(gi as u32, i, "cols {cols} row {r}: argmax");
+                assert!((ge - e).abs() <= 1e-5 * (1.0 + e), "cols {cols} row {r}: entropy kernel {ge} reference {e}");
+            }
+        }
     }
 }

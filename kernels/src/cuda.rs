@@ -8,3 +8,6 @@ pub const MAX_ROUTER_EXPERTS: usize = 512;
 
 /// `attn_stats.cu`: [`crate::attn_stats::AttnStats`]'s kernel.
 pub const ATTN_STATS: &str = include_str!(concat!(env!("OUT_DIR"), "/attn_stats.ptx"));
+
+/// `attention.cu`: [`crate::attention_op::AttentionStats`]'s kernels (f32, bf16, f16).
+pub const ATTENTION: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));

@@ -12,8 +12,17 @@
 //!   that keeps routing on the device.
 //! - [`attn_stats`]: per-head attention entropy and argmax from a block of probabilities in one
 //!   pass (one kernel launch per layer on CUDA).
+//! - [`attention_op`]: causal attention whose per-head statistics (entropy, argmax, mass on the
+//!   sink and on a span) are computed on the fly; on CUDA (`src/cuda/attention.cu`) with an
+//!   online softmax that never stores a score or probability matrix.
+//! - [`launch`]: each CUDA kernel's launch (grid, block, scalar arguments), shared by the ops
+//!   and by the CPU emulator that runs the `.cu` sources in tests on machines without a GPU.
 
+pub mod attention_op;
 pub mod attn_stats;
+pub mod launch;
+#[cfg(test)]
+mod emulate;
 pub mod routing;
 pub mod router_op;
 #[cfg(feature = "cuda")]

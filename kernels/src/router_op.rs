@@ -14,6 +14,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
+use crate::launch::{Launch, Scalar};
 use crate::routing::{route, GroupScore, Normalization, RoutingParams, Scoring, Selection};
 
 /// The candle op. Build it with [`RouterTopK::new`], apply with [`route_tensor`].
@@ -44,8 +45,35 @@ impl RouterTopK {
         2 * self.params.top_k + 1
     }
 
+    /// The CUDA launch for `t` tokens of `e` experts (also what the emulator runs): one thread
+    /// per token, 128 per block.
+    pub fn launch(&self, t: usize, e: usize) -> Launch {
+        let c = self.codes();
+        let threads = 128u32;
+        let i = |x: usize| Scalar::I32(x as i32);
+        Launch {
+            kernel: "router_topk_f32",
+            grid: ((t as u32).div_ceil(threads), 1, 1),
+            block: (threads, 1, 1),
+            scalars: vec![
+                i(t),
+                i(e),
+                i(self.params.top_k),
+                Scalar::I32(c.scoring),
+                Scalar::I32(self.has_bias as i32),
+                Scalar::I32(c.selection),
+                Scalar::I32(c.groups),
+                Scalar::I32(c.top_groups),
+                Scalar::I32(c.group_score),
+                Scalar::F32(c.jitter_eps),
+                Scalar::I32(c.norm),
+                Scalar::F32(c.pnorm),
+                Scalar::F32(self.params.routed_scaling),
+            ],
+        }
+    }
+
     /// Integer codes of the parameters, as the CUDA kernel takes them.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     fn codes(&self) -> KernelCodes {
         let p = &self.params;
         let (selection, groups, top_groups, group_score, jitter_eps) = match p.selection {
@@ -73,7 +101,6 @@ impl RouterTopK {
     }
 }
 
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 struct KernelCodes {
     scoring: i32,
     selection: i32,
@@ -171,7 +198,7 @@ impl CustomOp2 for RouterTopK {
         l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         use candle_core::cuda_backend::WrapErr;
 
         let (t, e) = check_shapes(self, l1, l2)?;
@@ -188,31 +215,15 @@ impl CustomOp2 for RouterTopK {
         // SAFETY: every element is written by the kernel (one thread per token writes its row).
         let out = unsafe { dev.alloc::<f32>((t * w).max(1))? };
         if t > 0 {
-            let c = self.codes();
-            let func = dev.get_or_load_custom_func("router_topk_f32", "routelab_router_topk", crate::cuda::ROUTER_TOPK)?;
-            let threads = 128u32;
-            let cfg = LaunchConfig { grid_dim: ((t as u32).div_ceil(threads), 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+            let launch = self.launch(t, e);
+            let func = dev.get_or_load_custom_func(launch.kernel, "routelab_router_topk", crate::cuda::ROUTER_TOPK)?;
             let mut b = func.builder();
             b.arg(&logits);
             b.arg(&aux);
             b.arg(&out);
-            let (ti, ei, ki, hb) = (t as i32, e as i32, self.params.top_k as i32, self.has_bias as i32);
-            let scaling = self.params.routed_scaling;
-            b.arg(&ti);
-            b.arg(&ei);
-            b.arg(&ki);
-            b.arg(&c.scoring);
-            b.arg(&hb);
-            b.arg(&c.selection);
-            b.arg(&c.groups);
-            b.arg(&c.top_groups);
-            b.arg(&c.group_score);
-            b.arg(&c.jitter_eps);
-            b.arg(&c.norm);
-            b.arg(&c.pnorm);
-            b.arg(&scaling);
-            // SAFETY: argument list matches router_topk_f32's signature.
-            unsafe { b.launch(cfg) }.w()?;
+            launch.push_scalars(&mut b);
+            // SAFETY: buffers then scalars, as router_topk_f32 takes them.
+            unsafe { b.launch(launch.config()) }.w()?;
         }
         Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((t, w))))
     }
@@ -289,6 +300,67 @@ mod tests {
             routed_scaling: 1.0,
         };
         check(phi, None, excl, drop);
+    }
+
+    /// The CUDA kernel (run by the emulator) against the reference: ids exact, weights and
+    /// margins to float rounding, for every scheme at real sizes (up to DeepSeek-V3's 256
+    /// experts), two blocks of tokens (the second partial), with reroute and drop.
+    #[test]
+    fn kernel_matches_the_reference_on_the_emulator() {
+        let t = 150;
+        let scheme = |e: usize, k: usize| RoutingParams::softmax_top_k(e, k, true);
+        let mut dbrx = RoutingParams::softmax_top_k(16, 4, false);
+        dbrx.normalization = Normalization::PNorm(1.0);
+        let v3 = RoutingParams {
+            num_experts: 256,
+            top_k: 8,
+            scoring: Scoring::Sigmoid,
+            selection: Selection::GroupLimited { groups: 8, top_groups: 4, group_score: GroupScore::TopTwoSum },
+            normalization: Normalization::Sum,
+            routed_scaling: 2.5,
+        };
+        let v2 = RoutingParams {
+            num_experts: 160,
+            top_k: 6,
+            scoring: Scoring::Softmax,
+            selection: Selection::GroupLimited { groups: 8, top_groups: 3, group_score: GroupScore::Max },
+            normalization: Normalization::None,
+            routed_scaling: 16.0,
+        };
+        let phi = RoutingParams {
+            num_experts: 16,
+            top_k: 2,
+            scoring: Scoring::Softmax,
+            selection: Selection::SparseMixer { jitter_eps: 0.01 },
+            normalization: Normalization::None,
+            routed_scaling: 1.0,
+        };
+        for (params, bias) in [(scheme(8, 2), false), (scheme(64, 8), false), (dbrx, false), (v3, true), (v2, false), (phi, false)] {
+            let e = params.num_experts;
+            let l = logits(t, e, 5);
+            let bias: Option<Vec<f32>> = bias.then(|| (0..e).map(|i| (i % 7) as f32 * 0.05 - 0.1).collect());
+            let excluded: Vec<bool> = (0..e).map(|i| i % 5 == 3).collect();
+            let dropped: Vec<bool> = (0..e).map(|i| i % 7 == 1).collect();
+            let op = RouterTopK::new(params.clone(), bias.is_some());
+            let aux = aux_tensor(e, bias.as_deref(), &excluded, &dropped, &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let w = op.out_width();
+            let Some(got) = crate::emulate::run(&op.launch(t, e), &[crate::emulate::Buf::F32(&l), crate::emulate::Buf::F32(&aux), crate::emulate::Buf::Out(t * w)]) else { return };
+            let got = &got[0];
+            let r = route(&l, &params, bias.as_deref(), &excluded);
+            let k = params.top_k;
+            for tok in 0..t {
+                let (ids, ws) = r.token(tok);
+                let row = &got[tok * w..(tok + 1) * w];
+                let what = format!("{:?} token {tok}", params.selection);
+                assert_eq!(row[..k].iter().map(|&x| x as u32).collect::<Vec<_>>(), ids, "{what}: ids");
+                for j in 0..k {
+                    let want = if dropped[ids[j] as usize] { 0.0 } else { ws[j] };
+                    assert!((row[k + j] - want).abs() <= 1e-6 * (1.0 + want.abs()), "{what}: weight {j}: kernel {} reference {want}", row[k + j]);
+                }
+                let m = r.margin[tok];
+                assert!(row[2 * k] == m || (row[2 * k] - m).abs() <= 1e-6 * (1.0 + m.abs()), "{what}: margin kernel {} reference {m}", row[2 * k]);
+            }
+        }
     }
 
     #[test]
