@@ -52,6 +52,35 @@ fn forward_with_capture_all_writes_full_attention_hidden_states_and_logits() {
     assert!(t.layers.iter().all(|l| l.probs.is_some() && l.hidden.is_some() && l.entropy.is_some()));
 }
 
+/// The captured sink and span against sums of the full probabilities of the same forward
+/// (a sliding-window model, so some queries cannot see key 0 or the whole span).
+#[test]
+fn captured_sink_and_span_are_the_attention_mass_on_those_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.safetensors");
+    let model = fixture("mistral");
+    let tokens = "5,6,7,8,9,10,11,12,13";
+    let (ok, _, err) = routelab(&["forward", "--model", model.to_str().unwrap(), "--tokens", tokens, "--out", out.to_str().unwrap(), "--capture", "all,span:2-4"]);
+    assert!(ok, "{err}");
+    let tr = Trace::read(&out).unwrap();
+    let t = tr.len();
+    assert!(!tr.layers.is_empty());
+    for (l, lt) in tr.layers.iter().enumerate() {
+        let h = lt.heads;
+        let (probs, sink, span) = (lt.probs.as_ref().unwrap(), lt.sink.as_ref().unwrap(), lt.span.as_ref().unwrap());
+        for head in 0..h {
+            for q in 0..t {
+                let row = &probs[head * t * t + q * t..head * t * t + (q + 1) * t];
+                let want_span: f32 = row[2..=4].iter().sum();
+                assert!((sink[q * h + head] - row[0]).abs() < 1e-6, "layer {l} head {head} query {q}: sink {} vs {}", sink[q * h + head], row[0]);
+                assert!((span[q * h + head] - want_span).abs() < 1e-5, "layer {l} head {head} query {q}: span {} vs {want_span}", span[q * h + head]);
+            }
+        }
+    }
+    let (ok, _, err) = routelab(&["forward", "--model", model.to_str().unwrap(), "--tokens", tokens, "--out", out.to_str().unwrap(), "--capture", "span:4-2"]);
+    assert!(!ok && err.contains("ends before it starts"), "{err}");
+}
+
 #[test]
 fn bad_arguments_fail_with_a_message_not_a_panic() {
     let (ok, _, err) = routelab(&["run", "--model", "/no/such/model", "--prompt", "x"]);

@@ -37,8 +37,13 @@ impl Layers {
 pub struct CaptureSpec {
     /// Per MoE layer and position: raw router logits, selected experts, combine weights.
     pub router: bool,
-    /// Per layer, head and position: attention entropy (nats) and most-attended position.
+    /// Per layer, head and position: attention entropy (nats), most-attended position and
+    /// attention on key 0 (the sink).
     pub attention_stats: bool,
+    /// With `attention_stats`: also each head's attention mass on these key positions
+    /// `[start, end)` (a needle, a passage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_span: Option<(usize, usize)>,
     /// Full attention probabilities `[H, T, T]` for these layers.
     pub attention_probs: Layers,
     /// Residual stream after these decoder layers.
@@ -56,6 +61,7 @@ impl Default for CaptureSpec {
         CaptureSpec {
             router: true,
             attention_stats: true,
+            attention_span: None,
             attention_probs: Layers::None,
             hidden: Layers::None,
             logits: false,
@@ -70,6 +76,7 @@ impl CaptureSpec {
         CaptureSpec {
             router: false,
             attention_stats: false,
+            attention_span: None,
             attention_probs: Layers::None,
             hidden: Layers::None,
             logits: false,
@@ -82,6 +89,7 @@ impl CaptureSpec {
         CaptureSpec {
             router: true,
             attention_stats: true,
+            attention_span: None,
             attention_probs: Layers::All,
             hidden: Layers::All,
             logits: true,
@@ -121,6 +129,10 @@ pub struct LayerCapture {
     pub attn_entropy: Option<Tensor>,
     /// `[T, H]` u32, absolute key positions.
     pub attn_argmax: Option<Tensor>,
+    /// `[T, H]` f32, attention on key 0.
+    pub attn_sink: Option<Tensor>,
+    /// `[T, H]` f32, attention on [`CaptureSpec::attention_span`].
+    pub attn_span: Option<Tensor>,
     /// `[H, T, S]` f32 where S is every position so far (cache included).
     pub attn_probs: Option<Tensor>,
     /// `[T, D]`.

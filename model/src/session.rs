@@ -116,6 +116,12 @@ pub struct LayerRecord {
     pub weights: Vec<f32>,
     pub head_entropy: Vec<f32>,
     pub head_argmax: Vec<u32>,
+    /// Each head's attention on key 0 (the sink).
+    #[serde(default)]
+    pub head_sink: Vec<f32>,
+    /// Each head's attention on the captured key span, when one was set.
+    #[serde(default)]
+    pub head_span: Vec<f32>,
     /// L2 norms of the routed / shared / dense-residual contributions.
     pub routed_norm: Option<f32>,
     pub shared_norm: Option<f32>,
@@ -406,6 +412,8 @@ impl Session {
             if let (Some(e), Some(a)) = (&lc.attn_entropy, &lc.attn_argmax) {
                 s.heads = Some((pack.add(e)?, pack.add(a)?));
             }
+            s.sink = lc.attn_sink.as_ref().map(|x| pack.add(x)).transpose()?;
+            s.span = lc.attn_span.as_ref().map(|x| pack.add(x)).transpose()?;
             if let Some(c) = &lc.contributions {
                 let shared = c.shared.as_ref().map(|x| pack.add(x)).transpose()?;
                 let dense = c.dense_residual.as_ref().map(|x| pack.add(x)).transpose()?;
@@ -434,6 +442,12 @@ impl Session {
                 if let Some((entropy, argmax)) = s.heads {
                     r.head_entropy = row(entropy, p).to_vec();
                     r.head_argmax = ids(row(argmax, p));
+                }
+                if let Some(sink) = s.sink {
+                    r.head_sink = row(sink, p).to_vec();
+                }
+                if let Some(span) = s.span {
+                    r.head_span = row(span, p).to_vec();
                 }
                 if let Some((routed, shared, dense)) = s.norms {
                     r.routed_norm = Some(row(routed, p)[0]);
@@ -479,6 +493,9 @@ struct LayerSlots {
     router: Option<(usize, usize, usize)>,
     /// Head entropy, argmax.
     heads: Option<(usize, usize)>,
+    /// Head attention on key 0, on the captured span.
+    sink: Option<usize>,
+    span: Option<usize>,
     /// Routed, shared-expert and dense-residual contribution norms.
     norms: Option<(usize, Option<usize>, Option<usize>)>,
 }

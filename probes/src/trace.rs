@@ -14,13 +14,16 @@
 //! | `router.{l}.weights` | F32 [T, K] | combine weights as applied (0 for a dropped expert) |
 //! | `attn.{l}.entropy` | F32 [T, H] | entropy (nats) of each head's attention at each query |
 //! | `attn.{l}.argmax` | U32 [T, H] | most-attended key position |
+//! | `attn.{l}.sink` | F32 [T, H] | attention on key 0, the attention sink (with the head statistics) |
+//! | `attn.{l}.span` | F32 [T, H] | optional: attention on the key span in `capture.attention_span` |
 //! | `attn.{l}.probs` | F32 [H, T, T] | optional: full attention probabilities (zero above the diagonal) |
 //! | `hidden.{l}` | F32 [T, D] | optional: residual stream after layer l |
 //! | `moe.{l}.routed_norm` | F32 [T] | L2 norm of the routed experts' contribution |
 //! | `moe.{l}.shared_norm` | F32 [T] | L2 norm of the shared expert(s)' contribution (Qwen2-MoE, DeepSeek) |
 //! | `moe.{l}.dense_norm` | F32 [T] | L2 norm of the parallel dense MLP's contribution (Arctic) |
 //!
-//! The `moe.*` norms extend the table of shared/DESIGN.md; everything else is as designed.
+//! The `moe.*` norms and `attn.{l}.sink`/`.span` extend the table of shared/DESIGN.md (all are
+//! optional: files without them still load); everything else is as designed.
 //! `__metadata__`: `format`, `model`, `architecture`, `config` (JSON), `prompt`,
 //! `generated_from` (first generated position), `interventions` (JSON), `capture` (JSON),
 //! `sampling` (JSON), `routelab_version`, `token_text` (JSON list of each token's text, for
@@ -90,6 +93,10 @@ pub struct LayerTrace {
     pub entropy: Option<Vec<f32>>,
     /// [T × H]
     pub argmax: Option<Vec<u32>>,
+    /// [T × H]: attention on key 0.
+    pub sink: Option<Vec<f32>>,
+    /// [T × H]: attention on the captured span.
+    pub span: Option<Vec<f32>>,
     /// [H × T × T]
     pub probs: Option<Vec<f32>>,
     /// [T × D]
@@ -154,6 +161,8 @@ impl Trace {
                     heads,
                     entropy: stack((0..t).map(|p| Some(at(p).head_entropy.clone()).filter(|v| !v.is_empty()))),
                     argmax: stack((0..t).map(|p| Some(at(p).head_argmax.clone()).filter(|v| !v.is_empty()))),
+                    sink: stack((0..t).map(|p| Some(at(p).head_sink.clone()).filter(|v| !v.is_empty()))),
+                    span: stack((0..t).map(|p| Some(at(p).head_span.clone()).filter(|v| !v.is_empty()))),
                     probs,
                     hidden: run.hidden.get(&l).map(|rows| rows.concat()),
                     routed_norm: stack((0..t).map(|p| at(p).routed_norm.map(|x| vec![x]))),
@@ -212,6 +221,12 @@ impl Trace {
             }
             if let Some(a) = &layer.argmax {
                 bufs.push((format!("attn.{l}.argmax"), Dtype::U32, vec![t, h], u32s(a)));
+            }
+            if let Some(x) = &layer.sink {
+                bufs.push((format!("attn.{l}.sink"), Dtype::F32, vec![t, h], f32s(x)));
+            }
+            if let Some(x) = &layer.span {
+                bufs.push((format!("attn.{l}.span"), Dtype::F32, vec![t, h], f32s(x)));
             }
             if let Some(p) = &layer.probs {
                 bufs.push((format!("attn.{l}.probs"), Dtype::F32, vec![h, t, t], f32s(p)));
@@ -352,6 +367,13 @@ impl Trace {
                 expect_rows("attention argmax", &s)?;
                 lt.heads = s[1];
                 lt.argmax = Some(u32v(b));
+            }
+            for (name, slot) in [("sink", &mut lt.sink), ("span", &mut lt.span)] {
+                if let Some((s, b)) = tensor(&format!("attn.{l}.{name}"), Dtype::F32, 2)? {
+                    expect_rows(name, &s)?;
+                    lt.heads = s[1];
+                    *slot = Some(f32v(b));
+                }
             }
             if let Some((s, b)) = tensor(&format!("attn.{l}.probs"), Dtype::F32, 3)? {
                 if s[1] != t || s[2] != t {

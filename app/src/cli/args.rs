@@ -91,7 +91,8 @@ impl InterventionArgs {
 pub struct CaptureArgs {
     /// What to record: default (routing, head statistics, contribution norms), all (also full
     /// attention, residual streams, logits), none, or items router, stats, probs[:LAYERS],
-    /// hidden[:LAYERS], logits, contributions (comma-separated or repeated; LAYERS like 3, 0-5 or 1+4).
+    /// hidden[:LAYERS], logits, contributions, span:A-B (each head's attention on key positions
+    /// A..=B, with the head statistics) (comma-separated or repeated; LAYERS like 3, 0-5 or 1+4).
     #[arg(long, value_name = "WHAT")]
     pub capture: Vec<String>,
 }
@@ -136,7 +137,16 @@ impl CaptureArgs {
                 "hidden" => spec.hidden = parse_layers(layers)?,
                 "logits" => spec.logits = true,
                 "contributions" => spec.contributions = true,
-                other => bail!("--capture {other:?}: expected default, all, none, router, stats, probs[:LAYERS], hidden[:LAYERS], logits, contributions"),
+                "span" => {
+                    let range = layers.and_then(|r| r.split_once('-')).with_context(|| format!("--capture {item:?}: expected span:A-B (key positions, inclusive)"))?;
+                    let (a, b): (usize, usize) = (range.0.parse().context("span start")?, range.1.parse().context("span end")?);
+                    if b < a {
+                        bail!("--capture {item:?}: the span ends before it starts");
+                    }
+                    spec.attention_stats = true;
+                    spec.attention_span = Some((a, b + 1));
+                }
+                other => bail!("--capture {other:?}: expected default, all, none, router, stats, probs[:LAYERS], hidden[:LAYERS], logits, contributions, span:A-B"),
             }
         }
         Ok(spec)

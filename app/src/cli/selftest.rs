@@ -3,20 +3,24 @@
 //! the GPU machine.
 //!
 //! First the kernels on their own: router top-k for every routing scheme (up to DeepSeek-V3's
-//! 256 experts, with expert interventions) and the attention statistics over rows of several
-//! lengths, device against CPU reference. Then per fixture: one forward over a fixed prompt
+//! 256 experts, with expert interventions), the attention statistics over rows of several
+//! lengths, and the fused attention (outputs, entropy, argmax, sink and span mass; decode and
+//! prefill shapes of real models, windows, uniform heads, caches as views), device against CPU
+//! reference. Then per fixture: one forward over a fixed prompt
 //! with router and head statistics captured, on the CPU in f32 and on the device in its run dtype (bf16 on CUDA), plain and under
 //! interventions (a uniform head, a dropped expert); then a short greedy decode. Checks:
 //! logits within a bf16 tolerance (relative to the largest CPU logit), selected experts
 //! identical except near-ties (CPU selection margin below `--tie-margin`, reported), combine
-//! weights within tolerance, and the most-attended position per head identical except where
-//! the CPU's attention itself is nearly flat (entropy within 1% of uniform, reported).
+//! weights within tolerance, the most-attended position per head identical except where
+//! the CPU's attention itself is nearly flat (entropy within 1% of uniform, reported), and the
+//! attention on the sink and on a span within tolerance.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
 use candle_core::{Device, Tensor};
+use routelab_kernels::attention_op::{attention_with_stats, AttentionStats};
 use routelab_kernels::attn_stats::attn_stats;
 use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
 use routelab_kernels::routing::{route, GroupScore, Normalization, RoutingParams, Scoring, Selection};
@@ -76,6 +80,13 @@ fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, a: &Selfte
                     t.failures.push(format!("{case}: layer {l} position {}: experts {:?} on the CPU, {:?} on the device", pc.position, lc.experts, ld.experts));
                 } else if lc.weights.iter().zip(&ld.weights).any(|(x, y)| (x - y).abs() > 2e-2 * (1.0 + x.abs())) {
                     t.failures.push(format!("{case}: layer {l} position {}: weights {:?} vs {:?}", pc.position, lc.weights, ld.weights));
+                }
+            }
+            for (what, c, d) in [("sink", &lc.head_sink, &ld.head_sink), ("span", &lc.head_span, &ld.head_span)] {
+                if c.len() != d.len() {
+                    t.failures.push(format!("{case}: layer {l} position {}: {what} has {} heads on the CPU, {} on the device", pc.position, c.len(), d.len()));
+                } else if let Some(h) = (0..c.len()).find(|&h| (c[h] - d[h]).abs() > 2e-2) {
+                    t.failures.push(format!("{case}: layer {l} head {h} position {}: {what} {} on the CPU, {} on the device", pc.position, c[h], d[h]));
                 }
             }
             let uniform = ((pc.position + 1) as f32).ln();
@@ -198,6 +209,65 @@ fn check_stats_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The fused attention op on `dev` against its CPU reference on the same (bf16-rounded)
+/// inputs: outputs and statistics agree to float reassociation; an argmax may differ only
+/// where the two keys' scores are within 1e-3 (reported as a near-tie).
+fn check_attention_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
+    use candle_core::DType;
+    // (name, heads, kv heads, queries, keys, d, dv, window): decode and prefill shapes of
+    // Llama-3-8B, OLMoE, Mistral (window), DeepSeek's MLA (d ≠ dv), a long decode.
+    let cases = [
+        ("llama3 decode", 32, 8, 1, 600, 128, 128, None),
+        ("olmoe prefill", 16, 16, 70, 70, 128, 128, None),
+        ("mistral window", 8, 2, 40, 300, 128, 128, Some(64)),
+        ("mla prefill", 16, 16, 33, 40, 192, 128, None),
+        ("long decode", 8, 8, 2, 5000, 64, 64, None),
+    ];
+    for (i, &(name, h, hkv, tq, s, d, dv, window)) in cases.iter().enumerate() {
+        let seed = 1000 + i as u64;
+        let cap = s + 9; // k and v are views of a larger cache, as in decoding
+        let q = Tensor::from_vec(values(h * tq * d, seed), (h, tq, d), &Device::Cpu)?.affine(0.3, 0.0)?;
+        let kc = Tensor::from_vec(values(hkv * cap * d, seed + 1), (hkv, cap, d), &Device::Cpu)?.affine(0.3, 0.0)?;
+        let vc = Tensor::from_vec(values(hkv * cap * dv, seed + 2), (hkv, cap, dv), &Device::Cpu)?;
+        let op = AttentionStats { scale: 1.0 / (d as f32).sqrt(), window, span: (1, s / 2), uniform: (0..h).map(|x| x == 1).collect() };
+        for dtype in [DType::F32, DType::BF16] {
+            let on = |dv_: &Device| -> anyhow::Result<(Tensor, Tensor, Tensor)> {
+                Ok((q.to_dtype(dtype)?.to_device(dv_)?, kc.to_dtype(dtype)?.to_device(dv_)?.narrow(1, 0, s)?, vc.to_dtype(dtype)?.to_device(dv_)?.narrow(1, 0, s)?))
+            };
+            let (qc, kcc, vcc) = on(&Device::Cpu)?;
+            let (qd, kd, vd) = on(dev)?;
+            let rc = attention_with_stats(&qc, &kcc, &vcc, &op)?;
+            let rd = attention_with_stats(&qd, &kd, &vd, &op)?;
+            let flat = |x: &Tensor| -> anyhow::Result<Vec<f32>> { Ok(x.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?) };
+            let case = format!("attention kernel, {name} {dtype:?}");
+            let worst = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).fold(0f32, |m, (x, y)| if (x - y).is_nan() { f32::NAN } else { m.max((x - y).abs() / (1.0 + x.abs())) });
+            for (what, c, g) in [("out", &rc.out, &rd.out), ("entropy", &rc.entropy, &rd.entropy), ("sink", &rc.sink, &rd.sink), ("span", &rc.span, &rd.span)] {
+                let w = worst(flat(c)?, flat(g)?);
+                if w.is_nan() || w > 1e-3 {
+                    t.failures.push(format!("{case}: {what} differs by {w:e} (relative)"));
+                }
+            }
+            let (ac, ad) = (rc.argmax.flatten_all()?.to_vec1::<u32>()?, rd.argmax.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<u32>()?);
+            let (qv, kv) = (qc.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?, kcc.to_dtype(DType::F32)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?);
+            for (row, (x, y)) in ac.iter().zip(&ad).enumerate() {
+                t.compared_heads += 1;
+                if x == y {
+                    continue;
+                }
+                let (head, query) = (row / tq, row % tq);
+                let kvh = head / (h / hkv);
+                let score = |j: u32| -> f32 { (0..d).map(|c| qv[(head * tq + query) * d + c] * kv[(kvh * s + j as usize) * d + c]).sum() };
+                if (score(*x) - score(*y)).abs() * op.scale < 1e-3 {
+                    t.flat_heads += 1;
+                } else {
+                    t.failures.push(format!("{case}: head {head} query {query}: argmax {x} on the CPU, {y} on the device"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&a.fixtures)
         .with_context(|| format!("reading fixture directory {}", a.fixtures.display()))?
@@ -208,7 +278,7 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
     if dirs.is_empty() {
         bail!("{}: no fixture models (directories with a config.json)", a.fixtures.display());
     }
-    let capture = CaptureSpec { logits: true, ..CaptureSpec::default() };
+    let capture = CaptureSpec { logits: true, attention_span: Some((2, 6)), ..CaptureSpec::default() };
     let mut t = Tally::default();
     let dev = match parse_device(&a.device) {
         Ok(d) => d,
@@ -220,11 +290,13 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
     };
     check_router_kernel(&dev, &mut t)?;
     check_stats_kernel(&dev, &mut t)?;
+    check_attention_kernel(&dev, &mut t)?;
     println!(
-        "kernels: router top-k ({} tokens, {} near-ties skipped) and attention statistics ({} rows): {}",
+        "kernels: router top-k ({} tokens, {} near-ties skipped), attention statistics and fused attention ({} rows, {} near-ties skipped): {}",
         t.compared_routes,
         t.near_ties,
         t.compared_heads,
+        t.flat_heads,
         if t.failures.is_empty() { "ok" } else { "FAILED" }
     );
     println!("selftest: {} against cpu (f32) on {} fixture models", a.device, dirs.len());

@@ -1,8 +1,14 @@
 //! Scaled dot-product attention with per-head statistics and head interventions.
 //!
-//! Queries are processed in blocks, so at most `H × block × S` scores exist at once (never the
-//! whole `T × T` matrix unless it is asked for). Each block's probabilities yield the head
-//! statistics on the spot: entropy `−Σ p ln p` (nats) and the most-attended key position.
+//! Head statistics, per head and query: entropy `−Σ p ln p` (nats), the most-attended key
+//! position, the mass on key 0 (the attention sink) and the mass on a chosen key span.
+//!
+//! On CUDA, unless full probabilities are asked for, attention is one fused kernel
+//! ([`routelab_kernels::attention_op`]) that streams keys through an online softmax and computes
+//! the statistics on the way: no score matrix exists at all, and a layer costs one launch.
+//! Elsewhere (the CPU reference path, and CUDA when probabilities are kept) queries are processed
+//! in blocks, so at most `H × block × S` scores exist at once (never the whole `T × T` matrix
+//! unless it is asked for), and each block's probabilities yield the statistics on the spot.
 //!
 //! Grouped-query attention needs no copy of the keys: the queries of the `rep` heads sharing a
 //! key/value head are stacked into one matrix, `[Hkv, rep·block, d]`, and multiplied with that
@@ -16,6 +22,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
+
+use routelab_kernels::attention_op::{attention_with_stats, AttentionStats};
 
 use crate::error::Result;
 use crate::interventions::HeadMethod;
@@ -81,6 +89,9 @@ pub struct AttendParams<'a> {
     pub edits: &'a [(usize, HeadMethod)],
     pub stats: bool,
     pub keep_probs: bool,
+    /// Key positions `[start, end)` whose attention mass is reported in [`Attended::span`];
+    /// empty for none.
+    pub span: (usize, usize),
 }
 
 pub struct Attended {
@@ -90,6 +101,10 @@ pub struct Attended {
     pub entropy: Option<Tensor>,
     /// `[T, H]` u32.
     pub argmax: Option<Tensor>,
+    /// `[T, H]` f32: attention on key 0.
+    pub sink: Option<Tensor>,
+    /// `[T, H]` f32: attention on [`AttendParams::span`] (only when the span is not empty).
+    pub span: Option<Tensor>,
     /// `[H, T, S]` f32.
     pub probs: Option<Tensor>,
 }
@@ -137,6 +152,9 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
     let block = (BLOCK_ELEMENTS / (heads * s).max(1)).clamp(1, t.max(1));
 
     let (keep, offset, uniform, any_out, any_uniform) = head_vectors(p.edits, heads, dv);
+    if device.is_cuda() && !p.keep_probs {
+        return attend_fused(q, k, v, p, (keep, offset, uniform, any_out));
+    }
     let uniform_sel = if any_uniform {
         let u = Tensor::from_vec(uniform.clone(), (heads, 1, 1), device)?;
         let not_u = Tensor::from_vec(uniform.iter().map(|x| 1.0 - x).collect::<Vec<_>>(), (heads, 1, 1), device)?;
@@ -148,6 +166,8 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
     let kt = k.t()?;
     let mut outs = Vec::new();
     let (mut ents, mut args, mut probs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sinks, mut spans) = (Vec::new(), Vec::new());
+    let span = span_within(p.span, s);
     let mut first = 0;
     while first < t {
         let len = block.min(t - first);
@@ -173,6 +193,10 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
             let (e, a) = routelab_kernels::attn_stats::attn_stats(&pr)?;
             ents.push(e);
             args.push(a);
+            sinks.push(pr.narrow(2, 0, 1)?.squeeze(2)?);
+            if let Some((a, n)) = span {
+                spans.push(pr.narrow(2, a, n)?.sum(2)?);
+            }
         }
         let o = pr.to_dtype(v.dtype())?.reshape((kv_heads, rep * len, s))?.matmul(v)?.reshape((heads, len, dv))?;
         outs.push(o);
@@ -181,18 +205,53 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
         }
         first += len;
     }
-    let mut out = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 1)? };
-    if any_out {
-        let keep = Tensor::from_vec(keep, (heads, 1, 1), device)?.to_dtype(out.dtype())?;
-        let offset = Tensor::from_vec(offset, (heads, 1, dv), device)?.to_dtype(out.dtype())?;
-        out = out.broadcast_mul(&keep)?.broadcast_add(&offset)?;
-    }
+    let out = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 1)? };
+    let out = edit_outputs(out, &keep, &offset, any_out)?;
     let cat1 = |v: Vec<Tensor>| -> Result<Tensor> { Ok(if v.len() == 1 { v.into_iter().next().unwrap() } else { Tensor::cat(&v, 1)? }) };
+    let per_query = |v: Vec<Tensor>| -> Result<Option<Tensor>> { Ok(if p.stats && !v.is_empty() { Some(cat1(v)?.t()?.contiguous()?) } else { None }) };
     Ok(Attended {
         out,
-        entropy: if p.stats { Some(cat1(ents)?.t()?.contiguous()?) } else { None },
-        argmax: if p.stats { Some(cat1(args)?.t()?.contiguous()?) } else { None },
+        entropy: per_query(ents)?,
+        argmax: per_query(args)?,
+        sink: per_query(sinks)?,
+        span: per_query(spans)?,
         probs: if p.keep_probs { Some(cat1(probs)?) } else { None },
+    })
+}
+
+/// `(start, len)` of the span's part among `s` keys, or `None` when that part is empty.
+fn span_within(span: (usize, usize), s: usize) -> Option<(usize, usize)> {
+    let (a, b) = (span.0.min(s), span.1.min(s));
+    (b > a).then_some((a, b - a))
+}
+
+/// The `zero`, `scale` and `mean` head interventions: `out · keep + offset` per head.
+fn edit_outputs(out: Tensor, keep: &[f32], offset: &[f32], any_out: bool) -> Result<Tensor> {
+    if !any_out {
+        return Ok(out);
+    }
+    let (heads, _, dv) = out.dims3()?;
+    let keep = Tensor::from_vec(keep.to_vec(), (heads, 1, 1), out.device())?.to_dtype(out.dtype())?;
+    let offset = Tensor::from_vec(offset.to_vec(), (heads, 1, dv), out.device())?.to_dtype(out.dtype())?;
+    Ok(out.broadcast_mul(&keep)?.broadcast_add(&offset)?)
+}
+
+/// The fused path: one kernel computes the output and every statistic; `uniform` heads are
+/// handled inside it, the other interventions edit its output as on the block path.
+fn attend_fused(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams, heads: (Vec<f32>, Vec<f32>, Vec<f32>, bool)) -> Result<Attended> {
+    let (keep, offset, uniform, any_out) = heads;
+    let op = AttentionStats { scale: p.scale as f32, window: p.window, span: p.span, uniform: uniform.iter().map(|&u| u != 0.0).collect() };
+    let r = attention_with_stats(q, k, v, &op)?;
+    let out = edit_outputs(r.out.to_dtype(v.dtype())?, &keep, &offset, any_out)?;
+    let per_query = |x: Tensor| -> Result<Option<Tensor>> { Ok(if p.stats { Some(x.t()?.contiguous()?) } else { None }) };
+    let has_span = span_within(p.span, k.dim(1)?).is_some();
+    Ok(Attended {
+        out,
+        entropy: per_query(r.entropy)?,
+        argmax: per_query(r.argmax)?,
+        sink: per_query(r.sink)?,
+        span: if has_span { per_query(r.span)? } else { None },
+        probs: None,
     })
 }
 
@@ -215,7 +274,7 @@ mod tests {
         let k = t3(vec![0.0, 0.0, l3], (1, 3, 1));
         let v = t3(vec![1.0, 2.0, 3.0], (1, 3, 1));
         let masks = MaskCache::new(0, 3, &Device::Cpu);
-        let a = attend(&q, &k, &v, &AttendParams { scale: 1.0, window: None, masks: &masks, edits: &[], stats: true, keep_probs: true }).unwrap();
+        let a = attend(&q, &k, &v, &AttendParams { scale: 1.0, window: None, masks: &masks, edits: &[], stats: true, keep_probs: true, span: (0, 0) }).unwrap();
         let out = a.out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let e = (l3 * l3).exp();
         let expect2 = (1.0 + 2.0 + 3.0 * e) / (2.0 + e);
@@ -235,7 +294,7 @@ mod tests {
         let v = t3(vec![1.0, 2.0, 3.0], (1, 3, 1));
         let masks = MaskCache::new(0, 3, &Device::Cpu);
         let edits = [(0, HeadMethod::Uniform)];
-        let a = attend(&q, &k, &v, &AttendParams { scale: 1.0, window: Some(2), masks: &masks, edits: &edits, stats: false, keep_probs: false }).unwrap();
+        let a = attend(&q, &k, &v, &AttendParams { scale: 1.0, window: Some(2), masks: &masks, edits: &edits, stats: false, keep_probs: false, span: (0, 0) }).unwrap();
         let out = a.out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(out, vec![1.0, 1.5, 2.5]);
     }
@@ -248,7 +307,54 @@ mod tests {
         let v = t3(vec![4.0], (1, 1, 1));
         let masks = MaskCache::new(0, 1, &Device::Cpu);
         let edits = [(1, HeadMethod::Zero), (0, HeadMethod::Scale { factor: 2.0 })];
-        let a = attend(&q, &k, &v, &AttendParams { scale: 1.0, window: None, masks: &masks, edits: &edits, stats: false, keep_probs: false }).unwrap();
+        let a = attend(&q, &k, &v, &AttendParams { scale: 1.0, window: None, masks: &masks, edits: &edits, stats: false, keep_probs: false, span: (0, 0) }).unwrap();
         assert_eq!(a.out.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![8.0, 0.0]);
+    }
+
+    /// The fused kernel's reference (routelab-kernels' attention op, two passes per query)
+    /// against this block path (matmul, mask, softmax, then statistics): two implementations
+    /// of the same attention, over grouped queries, d ≠ dv (as DeepSeek's MLA), a sliding
+    /// window, a uniform head, zero/scale edits, a span, and queries after a cache.
+    #[test]
+    fn block_path_agrees_with_the_fused_reference() {
+        let mut x = 12345u64;
+        let mut rand = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((x >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+                })
+                .collect()
+        };
+        let (heads, kv, d, dv) = (6, 2, 8, 5);
+        for (q_start, t, window) in [(0, 9, None), (0, 9, Some(4)), (7, 3, Some(5)), (11, 1, None)] {
+            let s = q_start + t;
+            let q = t3(rand(heads * t * d), (heads, t, d));
+            let k = t3(rand(kv * s * d), (kv, s, d));
+            let v = t3(rand(kv * s * dv), (kv, s, dv));
+            let masks = MaskCache::new(q_start, t, &Device::Cpu);
+            let edits = [(1, HeadMethod::Uniform), (4, HeadMethod::Zero), (5, HeadMethod::Scale { factor: 0.5 })];
+            let span = (2, 6);
+            let p = AttendParams { scale: 0.7, window, masks: &masks, edits: &edits, stats: true, keep_probs: false, span };
+            let a = attend(&q, &k, &v, &p).unwrap();
+            let uniform = (0..heads).map(|h| h == 1).collect();
+            let r = attention_with_stats(&q, &k, &v, &AttentionStats { scale: 0.7, window, span, uniform }).unwrap();
+            let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let close = |what: &str, x: Vec<f32>, y: Vec<f32>| {
+                assert_eq!(x.len(), y.len(), "{what}");
+                for (i, (a, b)) in x.iter().zip(&y).enumerate() {
+                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what} [{i}] (q_start {q_start}, window {window:?}): block {a} fused {b}");
+                }
+            };
+            // The fused op leaves zero/scale edits to the caller; apply them to compare outputs.
+            let factor = Tensor::from_vec(vec![1f32, 1.0, 1.0, 1.0, 0.0, 0.5], (heads, 1, 1), &Device::Cpu).unwrap();
+            close("out", flat(&a.out), flat(&r.out.broadcast_mul(&factor).unwrap()));
+            let per_query = |x: &Tensor| flat(&x.t().unwrap().contiguous().unwrap());
+            close("entropy", flat(a.entropy.as_ref().unwrap()), per_query(&r.entropy));
+            close("sink", flat(a.sink.as_ref().unwrap()), per_query(&r.sink));
+            close("span", flat(a.span.as_ref().unwrap()), per_query(&r.span));
+            let arg_block = a.argmax.as_ref().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
+            assert_eq!(arg_block, r.argmax.t().unwrap().contiguous().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap());
+        }
     }
 }

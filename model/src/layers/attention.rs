@@ -163,6 +163,7 @@ impl Attention {
         masks: &MaskCache,
         edits: &[(usize, HeadMethod)],
         stats: bool,
+        span: (usize, usize),
         keep_probs: bool,
         keep_head_outputs: bool,
     ) -> Result<(Tensor, AttentionExtras)> {
@@ -228,7 +229,7 @@ impl Attention {
             &q,
             &k_all,
             &v_all,
-            &AttendParams { scale: self.scale, window: self.window, masks, edits, stats, keep_probs },
+            &AttendParams { scale: self.scale, window: self.window, masks, edits, stats, keep_probs, span },
         )?;
         let dv = attended.out.dim(2)?;
         let per_head = attended.out.transpose(0, 1)?.contiguous()?; // [T, H, dv]

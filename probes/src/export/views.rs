@@ -148,8 +148,8 @@ pub fn routing_map(trace: &Trace) -> Result<View> {
     ))
 }
 
-/// Per layer and head: mean attention entropy; with full attention also sink and
-/// previous-token scores (table).
+/// Per layer and head: mean attention entropy and sink score (from the captured sink, or from
+/// full attention); with full attention also the previous-token score (table).
 pub fn heads_view(trace: &Trace) -> Result<View> {
     let t_len = trace.len();
     let h = trace.layers.iter().map(|l| l.heads).max().unwrap_or(0);
@@ -161,10 +161,16 @@ pub fn heads_view(trace: &Trace) -> Result<View> {
     for (l, lt) in trace.layers.iter().enumerate() {
         let mut row = vec![f64::NAN; h];
         let scores = lt.probs.as_ref().map(|p| heads::head_scores(p, lt.heads, t_len));
+        let sinks = lt.sink.as_ref().map(|s| heads::sink_scores(s, lt.heads, t_len));
         if let Some(e) = &lt.entropy {
             for (head, x) in row.iter_mut().enumerate().take(lt.heads) {
                 *x = (0..t_len).map(|p| e[p * lt.heads + head] as f64).sum::<f64>() / t_len.max(1) as f64;
-                let (sink, prev) = scores.as_ref().map(|s| (num(s[head].sink), num(s[head].previous_token))).unwrap_or_default();
+                let prev = scores.as_ref().map(|s| num(s[head].previous_token)).unwrap_or_default();
+                let sink = match (&scores, &sinks) {
+                    (Some(s), _) => num(s[head].sink),
+                    (None, Some(s)) => num(s[head]),
+                    (None, None) => String::new(),
+                };
                 t.push(vec![l.to_string(), head.to_string(), num(*x), sink, prev]);
             }
         }

@@ -17,6 +17,13 @@ pub struct HeadScores {
     pub previous_token: f64,
 }
 
+/// Sink score of every head from the captured per-query attention on key 0 (`[T × H]`,
+/// `attn.{l}.sink`): the same mean over queries q ≥ 1 as [`head_scores`], without full
+/// probabilities.
+pub fn sink_scores(sink: &[f32], heads: usize, t: usize) -> Vec<f64> {
+    (0..heads).map(|h| if t > 1 { (1..t).map(|q| sink[q * heads + h] as f64).sum::<f64>() / (t - 1) as f64 } else { 0.0 }).collect()
+}
+
 fn row(probs: &[f32], t: usize, h: usize, q: usize) -> &[f32] {
     &probs[h * t * t + q * t..h * t * t + (q + 1) * t]
 }
@@ -63,6 +70,22 @@ mod tests {
     /// `[1, 3, 3]` probabilities of one head from rows.
     fn probs(rows: [[f32; 3]; 3]) -> Vec<f32> {
         rows.iter().flatten().cloned().collect()
+    }
+
+    #[test]
+    fn sink_scores_from_captured_sink_match_full_probabilities() {
+        // Two heads, three queries; the captured sink is column 0 of each row.
+        let p = [
+            [[1.0, 0.0, 0.0], [0.7, 0.3, 0.0], [0.2, 0.5, 0.3]],
+            [[1.0, 0.0, 0.0], [0.1, 0.9, 0.0], [0.6, 0.2, 0.2]],
+        ];
+        let flat: Vec<f32> = p.iter().flatten().flatten().copied().collect();
+        let captured: Vec<f32> = (0..3).flat_map(|q| (0..2).map(move |h| p[h][q][0])).collect();
+        let from_probs: Vec<f64> = head_scores(&flat, 2, 3).iter().map(|s| s.sink).collect();
+        let from_sink = sink_scores(&captured, 2, 3);
+        // Head 0: (0.7 + 0.2) / 2; head 1: (0.1 + 0.6) / 2.
+        assert!((from_sink[0] - 0.45).abs() < 1e-7 && (from_sink[1] - 0.35).abs() < 1e-7, "{from_sink:?}");
+        assert!(from_probs.iter().zip(&from_sink).all(|(a, b)| (a - b).abs() < 1e-7));
     }
 
     #[test]
