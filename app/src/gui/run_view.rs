@@ -21,6 +21,8 @@ pub struct RunView {
     /// Per layer `[T × H]`.
     pub entropy: Vec<Vec<f32>>,
     pub argmax: Vec<Vec<u32>>,
+    /// Per layer `[T × H]`: attention on key 0 (empty for runs recorded without it).
+    pub sink: Vec<Vec<f32>>,
     /// Per layer, selections per expert so far.
     pub load: Vec<Vec<u32>>,
     /// Per layer, sum of router entropies (nats) so far.
@@ -50,6 +52,7 @@ impl RunView {
             weights: vec![vec![]; layers],
             entropy: vec![vec![]; layers],
             argmax: vec![vec![]; layers],
+            sink: vec![vec![]; layers],
             router_entropy_sum: vec![0.0; layers],
             ..Default::default()
         }
@@ -92,6 +95,7 @@ impl RunView {
             self.weights[l].extend_from_slice(&lr.weights);
             self.entropy[l].extend_from_slice(&lr.head_entropy);
             self.argmax[l].extend_from_slice(&lr.head_argmax);
+            self.sink[l].extend_from_slice(&lr.head_sink);
         }
     }
 
@@ -116,6 +120,7 @@ impl RunView {
             }
             v.entropy[l] = lt.entropy.clone().unwrap_or_default();
             v.argmax[l] = lt.argmax.clone().unwrap_or_default();
+            v.sink[l] = lt.sink.clone().unwrap_or_default();
         }
         v.generated_text = v.pieces[v.prompt_len.min(v.pieces.len())..].concat();
         v.done = true;
@@ -149,6 +154,12 @@ impl RunView {
         self.argmax.get(layer).and_then(|e| e.get(pos * h..(pos + 1) * h)).unwrap_or(&[])
     }
 
+    /// Each head's attention on key 0 at `pos` (empty when not recorded).
+    pub fn head_sink_at(&self, layer: usize, pos: usize) -> &[f32] {
+        let h = self.heads;
+        self.sink.get(layer).and_then(|e| e.get(pos * h..(pos + 1) * h)).unwrap_or(&[])
+    }
+
     /// Mean router entropy (nats) per layer so far (None for dense layers).
     pub fn mean_router_entropy(&self, layer: usize) -> Option<f64> {
         (self.experts[layer] > 0 && !self.is_empty()).then(|| self.router_entropy_sum[layer] / self.len() as f64)
@@ -172,6 +183,7 @@ mod tests {
                 weights: vec![1.0],
                 head_entropy: vec![0.5],
                 head_argmax: vec![0],
+                head_sink: vec![token as f32 / 10.0],
                 ..Default::default()
             }],
         }
@@ -185,6 +197,7 @@ mod tests {
         assert_eq!(v.load[0], vec![0, 2]);
         assert_eq!(v.prompt_len, 1);
         assert_eq!(v.top1(0, 1), Some(1));
+        assert_eq!((v.head_sink_at(0, 0), v.head_sink_at(0, 1), v.head_sink_at(0, 2)), (&[0.5f32][..], &[0.6f32][..], &[][..]));
         // Two equal logits: entropy ln 2 each.
         assert!((v.mean_router_entropy(0).unwrap() - 2f64.ln()).abs() < 1e-12);
     }

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 
-use routelab_kernels::attention_op::{attention_with_stats, AttentionStats};
+use routelab_kernels::attention_op::{attention_with_stats, AttentionStats, MAX_HEADS, MAX_HEAD_DIM};
 
 use crate::error::Result;
 use crate::interventions::HeadMethod;
@@ -152,7 +152,9 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
     let block = (BLOCK_ELEMENTS / (heads * s).max(1)).clamp(1, t.max(1));
 
     let (keep, offset, uniform, any_out, any_uniform) = head_vectors(p.edits, heads, dv);
-    if device.is_cuda() && !p.keep_probs {
+    // The kernel's limits (head dims, heads, one dtype); any other shape takes the block path.
+    let fits = dk <= MAX_HEAD_DIM && dv <= MAX_HEAD_DIM && heads <= MAX_HEADS && q.dtype() == k.dtype() && k.dtype() == v.dtype();
+    if device.is_cuda() && !p.keep_probs && fits {
         return attend_fused(q, k, v, p, (keep, offset, uniform, any_out));
     }
     let uniform_sel = if any_uniform {

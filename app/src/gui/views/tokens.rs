@@ -111,6 +111,7 @@ pub fn token_details(ui: &mut Ui, run: &RunView, pos: usize) {
             for l in 0..run.layers {
                 let e = run.head_entropy_at(l, pos);
                 let a = run.head_argmax_at(l, pos);
+                let sink = run.head_sink_at(l, pos);
                 if e.is_empty() {
                     continue;
                 }
@@ -118,7 +119,10 @@ pub fn token_details(ui: &mut Ui, run: &RunView, pos: usize) {
                 let max = ((pos + 1) as f32).ln().max(1e-6);
                 for (h, x) in e.iter().enumerate() {
                     let bg = super::scale_color(1.0 - x / max);
-                    let tip = a.get(h).map(|j| format!("head {h}: entropy {x:.2}, looks at {j} {:?}", run.pieces.get(*j as usize).cloned().unwrap_or_default())).unwrap_or_default();
+                    let mut tip = a.get(h).map(|j| format!("head {h}: entropy {x:.2}, looks at {j} {:?}", run.pieces.get(*j as usize).cloned().unwrap_or_default())).unwrap_or_default();
+                    if let Some(s) = sink.get(h) {
+                        tip.push_str(&format!(", {:.0}% on the first token (sink)", 100.0 * s));
+                    }
                     ui.label(egui::RichText::new(format!("{x:.1}")).background_color(bg).color(text_on(bg)).monospace().size(10.0)).on_hover_text(tip);
                 }
                 ui.end_row();
