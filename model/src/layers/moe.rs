@@ -54,6 +54,14 @@ struct DevicePath {
 /// `T·k` expert ids of a chunk stay below this.
 const SORT_LIMIT: usize = 8192;
 
+/// `t` as a tensor whose data starts at offset 0 of its own storage: candle's `moe_gemm`
+/// reads its inputs' raw device buffers and ignores layouts, so a row range of a larger tensor
+/// (contiguous, but at an offset) would be read from the wrong rows. (`Tensor::copy` keeps the
+/// offset; `force_contiguous` does not.)
+fn own_storage(t: Tensor) -> Result<Tensor> {
+    Ok(if t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.force_contiguous()? })
+}
+
 pub struct MoeOutput {
     pub out: Tensor,
     pub router: Option<RouterCapture>,
@@ -129,7 +137,10 @@ impl Moe {
             _ => (None, None),
         };
         let mut moe = Moe { router, correction_bias, routing: m.routing.clone(), experts, shared, shared_gate, device_path: None };
-        if w.device().is_cuda() && moe.experts.iter().all(|e| e.gate_up.bias.is_none() && e.down.bias.is_none()) {
+        // moe_gemm reads rows 8 elements (16 bytes) at a time: both inner dimensions must be
+        // multiples of 8 (true of every released model); otherwise the host path runs.
+        let aligned = d % 8 == 0 && moe.experts.iter().all(|e| e.down.weight.dim(1).is_ok_and(|i| i % 8 == 0));
+        if w.device().is_cuda() && aligned && moe.experts.iter().all(|e| e.gate_up.bias.is_none() && e.down.bias.is_none()) {
             moe.stack_experts()?;
         }
         Ok(moe)
@@ -202,14 +213,14 @@ impl Moe {
         let mut first = 0;
         while first < t {
             let len = chunk.min(t - first);
-            let xs = x.narrow(0, first, len)?.contiguous()?;
-            let ids = r.experts.narrow(0, first, len)?.contiguous()?;
-            let ws = r.weights.narrow(0, first, len)?.contiguous()?;
+            let xs = own_storage(x.narrow(0, first, len)?)?;
+            let ids = own_storage(r.experts.narrow(0, first, len)?)?;
+            let ws = own_storage(r.weights.narrow(0, first, len)?)?;
             let (expert_ids, sorted_slots) = ids.flatten_all()?.sort_last_dim(true)?;
             let prefill = len > 1;
             let gu = candle_nn::moe::moe_gemm(&xs, &dp.gate_up, &None, &sorted_slots, &expert_ids, k, prefill)?;
             let h = (activate(&gu.narrow(1, 0, inter)?, act)? * gu.narrow(1, inter, inter)?)?;
-            let y = candle_nn::moe::moe_gemm(&h.contiguous()?, &dp.down, &Some(ws), &sorted_slots, &expert_ids, k, prefill)?;
+            let y = candle_nn::moe::moe_gemm(&own_storage(h)?, &dp.down, &Some(ws), &sorted_slots, &expert_ids, k, prefill)?;
             outs.push(y.reshape((len, k, d))?.sum(1)?);
             first += len;
         }
@@ -269,4 +280,21 @@ pub fn l2(x: &Tensor) -> Result<Tensor> {
 /// Contribution norms for capture.
 pub fn contributions(routed: Option<Tensor>, shared: Option<Tensor>, dense: Option<Tensor>) -> Option<Contributions> {
     routed.map(|routed| Contributions { routed, shared, dense_residual: dense })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn own_storage_moves_a_row_range_to_offset_zero() {
+        let t = Tensor::arange(0u32, 12, &Device::Cpu).unwrap().reshape((4, 3)).unwrap();
+        let rows = t.narrow(0, 2, 2).unwrap();
+        // The trap: the row range is contiguous but starts 6 elements into the storage.
+        assert!(rows.is_contiguous() && rows.layout().start_offset() == 6);
+        let own = own_storage(rows).unwrap();
+        assert_eq!(own.layout().start_offset(), 0);
+        assert_eq!(own.to_vec2::<u32>().unwrap(), vec![vec![6, 7, 8], vec![9, 10, 11]]);
+    }
 }
