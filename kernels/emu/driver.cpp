@@ -9,6 +9,7 @@
 #include "router_topk.cu"
 #include "attn_stats.cu"
 #include "attention.cu"
+#include "row_norm.cu"
 
 #include <cstdio>
 #include <cstdlib>
@@ -104,6 +105,10 @@ int main(int argc, char** argv) {
             });
         } else if (name == "attn_stats_f32") {
             emu_launch(grid, block, [&] { attn_stats_f32(a.f(0), a.f(1), a.i32(0), a.i32(1)); });
+        } else if (name == "row_norm_f32") {
+            emu_launch(grid, block, [&] { row_norm_f32(a.f(0), a.f(1), a.i32(0), a.i32(1)); });
+        } else if (name == "row_norm_bf16") {
+            emu_launch(grid, block, [&] { row_norm_bf16(a.h<__nv_bfloat16>(0), a.f(1), a.i32(0), a.i32(1)); });
         } else if (name.rfind("attention_stats_", 0) == 0) {
             auto run = [&](auto kernel, auto q, auto k, auto v) {
                 emu_launch(grid, block, [&] {

@@ -54,6 +54,9 @@ pub struct AttendedStats {
     pub sink: Tensor,
     /// `[H, T]` f32, attention on the span.
     pub span: Tensor,
+    /// `[H, T, 4]` f32: the four statistics above side by side (entropy, argmax, sink, span),
+    /// a view of the op's output, for moving them off the device in one piece.
+    pub stats: Tensor,
 }
 
 /// `q` `[H, T, d]`, `k` `[Hkv, S, d]`, `v` `[Hkv, S, dv]`, `S ≥ T` (the last `T` keys are the
@@ -73,6 +76,7 @@ pub fn attention_with_stats(q: &Tensor, k: &Tensor, v: &Tensor, op: &AttentionSt
         argmax: packed.narrow(2, dv + 1, 1)?.squeeze(2)?.to_dtype(DType::U32)?,
         sink: packed.narrow(2, dv + 2, 1)?.squeeze(2)?,
         span: packed.narrow(2, dv + 3, 1)?.squeeze(2)?,
+        stats: packed.narrow(2, dv, STATS)?,
     })
 }
 

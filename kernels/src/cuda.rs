@@ -11,3 +11,6 @@ pub const ATTN_STATS: &str = include_str!(concat!(env!("OUT_DIR"), "/attn_stats.
 
 /// `attention.cu`: [`crate::attention_op::AttentionStats`]'s kernels (f32, bf16, f16).
 pub const ATTENTION: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
+
+/// `row_norm.cu`: [`crate::row_norm::RowNorm`]'s kernels (f32, bf16, f16).
+pub const ROW_NORM: &str = include_str!(concat!(env!("OUT_DIR"), "/row_norm.ptx"));

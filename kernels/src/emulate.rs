@@ -26,12 +26,13 @@ pub enum Buf<'a> {
     Out(usize),
 }
 
-const SOURCES: [(&str, &str); 5] = [
+const SOURCES: [(&str, &str); 6] = [
     ("cuda_emu.h", include_str!("../emu/cuda_emu.h")),
     ("driver.cpp", include_str!("../emu/driver.cpp")),
     ("router_topk.cu", include_str!("cuda/router_topk.cu")),
     ("attn_stats.cu", include_str!("cuda/attn_stats.cu")),
     ("attention.cu", include_str!("cuda/attention.cu")),
+    ("row_norm.cu", include_str!("cuda/row_norm.cu")),
 ];
 
 /// The compiled driver, or why there is none.

@@ -15,6 +15,7 @@
 //! - [`attention_op`]: causal attention whose per-head statistics (entropy, argmax, mass on the
 //!   sink and on a span) are computed on the fly; on CUDA (`src/cuda/attention.cu`) with an
 //!   online softmax that never stores a score or probability matrix.
+//! - [`row_norm`]: row-wise L2 norms (capture's contribution norms) in one launch.
 //! - [`launch`]: each CUDA kernel's launch (grid, block, scalar arguments), shared by the ops
 //!   and by the CPU emulator that runs the `.cu` sources in tests on machines without a GPU.
 
@@ -24,6 +25,7 @@ pub mod launch;
 #[cfg(test)]
 mod emulate;
 pub mod routing;
+pub mod row_norm;
 pub mod router_op;
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -32,8 +32,17 @@ pub struct DeviceRoutes {
     pub experts: Tensor,
     /// `[T, k]` f32, as applied to the experts' outputs (0 for a dropped expert).
     pub weights: Tensor,
-    /// `[T]` f32, gap between the k-th and (k+1)-th choice scores.
-    pub margin: Tensor,
+    /// The op's `[T, 2k + 1]` output the views above come from.
+    pub packed: Tensor,
+}
+
+impl DeviceRoutes {
+    /// `[T]` f32, gap between the k-th and (k+1)-th choice scores (computed on demand: the
+    /// forward pass does not need it, and on CUDA it would be one more launch per layer).
+    pub fn margin(&self) -> candle_core::Result<Tensor> {
+        let w = self.packed.dim(1)?;
+        self.packed.narrow(1, w - 1, 1)?.squeeze(1)?.contiguous()
+    }
 }
 
 impl RouterTopK {
@@ -134,7 +143,7 @@ pub fn route_tensor(logits: &Tensor, aux: &Tensor, op: &RouterTopK) -> candle_co
     Ok(DeviceRoutes {
         experts: packed.narrow(1, 0, k)?.to_dtype(DType::U32)?,
         weights: packed.narrow(1, k, k)?.contiguous()?,
-        margin: packed.narrow(1, 2 * k, 1)?.squeeze(1)?.contiguous()?,
+        packed,
     })
 }
 
@@ -253,7 +262,7 @@ mod tests {
         let r = route(&l, &params, bias.as_deref(), &excluded);
         let ids = d.experts.flatten_all().unwrap().to_vec1::<u32>().unwrap();
         let ws = d.weights.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let margin = d.margin.to_vec1::<f32>().unwrap();
+        let margin = d.margin().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(ids, r.experts);
         let expect: Vec<f32> = r.experts.iter().zip(&r.weights).map(|(&x, &w)| if dropped[x as usize] { 0.0 } else { w }).collect();
         assert_eq!(ws, expect);

@@ -121,18 +121,57 @@ pub struct Contributions {
     pub dense_residual: Option<Tensor>,
 }
 
+/// One layer's head statistics for T queries, packed `[H, T, 4]` f32 as attention computes
+/// them: per head and query its entropy (nats), most-attended key position (as f32, exact below
+/// 2^24), attention on key 0 (the sink) and attention on the captured span (0 without one).
+/// Packed because a GPU forward then moves a layer's statistics in one piece; the session
+/// unpacks them on the host.
+#[derive(Clone, Debug)]
+pub struct HeadStats {
+    pub packed: Tensor,
+    /// Whether column 3 holds a span's mass.
+    pub has_span: bool,
+}
+
+impl HeadStats {
+    pub const ENTROPY: usize = 0;
+    pub const ARGMAX: usize = 1;
+    pub const SINK: usize = 2;
+    pub const SPAN: usize = 3;
+    pub const WIDTH: usize = 4;
+
+    /// Column `c` as `[T, H]` f32.
+    pub fn column(&self, c: usize) -> candle_core::Result<Tensor> {
+        self.packed.narrow(2, c, 1)?.squeeze(2)?.t()?.contiguous()
+    }
+
+    /// `[T, H]` f32, nats.
+    pub fn entropy(&self) -> candle_core::Result<Tensor> {
+        self.column(Self::ENTROPY)
+    }
+
+    /// `[T, H]` u32, absolute key positions.
+    pub fn argmax(&self) -> candle_core::Result<Tensor> {
+        self.column(Self::ARGMAX)?.to_dtype(candle_core::DType::U32)
+    }
+
+    /// `[T, H]` f32.
+    pub fn sink(&self) -> candle_core::Result<Tensor> {
+        self.column(Self::SINK)
+    }
+
+    /// `[T, H]` f32, when a span was captured.
+    pub fn span(&self) -> candle_core::Result<Option<Tensor>> {
+        self.has_span.then(|| self.column(Self::SPAN)).transpose()
+    }
+}
+
 /// What one layer recorded during one forward call over T new positions.
 #[derive(Clone, Debug, Default)]
 pub struct LayerCapture {
     pub router: Option<RouterCapture>,
-    /// `[T, H]` f32.
-    pub attn_entropy: Option<Tensor>,
-    /// `[T, H]` u32, absolute key positions.
-    pub attn_argmax: Option<Tensor>,
-    /// `[T, H]` f32, attention on key 0.
-    pub attn_sink: Option<Tensor>,
-    /// `[T, H]` f32, attention on [`CaptureSpec::attention_span`].
-    pub attn_span: Option<Tensor>,
+    /// Head statistics (span: [`CaptureSpec::attention_span`]).
+    pub attn_stats: Option<HeadStats>,
     /// `[H, T, S]` f32 where S is every position so far (cache included).
     pub attn_probs: Option<Tensor>,
     /// `[T, D]`.

@@ -170,10 +170,7 @@ impl Model {
                 cap.attention_probs.contains(l),
                 opts.head_outputs.contains(l),
             )?;
-            lc.attn_entropy = extras.attended.entropy;
-            lc.attn_argmax = extras.attended.argmax;
-            lc.attn_sink = extras.attended.sink;
-            lc.attn_span = extras.attended.span;
+            lc.attn_stats = extras.attended.stats;
             lc.attn_probs = extras.attended.probs;
             head_outputs.push(extras.head_outputs);
             let h = (&x + a)?;

@@ -11,7 +11,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::capture::{CaptureSpec, LayerCapture, Layers};
+use crate::capture::{CaptureSpec, HeadStats, LayerCapture, Layers};
 use crate::chat::{ChatTemplate, Message};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{FfnConfig, ModelConfig};
@@ -409,11 +409,9 @@ impl Session {
             if let Some(rc) = &lc.router {
                 s.router = Some((pack.add(&rc.logits)?, pack.add(&rc.experts)?, pack.add(&rc.weights)?));
             }
-            if let (Some(e), Some(a)) = (&lc.attn_entropy, &lc.attn_argmax) {
-                s.heads = Some((pack.add(e)?, pack.add(a)?));
+            if let Some(hs) = &lc.attn_stats {
+                s.heads = Some((pack.add(&hs.packed)?, hs.packed.dim(0)?, hs.has_span));
             }
-            s.sink = lc.attn_sink.as_ref().map(|x| pack.add(x)).transpose()?;
-            s.span = lc.attn_span.as_ref().map(|x| pack.add(x)).transpose()?;
             if let Some(c) = &lc.contributions {
                 let shared = c.shared.as_ref().map(|x| pack.add(x)).transpose()?;
                 let dense = c.dense_residual.as_ref().map(|x| pack.add(x)).transpose()?;
@@ -439,15 +437,16 @@ impl Session {
                     r.experts = ids(row(experts, p));
                     r.weights = row(weights, p).to_vec();
                 }
-                if let Some((entropy, argmax)) = s.heads {
-                    r.head_entropy = row(entropy, p).to_vec();
-                    r.head_argmax = ids(row(argmax, p));
-                }
-                if let Some(sink) = s.sink {
-                    r.head_sink = row(sink, p).to_vec();
-                }
-                if let Some(span) = s.span {
-                    r.head_span = row(span, p).to_vec();
+                if let Some((slot, heads, has_span)) = s.heads {
+                    // [H, T, 4]: head h's statistics at position p are at (h·T + p)·4.
+                    let v = host.part(slot);
+                    let col = |c: usize| -> Vec<f32> { (0..heads).map(|h| v[(h * t + p) * HeadStats::WIDTH + c]).collect() };
+                    r.head_entropy = col(HeadStats::ENTROPY);
+                    r.head_argmax = ids(&col(HeadStats::ARGMAX));
+                    r.head_sink = col(HeadStats::SINK);
+                    if has_span {
+                        r.head_span = col(HeadStats::SPAN);
+                    }
                 }
                 if let Some((routed, shared, dense)) = s.norms {
                     r.routed_norm = Some(row(routed, p)[0]);
@@ -491,11 +490,8 @@ impl Session {
 struct LayerSlots {
     /// Router logits, experts, weights.
     router: Option<(usize, usize, usize)>,
-    /// Head entropy, argmax.
-    heads: Option<(usize, usize)>,
-    /// Head attention on key 0, on the captured span.
-    sink: Option<usize>,
-    span: Option<usize>,
+    /// Packed head statistics ([`HeadStats`]), number of heads, whether a span was captured.
+    heads: Option<(usize, usize, bool)>,
     /// Routed, shared-expert and dense-residual contribution norms.
     norms: Option<(usize, Option<usize>, Option<usize>)>,
 }

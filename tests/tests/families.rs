@@ -65,7 +65,7 @@ fn check_case(case: &str) {
             }
         }
         // Statistics are derived from the same probabilities the reference checks.
-        let ent = lc.attn_entropy.as_ref().unwrap().dims().to_vec();
+        let ent = lc.attn_stats.as_ref().unwrap().entropy().unwrap().dims().to_vec();
         assert_eq!(ent, vec![t, model.config.attention.num_heads], "{case}: entropy shape");
     }
 

@@ -156,7 +156,7 @@ fn check_router_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
             let lt = Tensor::from_vec(l.clone(), (n, e), d)?;
             let aux = aux_tensor(e, has_bias.then_some(&bias[..]), &excluded, &dropped, d)?;
             let r = route_tensor(&lt, &aux, &op)?;
-            Ok((r.experts.flatten_all()?.to_vec1()?, r.weights.flatten_all()?.to_vec1()?, r.margin.to_vec1()?))
+            Ok((r.experts.flatten_all()?.to_vec1()?, r.weights.flatten_all()?.to_vec1()?, r.margin()?.to_vec1()?))
         };
         let (ci, cw, cm) = run(&Device::Cpu)?;
         let (gi, gw, gm) = run(dev)?;

@@ -25,6 +25,7 @@ use candle_core::{DType, Device, Tensor};
 
 use routelab_kernels::attention_op::{attention_with_stats, AttentionStats, MAX_HEADS, MAX_HEAD_DIM};
 
+use crate::capture::HeadStats;
 use crate::error::Result;
 use crate::interventions::HeadMethod;
 
@@ -97,14 +98,8 @@ pub struct AttendParams<'a> {
 pub struct Attended {
     /// `[H, T, dv]`, after head interventions.
     pub out: Tensor,
-    /// `[T, H]` f32.
-    pub entropy: Option<Tensor>,
-    /// `[T, H]` u32.
-    pub argmax: Option<Tensor>,
-    /// `[T, H]` f32: attention on key 0.
-    pub sink: Option<Tensor>,
-    /// `[T, H]` f32: attention on [`AttendParams::span`] (only when the span is not empty).
-    pub span: Option<Tensor>,
+    /// Entropy, argmax, sink and span per head and query (when `stats`).
+    pub stats: Option<HeadStats>,
     /// `[H, T, S]` f32.
     pub probs: Option<Tensor>,
 }
@@ -166,9 +161,7 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
     };
 
     let kt = k.t()?;
-    let mut outs = Vec::new();
-    let (mut ents, mut args, mut probs) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut sinks, mut spans) = (Vec::new(), Vec::new());
+    let (mut outs, mut stats, mut probs) = (Vec::new(), Vec::new(), Vec::new());
     let span = span_within(p.span, s);
     let mut first = 0;
     while first < t {
@@ -193,12 +186,13 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
         if p.stats {
             // One pass over the block (one kernel on CUDA): entropy −Σ p ln p and argmax.
             let (e, a) = routelab_kernels::attn_stats::attn_stats(&pr)?;
-            ents.push(e);
-            args.push(a);
-            sinks.push(pr.narrow(2, 0, 1)?.squeeze(2)?);
-            if let Some((a, n)) = span {
-                spans.push(pr.narrow(2, a, n)?.sum(2)?);
-            }
+            let sink = pr.narrow(2, 0, 1)?.squeeze(2)?;
+            let span_mass = match span {
+                Some((a, n)) => pr.narrow(2, a, n)?.sum(2)?,
+                None => sink.zeros_like()?,
+            };
+            // [H, len, 4], the columns of HeadStats.
+            stats.push(Tensor::stack(&[e, a.to_dtype(DType::F32)?, sink, span_mass], 2)?);
         }
         let o = pr.to_dtype(v.dtype())?.reshape((kv_heads, rep * len, s))?.matmul(v)?.reshape((heads, len, dv))?;
         outs.push(o);
@@ -210,13 +204,9 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
     let out = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 1)? };
     let out = edit_outputs(out, &keep, &offset, any_out)?;
     let cat1 = |v: Vec<Tensor>| -> Result<Tensor> { Ok(if v.len() == 1 { v.into_iter().next().unwrap() } else { Tensor::cat(&v, 1)? }) };
-    let per_query = |v: Vec<Tensor>| -> Result<Option<Tensor>> { Ok(if p.stats && !v.is_empty() { Some(cat1(v)?.t()?.contiguous()?) } else { None }) };
     Ok(Attended {
         out,
-        entropy: per_query(ents)?,
-        argmax: per_query(args)?,
-        sink: per_query(sinks)?,
-        span: per_query(spans)?,
+        stats: if p.stats { Some(HeadStats { packed: cat1(stats)?, has_span: span.is_some() }) } else { None },
         probs: if p.keep_probs { Some(cat1(probs)?) } else { None },
     })
 }
@@ -245,16 +235,9 @@ fn attend_fused(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams, heads: (Ve
     let op = AttentionStats { scale: p.scale as f32, window: p.window, span: p.span, uniform: uniform.iter().map(|&u| u != 0.0).collect() };
     let r = attention_with_stats(q, k, v, &op)?;
     let out = edit_outputs(r.out.to_dtype(v.dtype())?, &keep, &offset, any_out)?;
-    let per_query = |x: Tensor| -> Result<Option<Tensor>> { Ok(if p.stats { Some(x.t()?.contiguous()?) } else { None }) };
     let has_span = span_within(p.span, k.dim(1)?).is_some();
-    Ok(Attended {
-        out,
-        entropy: per_query(r.entropy)?,
-        argmax: per_query(r.argmax)?,
-        sink: per_query(r.sink)?,
-        span: if has_span { per_query(r.span)? } else { None },
-        probs: None,
-    })
+    // The kernel's statistics columns are HeadStats' columns: one view, no copy here.
+    Ok(Attended { out, stats: p.stats.then(|| HeadStats { packed: r.stats, has_span }), probs: None })
 }
 
 #[cfg(test)]
@@ -281,9 +264,10 @@ mod tests {
         let e = (l3 * l3).exp();
         let expect2 = (1.0 + 2.0 + 3.0 * e) / (2.0 + e);
         assert!((out[0] - 1.0).abs() < 1e-6 && (out[1] - 1.5).abs() < 1e-6 && (out[2] - expect2).abs() < 1e-5, "{out:?}");
-        let ent = a.entropy.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let stats = a.stats.unwrap();
+        let ent = stats.entropy().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(ent[0].abs() < 1e-6 && (ent[1] - 2f32.ln()).abs() < 1e-6, "{ent:?}");
-        assert_eq!(a.argmax.unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap()[2], 2);
+        assert_eq!(stats.argmax().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap()[2], 2);
         let probs = a.probs.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(&probs[0..3], &[1.0, 0.0, 0.0]);
     }
@@ -352,10 +336,11 @@ mod tests {
             let factor = Tensor::from_vec(vec![1f32, 1.0, 1.0, 1.0, 0.0, 0.5], (heads, 1, 1), &Device::Cpu).unwrap();
             close("out", flat(&a.out), flat(&r.out.broadcast_mul(&factor).unwrap()));
             let per_query = |x: &Tensor| flat(&x.t().unwrap().contiguous().unwrap());
-            close("entropy", flat(a.entropy.as_ref().unwrap()), per_query(&r.entropy));
-            close("sink", flat(a.sink.as_ref().unwrap()), per_query(&r.sink));
-            close("span", flat(a.span.as_ref().unwrap()), per_query(&r.span));
-            let arg_block = a.argmax.as_ref().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
+            let stats = a.stats.as_ref().unwrap();
+            close("entropy", flat(&stats.entropy().unwrap()), per_query(&r.entropy));
+            close("sink", flat(&stats.sink().unwrap()), per_query(&r.sink));
+            close("span", flat(&stats.span().unwrap().unwrap()), per_query(&r.span));
+            let arg_block = stats.argmax().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
             assert_eq!(arg_block, r.argmax.t().unwrap().contiguous().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap());
         }
     }

@@ -13,7 +13,7 @@
 //! expert-sorted token order). The per-expert loop needs the routing on the host, so it stays
 //! the CPU path and the fallback for f32 on CUDA.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
 use routelab_kernels::routing::{route, RoutingParams, Routes};
 
@@ -272,9 +272,9 @@ impl Moe {
     }
 }
 
-/// Row-wise L2 norm, `[T, D]` → `[T]` f32.
+/// Row-wise L2 norm, `[T, D]` → `[T]` f32 (one kernel on CUDA).
 pub fn l2(x: &Tensor) -> Result<Tensor> {
-    Ok(x.to_dtype(DType::F32)?.sqr()?.sum(D::Minus1)?.sqrt()?)
+    Ok(routelab_kernels::row_norm::row_norm(x)?)
 }
 
 /// Contribution norms for capture.
