@@ -22,6 +22,12 @@ For each real configuration below (random weights, bf16, 512-token prompt, 64 gr
 
 Prints one table with the ratios the project's goals are stated in (issue 7) and writes it as
 JSON next to the models (--out).
+
+`--dry-run` runs the whole script on the CPU with every configuration shrunk (2 layers, width
+64, the real expert counts and routing), 16-token prompt, 4 steps, with a CPU build of
+RouteLab: a check of the script itself (transformers' capture options, the weight names
+RouteLab reads, the JSON and the table) before GPU time is spent on it. Its figures mean
+nothing.
 """
 import argparse
 import gc
@@ -62,6 +68,25 @@ CONFIGS = {
 }
 
 PROMPT, STEPS, REPEATS = 512, 64, 3
+DEVICE = "cuda"
+
+
+def shrink(spec):
+    """A configuration of the same family and routing, small enough for a CPU (--dry-run)."""
+    s = dict(spec, vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+             num_attention_heads=4, max_position_embeddings=256)
+    s["num_key_value_heads"] = 4 if spec["num_key_value_heads"] == spec["num_attention_heads"] else 2
+    if "head_dim" in s:
+        s["head_dim"] = 16
+    for k, v in (("moe_intermediate_size", 32), ("shared_expert_intermediate_size", 64)):
+        if k in s:
+            s[k] = v
+    return s
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def make_config(spec):
@@ -83,15 +108,15 @@ def active_params(model, cfg):
 
 
 def copy_bandwidth():
-    x = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
+    x = torch.empty((2 << 30) if DEVICE == "cuda" else (64 << 20), dtype=torch.uint8, device=DEVICE)
     y = torch.empty_like(x)
     for _ in range(3):
         y.copy_(x)
-    torch.cuda.synchronize()
+    sync()
     t = time.perf_counter()
     for _ in range(10):
         y.copy_(x)
-    torch.cuda.synchronize()
+    sync()
     bw = 2 * 10 * x.numel() / (time.perf_counter() - t)  # read + write
     del x, y
     return bw
@@ -109,7 +134,7 @@ def hf_decode(model, ids, router, attn):
             except Exception:
                 pass
         past, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        torch.cuda.synchronize()
+        sync()
         t = time.perf_counter()
         for _ in range(STEPS):
             kw = {}
@@ -124,7 +149,7 @@ def hf_decode(model, ids, router, attn):
             if attn and out.attentions is not None:
                 _ = [a.float().cpu() for a in out.attentions]
             _ = tok.cpu()
-        torch.cuda.synchronize()
+        sync()
         if rep:  # the first is a warm-up
             rates.append(STEPS / (time.perf_counter() - t))
     return statistics.median(rates)
@@ -133,7 +158,7 @@ def hf_decode(model, ids, router, attn):
 def build_hf(cfg, attn_impl):
     from transformers import AutoModelForCausalLM
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device(DEVICE):
         return AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation=attn_impl).eval()
 
 
@@ -168,16 +193,20 @@ def main():
     ap.add_argument("--models", default=",".join(CONFIGS))
     ap.add_argument("--out", type=Path, default=Path("/tmp/rl-bench"))
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--dry-run", action="store_true", help="shrunk configurations on the CPU: checks the script, not speed")
     args = ap.parse_args()
+    global DEVICE, PROMPT, STEPS, REPEATS
+    if args.dry_run:
+        DEVICE, PROMPT, STEPS, REPEATS = "cpu", 16, 4, 1
     bw = copy_bandwidth()
-    gpu = torch.cuda.get_device_name(0)
+    gpu = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "CPU (dry run: figures mean nothing)"
     print(f"{gpu}: device copy bandwidth {bw / 1e12:.2f} TB/s; batch 1, bf16, {PROMPT}-token prompt, {STEPS} greedy steps, median of {REPEATS}", flush=True)
     rows = []
     for name in args.models.split(","):
-        cfg = make_config(CONFIGS[name])
+        cfg = make_config(shrink(CONFIGS[name]) if args.dry_run else CONFIGS[name])
         d = write_routelab_dir(name, cfg, args.out)
         row = {"model": name}
-        ids = torch.randint(0, cfg.vocab_size, (1, PROMPT), device="cuda")
+        ids = torch.randint(0, cfg.vocab_size, (1, PROMPT), device=DEVICE)
         if not args.skip_hf:
             m = build_hf(cfg, "sdpa")
             act = active_params(m, cfg)
@@ -186,19 +215,21 @@ def main():
             row["hf_router"] = hf_decode(m, ids, True, False) if cfg.model_type != "llama" else None
             del m
             gc.collect()
-            torch.cuda.empty_cache()
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
             m = build_hf(cfg, "eager")
             row["hf_full"] = hf_decode(m, ids, cfg.model_type != "llama", True)
             del m
             gc.collect()
-            torch.cuda.empty_cache()
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
         else:
             with torch.device("meta"):
                 from transformers import AutoModelForCausalLM
                 row["active_params"] = active_params(AutoModelForCausalLM.from_config(cfg), cfg)
         row["bandwidth_limit"] = bw / (2 * row["active_params"])  # bf16: 2 bytes per parameter
         j = d / "routelab.json"
-        cmd = [args.routelab, "bench", "--model", str(d), "--device", "cuda", "--prompt-tokens", str(PROMPT),
+        cmd = [args.routelab, "bench", "--model", str(d), "--device", DEVICE, "--prompt-tokens", str(PROMPT),
                "--new-tokens", str(STEPS), "--repeats", str(REPEATS), "--json", str(j)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
