@@ -20,6 +20,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 
@@ -28,6 +29,16 @@ use routelab_kernels::attention_op::{attention_with_stats, AttentionStats, MAX_H
 use crate::capture::HeadStats;
 use crate::error::Result;
 use crate::interventions::HeadMethod;
+
+/// Whether the CPU also takes the fused path (the fused op's CPU reference instead of the
+/// block path): process-wide, for tests and checks that run the GPU path's attention code on a
+/// machine without a GPU. Off by default: the block path is the CPU reference.
+static FUSED_ON_CPU: AtomicBool = AtomicBool::new(false);
+
+/// See [`FUSED_ON_CPU`].
+pub fn set_fused_on_cpu(on: bool) {
+    FUSED_ON_CPU.store(on, Ordering::Relaxed);
+}
 
 /// Budget of score elements per block (`H × block × S`), 8M f32 = 32 MB.
 const BLOCK_ELEMENTS: usize = 8 << 20;
@@ -149,7 +160,7 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
     let (keep, offset, uniform, any_out, any_uniform) = head_vectors(p.edits, heads, dv);
     // The kernel's limits (head dims, heads, one dtype); any other shape takes the block path.
     let fits = dk <= MAX_HEAD_DIM && dv <= MAX_HEAD_DIM && heads <= MAX_HEADS && q.dtype() == k.dtype() && k.dtype() == v.dtype();
-    if device.is_cuda() && !p.keep_probs && fits {
+    if (device.is_cuda() || FUSED_ON_CPU.load(Ordering::Relaxed)) && !p.keep_probs && fits {
         return attend_fused(q, k, v, p, (keep, offset, uniform, any_out));
     }
     let uniform_sel = if any_uniform {
