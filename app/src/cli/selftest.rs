@@ -6,14 +6,23 @@
 //! 256 experts, with expert interventions), the attention statistics over rows of several
 //! lengths, and the fused attention (outputs, entropy, argmax, sink and span mass; decode and
 //! prefill shapes of real models, windows, uniform heads, caches as views), device against CPU
-//! reference. Then per fixture: one forward over a fixed prompt
-//! with router and head statistics captured, on the CPU in f32 and on the device in its run dtype (bf16 on CUDA), plain and under
-//! interventions (a uniform head, a dropped expert); then a short greedy decode. Checks:
-//! logits within a bf16 tolerance (relative to the largest CPU logit), selected experts
-//! identical except near-ties (CPU selection margin below `--tie-margin`, reported), combine
-//! weights within tolerance, the most-attended position per head identical except where
-//! the CPU's attention itself is nearly flat (entropy within 1% of uniform, reported), and the
-//! attention on the sink and on a span within tolerance.
+//! reference. Then per fixture, once per device dtype (`--dtypes`, default f32 then bf16): one
+//! forward over a fixed prompt with router and head statistics captured, on the CPU in f32 and on
+//! the device, plain and under interventions (a uniform head, a dropped expert); then a short
+//! greedy decode. Checks: logits (relative to the largest CPU logit), selected experts identical
+//! except near-ties (CPU selection margin below `--tie-margin`, reported), combine weights, the
+//! most-attended position per head except where the CPU's attention is nearly flat (entropy
+//! within 1% of uniform, reported), and the attention on the sink and on a span.
+//!
+//! The f32 pass holds all of it to float rounding (1e-3) and fails on any mismatch: it checks
+//! the CUDA code (fused attention, router kernel, capture) except the grouped-GEMM experts,
+//! which run only in bf16/f16. The bf16 pass (the run dtype, and the grouped-GEMM experts)
+//! fails on logits beyond 12% of the largest and on NaN, and reports routing, weight and
+//! attention differences beyond its tolerances without failing: in these tiny random models
+//! bf16 rounding alone moves dense logits by up to 8% and flips near-tied heads and experts, as
+//! `--device cpu --dtypes bf16` shows on the CPU. Both compare a run only up to its first
+//! routing flip (or a routing weight that jumps, PhiMoE's sparsemixer mask): after it the runs
+//! legitimately part; where that happened is reported.
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +35,7 @@ use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
 use routelab_kernels::routing::{route, GroupScore, Normalization, RoutingParams, Scoring, Selection};
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::{parse_expert_mask, parse_head_mask, Interventions};
-use routelab_model::session::{parse_device, LoadOptions, RunRecord, RunRequest, Session};
+use routelab_model::session::{parse_device, LayerRecord, LoadOptions, RunRecord, RunRequest, Session};
 use routelab_model::source::ModelSource;
 
 #[derive(Args, Debug)]
@@ -37,12 +46,41 @@ pub struct SelftestArgs {
     /// Directory of fixture models, one subdirectory each.
     #[arg(long, default_value = "tests/fixtures/models")]
     pub fixtures: PathBuf,
-    /// Largest |device − cpu| logit difference, relative to the largest |cpu logit|.
-    #[arg(long, default_value_t = 0.05)]
-    pub logit_tol: f32,
     /// A routing whose CPU selection margin is below this is a near-tie: reported, not failed.
     #[arg(long, default_value_t = 1e-2)]
     pub tie_margin: f32,
+    /// Device dtypes to compare, comma-separated: f32 (everything to float rounding), bf16 (the
+    /// run dtype on CUDA, bf16 tolerances), f16. `--device cpu --dtypes bf16` rehearses the bf16
+    /// comparison on the CPU.
+    #[arg(long, default_value = "f32,bf16")]
+    pub dtypes: String,
+}
+
+/// What one comparison pass tolerates.
+#[derive(Clone, Copy, Debug)]
+struct Tolerance {
+    /// Largest |device − cpu| logit, relative to the largest |cpu logit|.
+    logits: f32,
+    /// Largest |device − cpu| routing weight, relative to 1 + |cpu weight|; attention mass on
+    /// the sink or the span, absolute.
+    weights: f32,
+    stats: f32,
+    /// Whether routing, weights, statistics and argmax mismatches fail (f32) or are only
+    /// reported (bf16: rounding the weights and activations to 8 bits of mantissa moves them
+    /// visibly in these tiny random models, whose activations are large; the f32 pass holds
+    /// the same code to float rounding).
+    strict: bool,
+}
+
+impl Tolerance {
+    fn for_dtype(dtype: candle_core::DType) -> Self {
+        match dtype {
+            candle_core::DType::F32 => Tolerance { logits: 1e-3, weights: 1e-3, stats: 1e-3, strict: true },
+            // Calibrated with `--device cpu --dtypes bf16`: dense fixtures' logits move by up to
+            // 8% of their largest value in bf16.
+            _ => Tolerance { logits: 0.12, weights: 0.1, stats: 0.1, strict: false },
+        }
+    }
 }
 
 #[derive(Default)]
@@ -54,11 +92,24 @@ struct Tally {
     compared_heads: usize,
     /// Runs that parted at a routing flip: compared only up to it.
     diverged: Vec<String>,
+    /// Mismatches a bf16 pass reports without failing.
+    reported: Vec<String>,
 }
 
-fn load(dir: &Path, device: &Device) -> anyhow::Result<Session> {
+impl Tally {
+    /// A mismatch: a failure in a strict pass, reported in a bf16 one.
+    fn mismatch(&mut self, tol: &Tolerance, what: String) {
+        if tol.strict {
+            self.failures.push(what);
+        } else {
+            self.reported.push(what);
+        }
+    }
+}
+
+fn load(dir: &Path, device: &Device, dtype: candle_core::DType) -> anyhow::Result<Session> {
     let source = ModelSource::parse(&dir.to_string_lossy())?;
-    Session::load(&source, &LoadOptions::for_device(device.clone()), &mut |_| {}).with_context(|| format!("loading {}", dir.display()))
+    Session::load(&source, &LoadOptions { device: device.clone(), dtype }, &mut |_| {}).with_context(|| format!("loading {}", dir.display()))
 }
 
 /// `experts` as a sorted set: the order among the selected does not change a layer's output.
@@ -72,17 +123,29 @@ fn expert_set(experts: &[u32]) -> Vec<u32> {
 /// that layer. From there the runs may legitimately part: that token's MoE output differs, and
 /// through attention so does every later position. (Whether the flip itself is allowed, a
 /// near-tie, is the routing check's business.)
-fn first_divergence(cpu: &RunRecord, dev: &RunRecord) -> Option<(usize, usize)> {
+fn first_divergence(cpu: &RunRecord, dev: &RunRecord, tol: &Tolerance) -> Option<(usize, usize)> {
     cpu.positions.iter().zip(&dev.positions).enumerate().find_map(|(i, (pc, pd))| {
-        pc.layers.iter().zip(&pd.layers).position(|(a, b)| expert_set(&a.experts) != expert_set(&b.experts)).map(|l| (i, l))
+        pc.layers.iter().zip(&pd.layers).position(|(a, b)| expert_set(&a.experts) != expert_set(&b.experts) || (!tol.strict && weight_jump(a, b))).map(|l| (i, l))
     })
 }
 
-fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, a: &SelftestArgs, t: &mut Tally) {
+/// The weight `rec` gave expert `e` (NaN when not selected).
+fn weight_of(rec: &LayerRecord, e: u32) -> f32 {
+    rec.experts.iter().position(|&x| x == e).map(|j| rec.weights[j]).unwrap_or(f32::NAN)
+}
+
+/// A routing weight that moved by a third or more: the other side of a discontinuity
+/// (PhiMoE's sparsemixer masks experts whose logit is within a relative threshold of the best,
+/// and a weight jumps between ~0.5 and 1 when rounding crosses it) rather than rounding.
+fn weight_jump(a: &LayerRecord, b: &LayerRecord) -> bool {
+    a.experts.iter().any(|&e| (weight_of(a, e) - weight_of(b, e)).abs() > 0.33)
+}
+
+fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, tie_margin: f32, tol: &Tolerance, t: &mut Tally) {
     // Everything is compared up to the first routing flip; at that position, the layers up to
     // and including the flipping one (their attention came before it); after it, nothing
     // (reported).
-    let split = first_divergence(cpu, dev);
+    let split = first_divergence(cpu, dev, tol);
     let until = split.map_or(cpu.positions.len(), |(p, _)| p);
     if let Some((p, l)) = split {
         t.diverged.push(format!("{case}: position {p} layer {l} (of {})", cpu.positions.len()));
@@ -94,8 +157,8 @@ fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, a: &Selfte
         let d = (x - y).abs();
         if m.is_nan() || d.is_nan() { f32::NAN } else { m.max(d) }
     });
-    if worst.is_nan() || worst / scale > a.logit_tol {
-        t.failures.push(format!("{case}: logits differ by {worst:.4} (largest |logit| {scale:.3}, tolerance {:.3}) over positions 0..{rows}", a.logit_tol));
+    if worst.is_nan() || worst / scale > tol.logits {
+        t.failures.push(format!("{case}: logits differ by {worst:.4} (largest |logit| {scale:.3}, tolerance {:.3} of it) over positions 0..{rows}", tol.logits));
     }
     for (i, (pc, pd)) in cpu.positions.iter().zip(&dev.positions).enumerate().take(until + 1) {
         let layers = match split {
@@ -107,23 +170,23 @@ fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, a: &Selfte
             if let Some(moe) = s.config().moe(l) {
                 let r = route(&lc.router_logits, &moe.routing, None, &[]);
                 t.compared_routes += 1;
-                if r.margin.first().is_some_and(|&m| m < a.tie_margin) {
+                if r.margin.first().is_some_and(|&m| m < tie_margin) {
                     t.near_ties += 1;
                 } else if expert_set(&lc.experts) != expert_set(&ld.experts) {
-                    t.failures.push(format!("{case}: layer {l} position {}: experts {:?} on the CPU, {:?} on the device", pc.position, lc.experts, ld.experts));
-                } else {
+                    t.mismatch(tol, format!("{case}: layer {l} position {}: experts {:?} on the CPU, {:?} on the device", pc.position, lc.experts, ld.experts));
+                } else if lc.experts.iter().any(|&e| {
                     // Weights matched by expert (a swap among the selected is not a difference).
-                    let w = |rec: &routelab_model::session::LayerRecord, e: u32| rec.experts.iter().position(|&x| x == e).map(|j| rec.weights[j]).unwrap_or(f32::NAN);
-                    if lc.experts.iter().any(|&e| (w(lc, e) - w(ld, e)).abs() > 2e-2 * (1.0 + w(lc, e).abs()) || w(ld, e).is_nan()) {
-                        t.failures.push(format!("{case}: layer {l} position {}: weights {:?} vs {:?}", pc.position, lc.weights, ld.weights));
-                    }
+                    let (x, y) = (weight_of(lc, e), weight_of(ld, e));
+                    (x - y).abs() > tol.weights * (1.0 + x.abs()) || y.is_nan()
+                }) {
+                    t.mismatch(tol, format!("{case}: layer {l} position {}: weights {:?} vs {:?}", pc.position, lc.weights, ld.weights));
                 }
             }
             for (what, c, d) in [("sink", &lc.head_sink, &ld.head_sink), ("span", &lc.head_span, &ld.head_span)] {
                 if c.len() != d.len() {
                     t.failures.push(format!("{case}: layer {l} position {}: {what} has {} heads on the CPU, {} on the device", pc.position, c.len(), d.len()));
-                } else if let Some(h) = (0..c.len()).find(|&h| (c[h] - d[h]).abs() > 2e-2) {
-                    t.failures.push(format!("{case}: layer {l} head {h} position {}: {what} {} on the CPU, {} on the device", pc.position, c[h], d[h]));
+                } else if let Some(h) = (0..c.len()).find(|&h| !((c[h] - d[h]).abs() <= tol.stats)) {
+                    t.mismatch(tol, format!("{case}: layer {l} head {h} position {}: {what} {} on the CPU, {} on the device", pc.position, c[h], d[h]));
                 }
             }
             let uniform = ((pc.position + 1) as f32).ln();
@@ -132,7 +195,7 @@ fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, a: &Selfte
                 if lc.head_entropy[h] > 0.99 * uniform {
                     t.flat_heads += 1;
                 } else if ac != ad {
-                    t.failures.push(format!("{case}: layer {l} head {h} position {}: argmax {ac} on the CPU, {ad} on the device", pc.position));
+                    t.mismatch(tol, format!("{case}: layer {l} head {h} position {}: argmax {ac} on the CPU, {ad} on the device", pc.position));
                 }
             }
         }
@@ -336,31 +399,43 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
         t.flat_heads,
         if t.failures.is_empty() { "ok" } else { "FAILED" }
     );
-    println!("selftest: {} against cpu (f32) on {} fixture models", a.device, dirs.len());
-    for dir in &dirs {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let (cpu, dev) = (load(dir, &Device::Cpu)?, load(dir, &dev)?);
-        let vocab = cpu.config().vocab_size as u32;
-        let tokens: Vec<u32> = (0..24u32).map(|i| (i * 37 + 11) % vocab).collect();
-        let mut sets = vec![("plain", Interventions::default())];
-        let mut iv = Interventions::default();
-        iv.push(parse_head_mask("0:0:uniform").map_err(anyhow::Error::msg)?);
-        if let Some(l) = (0..cpu.config().layers.len()).find(|&l| cpu.config().moe(l).is_some()) {
-            iv.push(parse_expert_mask(&format!("{l}:0:drop")).map_err(anyhow::Error::msg)?);
+    let mut dtypes = Vec::new();
+    for d in a.dtypes.split(',') {
+        dtypes.push(match d.trim() {
+            "f32" => candle_core::DType::F32,
+            "bf16" => candle_core::DType::BF16,
+            "f16" => candle_core::DType::F16,
+            other => bail!("--dtypes: {other:?} is not f32, bf16 or f16"),
+        });
+    }
+    for dtype in dtypes {
+        let tol = Tolerance::for_dtype(dtype);
+        println!("selftest: {} in {dtype:?} against cpu (f32) on {} fixture models ({tol:?})", a.device, dirs.len());
+        for dir in &dirs {
+            let name = dir.file_name().unwrap().to_string_lossy().to_string();
+            let (cpu, dev) = (load(dir, &Device::Cpu, candle_core::DType::F32)?, load(dir, &dev, dtype)?);
+            let vocab = cpu.config().vocab_size as u32;
+            let tokens: Vec<u32> = (0..24u32).map(|i| (i * 37 + 11) % vocab).collect();
+            let mut sets = vec![("plain", Interventions::default())];
+            let mut iv = Interventions::default();
+            iv.push(parse_head_mask("0:0:uniform").map_err(anyhow::Error::msg)?);
+            if let Some(l) = (0..cpu.config().layers.len()).find(|&l| cpu.config().moe(l).is_some()) {
+                iv.push(parse_expert_mask(&format!("{l}:0:drop")).map_err(anyhow::Error::msg)?);
+            }
+            sets.push(("masked", iv));
+            let before = (t.failures.len(), t.reported.len());
+            for (what, iv) in sets {
+                let req = RunRequest::forward(tokens.clone(), capture.clone(), iv);
+                let rc = cpu.run(&req, &mut |_| true)?;
+                let rd = dev.run(&req, &mut |_| true)?;
+                compare(&format!("{name} {dtype:?} {what}"), &cpu, &rc, &rd, a.tie_margin, &tol, &mut t);
+            }
+            let gen = RunRequest { max_new_tokens: 8, stop_at_eos: false, ..RunRequest::forward(tokens.clone(), CaptureSpec::none(), Interventions::default()) };
+            let (gc, gd) = (cpu.run(&gen, &mut |_| true)?, dev.run(&gen, &mut |_| true)?);
+            let same = gc.generated().iter().zip(gd.generated()).take_while(|(x, y)| x == y).count();
+            let status = if t.failures.len() > before.0 { "FAILED" } else if t.reported.len() > before.1 { "ok*" } else { "ok" };
+            println!("  {name:<16} {status:<6} greedy decode: {same}/{} tokens identical", gc.generated().len());
         }
-        sets.push(("masked", iv));
-        let before = t.failures.len();
-        for (what, iv) in sets {
-            let req = RunRequest::forward(tokens.clone(), capture.clone(), iv);
-            let rc = cpu.run(&req, &mut |_| true)?;
-            let rd = dev.run(&req, &mut |_| true)?;
-            compare(&format!("{name} {what}"), &cpu, &rc, &rd, &a, &mut t);
-        }
-        let gen = RunRequest { max_new_tokens: 8, stop_at_eos: false, ..RunRequest::forward(tokens.clone(), CaptureSpec::none(), Interventions::default()) };
-        let (gc, gd) = (cpu.run(&gen, &mut |_| true)?, dev.run(&gen, &mut |_| true)?);
-        let same = gc.generated().iter().zip(gd.generated()).take_while(|(x, y)| x == y).count();
-        let status = if t.failures.len() == before { "ok" } else { "FAILED" };
-        println!("  {name:<16} {status:<6} greedy decode: {same}/{} tokens identical", gc.generated().len());
     }
     println!(
         "routes compared {} (near-ties skipped {}), head argmaxes compared {} (near-flat skipped {})",
@@ -370,6 +445,12 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
         println!("{} runs selected other experts at a near-tie (bf16 rounding) and were compared up to that point:", t.diverged.len());
         for d in &t.diverged {
             println!("  {d}");
+        }
+    }
+    if !t.reported.is_empty() {
+        println!("ok*: {} differences beyond the bf16 tolerances in routing, weights or attention statistics, reported, not failed (first 10):", t.reported.len());
+        for r in t.reported.iter().take(10) {
+            println!("  {r}");
         }
     }
     for f in t.failures.iter().take(40) {
@@ -390,7 +471,15 @@ mod tests {
     /// every comparison runs, nothing differs.
     #[test]
     fn selftest_on_the_cpu_passes_every_fixture() {
-        let a = SelftestArgs { device: "cpu".into(), fixtures: "../tests/fixtures/models".into(), logit_tol: 0.0, tie_margin: 0.0 };
+        let a = SelftestArgs { device: "cpu".into(), fixtures: "../tests/fixtures/models".into(), tie_margin: 0.0, dtypes: "f32".into() };
+        run(a).unwrap();
+    }
+
+    /// The bf16 comparison rehearsed on the CPU: every family runs in bf16 (no op mixes dtypes)
+    /// and stays within the bf16 pass's tolerances of the f32 reference.
+    #[test]
+    fn bf16_rehearsal_on_the_cpu_passes_every_fixture() {
+        let a = SelftestArgs { device: "cpu".into(), fixtures: "../tests/fixtures/models".into(), tie_margin: 1e-2, dtypes: "bf16".into() };
         run(a).unwrap();
     }
 
@@ -398,7 +487,7 @@ mod tests {
     /// it is no failure, one before it is); the same flip at a clear margin is a failure.
     #[test]
     fn comparison_stops_at_a_routing_flip() {
-        let s = load(Path::new("../tests/fixtures/models/mixtral"), &Device::Cpu).unwrap();
+        let s = load(Path::new("../tests/fixtures/models/mixtral"), &Device::Cpu, candle_core::DType::F32).unwrap();
         let capture = CaptureSpec { logits: true, ..CaptureSpec::default() };
         let cpu = s.run(&RunRequest::forward((1..9).collect(), capture, Interventions::default()), &mut |_| true).unwrap();
         let mut dev = cpu.clone();
@@ -408,17 +497,17 @@ mod tests {
         for row in &mut dev.logits[3..] {
             row.iter_mut().for_each(|x| *x += 10.0);
         }
-        let args = |tie_margin| SelftestArgs { device: "cpu".into(), fixtures: PathBuf::new(), logit_tol: 0.05, tie_margin };
+        let tol = Tolerance::for_dtype(candle_core::DType::F32);
         let mut t = Tally::default();
-        compare("flip", &s, &cpu, &dev, &args(f32::INFINITY), &mut t);
+        compare("flip", &s, &cpu, &dev, f32::INFINITY, &tol, &mut t);
         assert!(t.failures.is_empty(), "{:?}", t.failures);
         assert_eq!(t.diverged, vec!["flip: position 3 layer 0 (of 8)".to_string()]);
         let mut t = Tally::default();
-        compare("flip", &s, &cpu, &dev, &args(0.0), &mut t);
+        compare("flip", &s, &cpu, &dev, 0.0, &tol, &mut t);
         assert!(t.failures.len() == 1 && t.failures[0].contains("layer 0 position 3: experts"), "{:?}", t.failures);
         dev.logits[1][0] += 10.0;
         let mut t = Tally::default();
-        compare("flip", &s, &cpu, &dev, &args(f32::INFINITY), &mut t);
+        compare("flip", &s, &cpu, &dev, f32::INFINITY, &tol, &mut t);
         assert!(t.failures.len() == 1 && t.failures[0].contains("over positions 0..3"), "{:?}", t.failures);
     }
 }
