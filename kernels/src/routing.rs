@@ -135,8 +135,9 @@ pub struct Routes {
     pub experts: Vec<u32>,
     /// Combine weight of each selected expert, as applied to its output.
     pub weights: Vec<f32>,
-    /// Per token, the gap between the k-th and the (k+1)-th selection score: how far the
-    /// routing is from a tie (∞ when every expert is selected).
+    /// Per token, the gap between the k-th and the (k+1)-th selection score, and for
+    /// group-limited routers also between the weakest kept and the strongest dropped group
+    /// (the smaller of the two): how far the routing is from a tie (∞ when nothing was left out).
     pub margin: Vec<f32>,
 }
 
@@ -200,15 +201,19 @@ pub fn route(
             };
             choice[i] = if is_excluded(i) { f32::NEG_INFINITY } else { scores[i] + bias };
         }
-        if let Selection::GroupLimited { groups, top_groups, group_score } = params.selection {
-            mask_weak_groups(&mut choice, groups, top_groups, group_score);
-        }
+        // A group-limited router decides twice (groups, then experts): its margin is the
+        // smaller of the two gaps, since either flipping changes the selection.
+        let group_margin = match params.selection {
+            Selection::GroupLimited { groups, top_groups, group_score } => mask_weak_groups(&mut choice, groups, top_groups, group_score),
+            _ => f32::INFINITY,
+        };
         let order = ranked(&choice);
         let selected = &order[..k];
-        routes.margin.push(match order.get(k) {
-            Some(&next) => choice[selected[k - 1]] - choice[next],
-            None => f32::INFINITY,
-        });
+        let expert_margin = match order.get(k) {
+            Some(&next) if choice[next] > f32::NEG_INFINITY => choice[selected[k - 1]] - choice[next],
+            _ => f32::INFINITY,
+        };
+        routes.margin.push(expert_margin.min(group_margin));
         let mut w: Vec<f32> = selected.iter().map(|&i| scores[i]).collect();
         match params.normalization {
             Normalization::None => {}
@@ -260,7 +265,9 @@ fn ranked(values: &[f32]) -> Vec<usize> {
 }
 
 /// Group-limited routing: keep only the experts of the `top_groups` strongest groups.
-fn mask_weak_groups(choice: &mut [f32], groups: usize, top_groups: usize, how: GroupScore) {
+/// Returns the group selection's margin: the gap between the weakest kept group's strength and
+/// the strongest dropped one's (infinite when every group is kept).
+fn mask_weak_groups(choice: &mut [f32], groups: usize, top_groups: usize, how: GroupScore) -> f32 {
     let per_group = choice.len() / groups;
     let strength: Vec<f32> = choice
         .chunks_exact(per_group)
@@ -277,6 +284,10 @@ fn mask_weak_groups(choice: &mut [f32], groups: usize, top_groups: usize, how: G
         if !keep[..top_groups].contains(&gi) {
             group.iter_mut().for_each(|c| *c = f32::NEG_INFINITY);
         }
+    }
+    match keep.get(top_groups) {
+        Some(&next) => strength[keep[top_groups - 1]] - strength[next],
+        None => f32::INFINITY,
     }
 }
 
@@ -420,6 +431,9 @@ mod tests {
         chosen.sort();
         assert_eq!(chosen, vec![3, 4]);
         approx(&r.weights, &[0.5, 0.5]);
+        // Experts: 0.6 vs 0.01 within the kept group (0.59); groups: 1.2 vs 1.0 (0.2). The
+        // smaller gap is the margin.
+        approx(&r.margin, &[0.2]);
     }
 
     #[test]

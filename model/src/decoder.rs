@@ -75,6 +75,14 @@ pub struct Model {
 }
 
 impl Model {
+    /// Layer `l`'s router selection bias (DeepSeek-V3), for recomputing its routing on the host.
+    pub fn router_bias(&self, l: usize) -> Option<&[f32]> {
+        match &self.layers.get(l)?.ffn {
+            FeedForward::Moe(m) => m.correction_bias(),
+            FeedForward::Dense(_) => None,
+        }
+    }
+
     /// Builds the model from its weights; `progress(done, total)` is called per layer.
     pub fn load(config: ModelConfig, w: &Weights, progress: &mut dyn FnMut(usize, usize) -> bool) -> Result<Model> {
         let layout = config.family.layout();

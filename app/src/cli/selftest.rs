@@ -168,7 +168,7 @@ fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, tie_margin
         };
         for (l, (lc, ld)) in pc.layers.iter().zip(&pd.layers).enumerate().take(layers) {
             if let Some(moe) = s.config().moe(l) {
-                let r = route(&lc.router_logits, &moe.routing, None, &[]);
+                let r = route(&lc.router_logits, &moe.routing, s.model.router_bias(l), &[]);
                 t.compared_routes += 1;
                 if r.margin.first().is_some_and(|&m| m < tie_margin) {
                     t.near_ties += 1;

@@ -107,6 +107,7 @@ extern "C" __global__ void router_topk_f32(
         float b = (scoring == 1 && has_bias) ? bias[i] : 0.0f;
         choice[i] = excluded[i] != 0.0f ? -INFINITY : scores[i] + b;
     }
+    float group_margin = INFINITY;
     if (selection == 1) {
         // Group-limited: only the experts of the top_groups strongest groups stay eligible.
         int per = n_exp / groups;
@@ -124,7 +125,13 @@ extern "C" __global__ void router_topk_f32(
             strength[g] = s;
             gtaken[g] = false;
         }
-        for (int r = 0; r < top_groups; ++r) gtaken[best_untaken(strength, gtaken, groups)] = true;
+        int weakest = -1;
+        for (int r = 0; r < top_groups; ++r) {
+            weakest = best_untaken(strength, gtaken, groups);
+            gtaken[weakest] = true;
+        }
+        int dropped_best = best_untaken(strength, gtaken, groups);
+        group_margin = dropped_best < 0 ? INFINITY : strength[weakest] - strength[dropped_best];
         for (int g = 0; g < groups; ++g)
             if (!gtaken[g])
                 for (int i = 0; i < per; ++i) choice[g * per + i] = -INFINITY;
@@ -142,7 +149,8 @@ extern "C" __global__ void router_topk_f32(
         wp += powf(fabsf(scores[e]), pnorm);
     }
     int next = best_untaken(choice, taken, n_exp);
-    o[2 * k] = next < 0 ? INFINITY : choice[last] - choice[next];
+    // The smaller of the expert gap and (group-limited) the group gap, as routing.rs.
+    o[2 * k] = fminf(next < 0 ? INFINITY : choice[last] - choice[next], group_margin);
     float denom = 1.0f;
     if (norm == 1) denom = wsum + 1e-20f;
     else if (norm == 2) denom = powf(wp, 1.0f / pnorm);

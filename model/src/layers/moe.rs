@@ -159,6 +159,11 @@ impl Moe {
         Ok(())
     }
 
+    /// The router's selection bias (DeepSeek-V3's `e_score_correction_bias`), if any.
+    pub fn correction_bias(&self) -> Option<&[f32]> {
+        self.correction_bias.as_deref()
+    }
+
     pub fn activation(&self) -> Activation {
         self.experts[0].activation
     }
