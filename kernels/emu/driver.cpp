@@ -109,12 +109,14 @@ int main(int argc, char** argv) {
             emu_launch(grid, block, [&] { row_norm_f32(a.f(0), a.f(1), a.i32(0), a.i32(1)); });
         } else if (name == "row_norm_bf16") {
             emu_launch(grid, block, [&] { row_norm_bf16(a.h<__nv_bfloat16>(0), a.f(1), a.i32(0), a.i32(1)); });
+        } else if (name == "attention_combine") {
+            emu_launch(grid, block, [&] { attention_combine(a.f(0), a.f(1), a.i32(0), a.i32(1), a.i32(2)); });
         } else if (name.rfind("attention_stats_", 0) == 0) {
             auto run = [&](auto kernel, auto q, auto k, auto v) {
                 emu_launch(grid, block, [&] {
                     kernel(q, k, v, a.f(3), a.i32(0), a.i32(1), a.i32(2), a.i32(3), a.i32(4), a.i64(5), a.i64(6),
                            a.i64(7), a.i64(8), a.f32(9), a.i32(10), a.i32(11), a.i32(12), a.i32(13), a.u64(14),
-                           a.u64(15), a.u64(16), a.u64(17));
+                           a.u64(15), a.u64(16), a.u64(17), a.i32(18));
                 });
             };
             if (name == "attention_stats_f32") run(attention_stats_f32, a.f(0), a.f(1), a.f(2));

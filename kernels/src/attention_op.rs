@@ -5,7 +5,9 @@
 //! the mass on key 0 (the attention sink, Xiao et al. 2023) and the mass on a chosen key span
 //! (a needle, a document). On CUDA (`cuda/attention.cu`) no score or probability matrix is
 //! stored at all, not even one query block's: keys stream through in tiles with an online
-//! softmax, and the statistics ride on the same recurrence. The CPU implementation here is the
+//! softmax, and the statistics ride on the same recurrence; when a call has too few
+//! (query, head) pairs to fill the GPU (decoding over a long context) the keys are split into
+//! chunks whose running states a second kernel merges (flash-decoding). The CPU implementation here is the
 //! reference: the textbook two passes per query (scores, max, exponentials, normalise, then
 //! output and statistics), written for clarity.
 //!
@@ -27,6 +29,14 @@ pub const MAX_HEADS: usize = 256;
 const THREADS: u32 = 128;
 /// Statistics per (head, query) after the outputs.
 pub const STATS: usize = 4;
+/// Floats of one key chunk's raw state (m, l, a, z, w, best score, its position) before its
+/// dv accumulators, in the split-keys workspace.
+#[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))]
+const STATE: usize = 7;
+/// Blocks worth filling the GPU with (an H100 has 132 SMs): below this, keys are split.
+const TARGET_BLOCKS: usize = 512;
+/// Fewest keys worth a chunk of their own.
+const MIN_CHUNK: usize = 256;
 
 /// The op: build with the layer's scale and window, apply with [`attention_with_stats`].
 #[derive(Clone, Debug)]
@@ -110,9 +120,32 @@ fn check(op: &AttentionStats, lq: &Layout, lk: &Layout, lv: &Layout) -> candle_c
 }
 
 impl AttentionStats {
-    /// The CUDA launch for one call (also what the emulator runs): one block per (query, head).
-    /// `k_strides`/`v_strides` are (head, row) strides in elements.
-    pub fn launch(&self, kernel: &'static str, dims: (usize, usize, usize, usize, usize, usize), k_strides: (usize, usize), v_strides: (usize, usize)) -> candle_core::Result<Launch> {
+    /// Keys per chunk when a call's (query, head) blocks are too few to fill the GPU (decoding
+    /// over a long context): enough chunks for about [`TARGET_BLOCKS`] blocks, none shorter
+    /// than [`MIN_CHUNK`] keys, a multiple of the kernel's 128-key tile. 0: no split.
+    pub fn chunk_len(t: usize, heads: usize, s: usize) -> usize {
+        let blocks = (t * heads).max(1);
+        let chunks = TARGET_BLOCKS.div_ceil(blocks).min(s.div_ceil(MIN_CHUNK));
+        if chunks <= 1 {
+            return 0;
+        }
+        s.div_ceil(chunks).div_ceil(THREADS as usize) * THREADS as usize
+    }
+
+    /// The merge of a split call: one block per (query, head) over `chunks` raw states.
+    pub fn combine_launch(t: usize, heads: usize, dv: usize, chunks: usize) -> Launch {
+        Launch {
+            kernel: "attention_combine",
+            grid: (t as u32, heads as u32, 1),
+            block: (THREADS, 1, 1),
+            scalars: vec![Scalar::I32(t as i32), Scalar::I32(dv as i32), Scalar::I32(chunks as i32)],
+        }
+    }
+
+    /// The CUDA launch for one call (also what the emulator runs): one block per (query, head),
+    /// or with `chunk_len > 0` one per (query, head, chunk of keys) writing raw states for
+    /// [`Self::combine_launch`]. `k_strides`/`v_strides` are (head, row) strides in elements.
+    pub fn launch(&self, kernel: &'static str, dims: (usize, usize, usize, usize, usize, usize), k_strides: (usize, usize), v_strides: (usize, usize), chunk_len: usize) -> candle_core::Result<Launch> {
         let (heads, kv_heads, t, s, d, dv) = dims;
         if d > MAX_HEAD_DIM || dv > MAX_HEAD_DIM || heads > MAX_HEADS {
             candle_core::bail!("attention-stats: head dims {d}/{dv} or {heads} heads exceed the CUDA kernel's {MAX_HEAD_DIM}/{MAX_HEADS}");
@@ -124,9 +157,10 @@ impl AttentionStats {
         let (span_start, span_end) = (self.span.0.min(s), self.span.1.min(s));
         let i = |x: usize| Scalar::I32(x as i32);
         let l = |x: usize| Scalar::I64(x as i64);
+        let chunks = if chunk_len > 0 { s.div_ceil(chunk_len) } else { 1 };
         Ok(Launch {
             kernel,
-            grid: (t as u32, heads as u32, 1),
+            grid: (t as u32, heads as u32, chunks as u32),
             block: (THREADS, 1, 1),
             scalars: vec![
                 i(heads),
@@ -147,6 +181,7 @@ impl AttentionStats {
                 Scalar::U64(words[1]),
                 Scalar::U64(words[2]),
                 Scalar::U64(words[3]),
+                i(chunk_len),
             ],
         })
     }
@@ -258,13 +293,18 @@ impl CustomOp3 for AttentionStats {
             DType::F16 => "attention_stats_f16",
             other => candle_core::bail!("attention-stats: {other:?} is not a float type the kernel takes"),
         };
-        let launch = self.launch(kernel, (heads, kv_heads, t, s, d, dv), ks, vs)?;
+        let chunk_len = Self::chunk_len(t, heads, s);
+        let launch = self.launch(kernel, (heads, kv_heads, t, s, d, dv), ks, vs, chunk_len)?;
+        let chunks = launch.grid.2 as usize;
         let dev = s1.device();
         let w = dv + STATS;
-        // SAFETY: each block's threads write every element of their (head, query) row.
+        // SAFETY: each block's threads write every element of their (head, query) row (or
+        // chunk state); the combine writes every row.
         let out = unsafe { dev.alloc::<f32>((heads * t * w).max(1))? };
+        let ws = if chunks > 1 { Some(unsafe { dev.alloc::<f32>(heads * t * chunks * (dv + STATE))? }) } else { None };
         if heads * t > 0 {
             let func = dev.get_or_load_custom_func(kernel, "routelab_attention", crate::cuda::ATTENTION)?;
+            let target = ws.as_ref().unwrap_or(&out);
             macro_rules! push {
                 ($ty:ty) => {{
                     let mut b = func.builder();
@@ -274,7 +314,7 @@ impl CustomOp3 for AttentionStats {
                     b.arg(&q);
                     b.arg(&k);
                     b.arg(&v);
-                    b.arg(&out);
+                    b.arg(target);
                     launch.push_scalars(&mut b);
                     // SAFETY: buffers then scalars, as attention.cu's kernels take them.
                     unsafe { b.launch(launch.config()) }.w()?;
@@ -284,6 +324,16 @@ impl CustomOp3 for AttentionStats {
                 DType::BF16 => push!(bf16),
                 DType::F16 => push!(f16),
                 _ => push!(f32),
+            }
+            if let Some(ws) = &ws {
+                let combine = Self::combine_launch(t, heads, dv, chunks);
+                let func = dev.get_or_load_custom_func(combine.kernel, "routelab_attention", crate::cuda::ATTENTION)?;
+                let mut b = func.builder();
+                b.arg(ws);
+                b.arg(&out);
+                combine.push_scalars(&mut b);
+                // SAFETY: buffers then scalars, as attention_combine takes them.
+                unsafe { b.launch(combine.config()) }.w()?;
             }
         }
         Ok((candle_core::CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((heads, t, w))))
@@ -358,7 +408,7 @@ mod tests {
 
     /// The CUDA kernel (run by the emulator) against the CPU reference: GQA, a window, a
     /// uniform head, a span, keys over several tiles, k and v as views of a larger cache.
-    fn emulated_case(heads: usize, kv_heads: usize, t: usize, s: usize, window: Option<usize>, bf16: bool) {
+    fn emulated_case(heads: usize, kv_heads: usize, t: usize, s: usize, window: Option<usize>, bf16: bool, chunk_len: usize) {
         let (d, dv, cap) = (24, 20, s + 17);
         let mut q = values(heads * t * d, 1);
         let mut kc = values(kv_heads * cap * d, 2);
@@ -384,15 +434,24 @@ mod tests {
         )
         .unwrap();
         let kernel = if bf16 { "attention_stats_bf16" } else { "attention_stats_f32" };
-        let launch = op.launch(kernel, (heads, kv_heads, t, s, d, dv), (cap * d, d), (cap * dv, dv)).unwrap();
+        let launch = op.launch(kernel, (heads, kv_heads, t, s, d, dv), (cap * d, d), (cap * dv, dv), chunk_len).unwrap();
+        let chunks = launch.grid.2 as usize;
+        assert_eq!(chunks > 1, chunk_len > 0 && chunk_len < s, "the case splits as intended");
         let w = dv + STATS;
+        let first_out = if chunk_len > 0 { heads * t * chunks * (dv + STATE) } else { heads * t * w };
         let (qb, kb, vb) = (bf16_bits(&q), bf16_bits(&kc), bf16_bits(&vc));
         let bufs = if bf16 {
-            vec![emu::Buf::U16(&qb), emu::Buf::U16(&kb), emu::Buf::U16(&vb), emu::Buf::Out(heads * t * w)]
+            vec![emu::Buf::U16(&qb), emu::Buf::U16(&kb), emu::Buf::U16(&vb), emu::Buf::Out(first_out)]
         } else {
-            vec![emu::Buf::F32(&q), emu::Buf::F32(&kc), emu::Buf::F32(&vc), emu::Buf::Out(heads * t * w)]
+            vec![emu::Buf::F32(&q), emu::Buf::F32(&kc), emu::Buf::F32(&vc), emu::Buf::Out(first_out)]
         };
-        let Some(got) = emu::run(&launch, &bufs) else { return };
+        let Some(mut got) = emu::run(&launch, &bufs) else { return };
+        if chunk_len > 0 {
+            // Then the merge, from the chunk states.
+            let combine = AttentionStats::combine_launch(t, heads, dv, chunks);
+            let Some(merged) = emu::run(&combine, &[emu::Buf::F32(&got[0]), emu::Buf::Out(heads * t * w)]) else { return };
+            got = merged;
+        }
         let got = &got[0];
         let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let (out, ent, sink, span) = (flat(&reference.out), flat(&reference.entropy), flat(&reference.sink), flat(&reference.span));
@@ -415,16 +474,36 @@ mod tests {
     #[test]
     fn kernel_decode_over_several_tiles_with_a_window() {
         // 3 queries at positions 297..299: keys stream through three 128-key tiles.
-        emulated_case(4, 2, 3, 300, Some(260), false);
+        emulated_case(4, 2, 3, 300, Some(260), false, 0);
+    }
+
+    #[test]
+    fn kernel_split_keys_decode_with_a_window() {
+        // Chunks of 128 keys: the window's first chunk is partial, one chunk lies wholly
+        // outside the window (empty state), queries end mid-chunk; plus one query per head
+        // over 700 keys in chunks of 256.
+        emulated_case(4, 2, 3, 300, Some(200), false, 128);
+        emulated_case(2, 1, 1, 700, None, true, 256);
+    }
+
+    #[test]
+    fn split_plan_fills_the_gpu_only_when_blocks_are_few() {
+        // Decode over 32K keys with 32 heads: 16 chunks of 2048 keys (512 blocks).
+        assert_eq!(AttentionStats::chunk_len(1, 32, 32768), 2048);
+        // A 512-token prefill has blocks enough; a short decode is not worth splitting.
+        assert_eq!(AttentionStats::chunk_len(512, 32, 512), 0);
+        assert_eq!(AttentionStats::chunk_len(1, 32, 200), 0);
+        // 600 keys: at most 3 chunks of >= 256 → 200 each, rounded up to the 128-key tile.
+        assert_eq!(AttentionStats::chunk_len(1, 8, 600), 256);
     }
 
     #[test]
     fn kernel_prefill_without_window() {
-        emulated_case(2, 1, 40, 40, None, false);
+        emulated_case(2, 1, 40, 40, None, false, 0);
     }
 
     #[test]
     fn kernel_bf16_inputs() {
-        emulated_case(4, 4, 2, 150, None, true);
+        emulated_case(4, 4, 2, 150, None, true, 0);
     }
 }

@@ -19,6 +19,12 @@
 // exactly the uniform distribution over them.
 //
 // Output row per (head, query), f32: dv outputs, then entropy, argmax (as f32), sink, span.
+//
+// Split keys (flash-decoding): when few (query, head) blocks would leave most of the GPU idle,
+// as in decoding over a long context, `attention_partial_*` runs gridDim.z blocks per
+// (query, head), each over one chunk of chunk_len key positions, and writes its raw running
+// state (m, l, a, z, w, best score, its position, dv accumulators); `attention_combine` merges
+// the chunks' states with the same rescaling and writes the row above.
 #include <stdint.h>
 #include <math.h>
 #ifndef ROUTELAB_EMULATE
@@ -40,12 +46,15 @@ __device__ void attention_stats(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* __restrict__ out,
     int heads, int kv_heads, int tq, int d, int dv, int64_t k_head_stride, int64_t k_row_stride,
     int64_t v_head_stride, int64_t v_row_stride, float scale, int q_start, int window, int span_start,
-    int span_end, uint64_t uniform0, uint64_t uniform1, uint64_t uniform2, uint64_t uniform3)
+    int span_end, uint64_t uniform0, uint64_t uniform1, uint64_t uniform2, uint64_t uniform3, int chunk_len)
 {
     const int t = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
     const int kvh = h / (heads / kv_heads);
     const int pos = q_start + t;  // the query's absolute position: keys 0..=pos exist
-    const int lo = window > 0 ? max(0, pos - window + 1) : 0;
+    const int visible_lo = window > 0 ? max(0, pos - window + 1) : 0;
+    // This block's keys: all visible ones, or (chunk_len > 0) those in chunk blockIdx.z.
+    const int lo = chunk_len > 0 ? max(visible_lo, (int)blockIdx.z * chunk_len) : visible_lo;
+    const int hi = chunk_len > 0 ? min(pos, ((int)blockIdx.z + 1) * chunk_len - 1) : pos;
     const uint64_t word = h < 64 ? uniform0 : h < 128 ? uniform1 : h < 192 ? uniform2 : uniform3;
     const bool uniform = (word >> (h & 63)) & 1;
 
@@ -66,9 +75,9 @@ __device__ void attention_stats(
     float acc[ATT_ACC];
     for (int c = 0; c < ATT_ACC; ++c) acc[c] = 0.0f;
 
-    for (int j0 = lo; j0 <= pos; j0 += ATT_THREADS) {
+    for (int j0 = lo; j0 <= hi; j0 += ATT_THREADS) {
         const int j = j0 + tid;
-        const bool live = j <= pos;
+        const bool live = j <= hi;
         float s = -INFINITY;
         if (live) {
             if (uniform) {
@@ -121,7 +130,7 @@ __device__ void attention_stats(
             best_i = tile_arg;
         }
         m = m_new;
-        const int n = min(ATT_THREADS, pos - j0 + 1);
+        const int n = min(ATT_THREADS, hi - j0 + 1);
         for (int c = 0; c < ATT_ACC; ++c) {
             const int dd = tid + c * ATT_THREADS;
             if (dd < dv) {
@@ -134,6 +143,18 @@ __device__ void attention_stats(
         __syncthreads();
     }
 
+    if (chunk_len > 0) {
+        // Raw state for attention_combine (an empty chunk leaves l = 0 and m = -inf).
+        float* st = out + (((size_t)h * tq + t) * gridDim.z + blockIdx.z) * (dv + 7);
+        for (int c = 0; c < ATT_ACC; ++c) {
+            const int dd = tid + c * ATT_THREADS;
+            if (dd < dv) st[7 + dd] = acc[c];
+        }
+        if (tid == 0) {
+            st[0] = m; st[1] = l; st[2] = a; st[3] = z; st[4] = w; st[5] = best; st[6] = (float)best_i;
+        }
+        return;
+    }
     float* o = out + ((size_t)h * tq + t) * (dv + 4);
     const float inv = 1.0f / l;
     for (int c = 0; c < ATT_ACC; ++c) {
@@ -148,18 +169,62 @@ __device__ void attention_stats(
     }
 }
 
+// Merges the chunks of one (query, head): grid (T, H), ATT_THREADS threads over dv.
+extern "C" __global__ void attention_combine(const float* __restrict__ ws, float* __restrict__ out, int tq, int dv, int chunks) {
+    const int t = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+    const float* st = ws + ((size_t)h * tq + t) * chunks * (dv + 7);
+    float m = -INFINITY;
+    for (int c = 0; c < chunks; ++c)
+        if (st[c * (dv + 7) + 1] > 0.0f) m = fmaxf(m, st[c * (dv + 7)]);
+    float l = 0.0f, a = 0.0f, z = 0.0f, w = 0.0f, best = -INFINITY;
+    int best_i = 0;
+    bool first = true;
+    for (int c = 0; c < chunks; ++c) {
+        const float* s = st + c * (dv + 7);
+        if (!(s[1] > 0.0f)) continue;  // no visible key in this chunk
+        const float f = expf(s[0] - m);
+        l += f * s[1];
+        a += f * (s[2] + (s[0] - m) * s[1]);
+        z += f * s[3];
+        w += f * s[4];
+        // Chunks are in key order: only a strictly better score replaces, ties keep the first.
+        if (first || s[5] > best) {
+            best = s[5];
+            best_i = (int)s[6];
+            first = false;
+        }
+    }
+    float* o = out + ((size_t)h * tq + t) * (dv + 4);
+    const float inv = 1.0f / l;
+    for (int dd = tid; dd < dv; dd += ATT_THREADS) {
+        float x = 0.0f;
+        for (int c = 0; c < chunks; ++c) {
+            const float* s = st + c * (dv + 7);
+            if (s[1] > 0.0f) x += expf(s[0] - m) * s[7 + dd];
+        }
+        o[dd] = x * inv;
+    }
+    if (tid == 0) {
+        o[dv] = fmaxf(logf(l) - a * inv, 0.0f);
+        o[dv + 1] = (float)best_i;
+        o[dv + 2] = z * inv;
+        o[dv + 3] = w * inv;
+    }
+}
+
 #define ATTENTION_KERNEL(NAME, T)                                                                          \
     extern "C" __global__ void NAME(                                                                       \
         const T* q, const T* k, const T* v, float* out, int heads, int kv_heads, int tq, int d, int dv,    \
         int64_t k_head_stride, int64_t k_row_stride, int64_t v_head_stride, int64_t v_row_stride,          \
         float scale, int q_start, int window, int span_start, int span_end, uint64_t uniform0,             \
-        uint64_t uniform1, uint64_t uniform2, uint64_t uniform3)                                           \
+        uint64_t uniform1, uint64_t uniform2, uint64_t uniform3, int chunk_len)                            \
     {                                                                                                      \
         attention_stats<T>(q, k, v, out, heads, kv_heads, tq, d, dv, k_head_stride, k_row_stride,          \
                            v_head_stride, v_row_stride, scale, q_start, window, span_start, span_end,      \
-                           uniform0, uniform1, uniform2, uniform3);                                        \
+                           uniform0, uniform1, uniform2, uniform3, chunk_len);                             \
     }
 
+// chunk_len 0: one block per (query, head) writes the final row; > 0: raw chunk states.
 ATTENTION_KERNEL(attention_stats_f32, float)
 ATTENTION_KERNEL(attention_stats_bf16, __nv_bfloat16)
 ATTENTION_KERNEL(attention_stats_f16, __half)
