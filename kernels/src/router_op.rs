@@ -317,37 +317,10 @@ mod tests {
     #[test]
     fn kernel_matches_the_reference_on_the_emulator() {
         let t = 150;
-        let scheme = |e: usize, k: usize| RoutingParams::softmax_top_k(e, k, true);
-        let mut dbrx = RoutingParams::softmax_top_k(16, 4, false);
-        dbrx.normalization = Normalization::PNorm(1.0);
-        let v3 = RoutingParams {
-            num_experts: 256,
-            top_k: 8,
-            scoring: Scoring::Sigmoid,
-            selection: Selection::GroupLimited { groups: 8, top_groups: 4, group_score: GroupScore::TopTwoSum },
-            normalization: Normalization::Sum,
-            routed_scaling: 2.5,
-        };
-        let v2 = RoutingParams {
-            num_experts: 160,
-            top_k: 6,
-            scoring: Scoring::Softmax,
-            selection: Selection::GroupLimited { groups: 8, top_groups: 3, group_score: GroupScore::Max },
-            normalization: Normalization::None,
-            routed_scaling: 16.0,
-        };
-        let phi = RoutingParams {
-            num_experts: 16,
-            top_k: 2,
-            scoring: Scoring::Softmax,
-            selection: Selection::SparseMixer { jitter_eps: 0.01 },
-            normalization: Normalization::None,
-            routed_scaling: 1.0,
-        };
-        for (params, bias) in [(scheme(8, 2), false), (scheme(64, 8), false), (dbrx, false), (v3, true), (v2, false), (phi, false)] {
+        for params in RoutingParams::family_schemes() {
             let e = params.num_experts;
             let l = logits(t, e, 5);
-            let bias: Option<Vec<f32>> = bias.then(|| (0..e).map(|i| (i % 7) as f32 * 0.05 - 0.1).collect());
+            let bias: Option<Vec<f32>> = matches!(params.scoring, Scoring::Sigmoid).then(|| (0..e).map(|i| (i % 7) as f32 * 0.05 - 0.1).collect());
             let excluded: Vec<bool> = (0..e).map(|i| i % 5 == 3).collect();
             let dropped: Vec<bool> = (0..e).map(|i| i % 7 == 1).collect();
             let op = RouterTopK::new(params.clone(), bias.is_some());

@@ -93,6 +93,43 @@ impl RoutingParams {
         }
     }
 
+    /// One routing of each kind the supported families use, at real sizes: Mixtral (8, top-2,
+    /// renormalised), OLMoE (64, top-8), DBRX (16, top-4, p-norm 1), DeepSeek-V3 (256, sigmoid,
+    /// 8 groups keep 4 by top-2 sums, ×2.5), DeepSeek-V2 (160, 8 groups keep 3 by max, ×16),
+    /// PhiMoE (16, sparsemixer). What kernel checks run through (the emulator's tests,
+    /// `routelab selftest`); the sigmoid scheme is the one with a correction bias.
+    pub fn family_schemes() -> Vec<RoutingParams> {
+        vec![
+            RoutingParams::softmax_top_k(8, 2, true),
+            RoutingParams::softmax_top_k(64, 8, false),
+            RoutingParams { normalization: Normalization::PNorm(1.0), ..RoutingParams::softmax_top_k(16, 4, false) },
+            RoutingParams {
+                num_experts: 256,
+                top_k: 8,
+                scoring: Scoring::Sigmoid,
+                selection: Selection::GroupLimited { groups: 8, top_groups: 4, group_score: GroupScore::TopTwoSum },
+                normalization: Normalization::Sum,
+                routed_scaling: 2.5,
+            },
+            RoutingParams {
+                num_experts: 160,
+                top_k: 6,
+                scoring: Scoring::Softmax,
+                selection: Selection::GroupLimited { groups: 8, top_groups: 3, group_score: GroupScore::Max },
+                normalization: Normalization::None,
+                routed_scaling: 16.0,
+            },
+            RoutingParams {
+                num_experts: 16,
+                top_k: 2,
+                scoring: Scoring::Softmax,
+                selection: Selection::SparseMixer { jitter_eps: 0.01 },
+                normalization: Normalization::None,
+                routed_scaling: 1.0,
+            },
+        ]
+    }
+
     /// Checks the parameters are self-consistent; `excluded` experts are taken out of the
     /// candidate set, so at least `top_k` must remain (in the eligible groups, for group-limited
     /// routing this is checked per token at run time by falling back to fewer candidates).

@@ -32,7 +32,7 @@ use candle_core::{Device, Tensor};
 use routelab_kernels::attention_op::{attention_with_stats, AttentionStats};
 use routelab_kernels::attn_stats::attn_stats;
 use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
-use routelab_kernels::routing::{route, GroupScore, Normalization, RoutingParams, Scoring, Selection};
+use routelab_kernels::routing::{route, RoutingParams, Scoring};
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::{parse_expert_mask, parse_head_mask, Interventions};
 use routelab_model::session::{parse_device, LayerRecord, LoadOptions, RunRecord, RunRequest, Session};
@@ -215,35 +215,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 
 /// Router top-k on `dev` against the CPU for every scheme the families use.
 fn check_router_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
-    let schemes = [
-        RoutingParams::softmax_top_k(8, 2, true),
-        RoutingParams::softmax_top_k(64, 8, false),
-        RoutingParams { normalization: Normalization::PNorm(1.0), ..RoutingParams::softmax_top_k(16, 4, false) },
-        RoutingParams {
-            num_experts: 256,
-            top_k: 8,
-            scoring: Scoring::Sigmoid,
-            selection: Selection::GroupLimited { groups: 8, top_groups: 4, group_score: GroupScore::TopTwoSum },
-            normalization: Normalization::Sum,
-            routed_scaling: 2.5,
-        },
-        RoutingParams {
-            num_experts: 160,
-            top_k: 6,
-            scoring: Scoring::Softmax,
-            selection: Selection::GroupLimited { groups: 8, top_groups: 3, group_score: GroupScore::Max },
-            normalization: Normalization::None,
-            routed_scaling: 16.0,
-        },
-        RoutingParams {
-            num_experts: 16,
-            top_k: 2,
-            scoring: Scoring::Softmax,
-            selection: Selection::SparseMixer { jitter_eps: 0.01 },
-            normalization: Normalization::None,
-            routed_scaling: 1.0,
-        },
-    ];
+    let schemes = RoutingParams::family_schemes();
     for (i, p) in schemes.iter().enumerate() {
         let (n, e, k) = (97, p.num_experts, p.top_k);
         let l = values(n * e, i as u64);
