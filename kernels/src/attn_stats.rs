@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::launch::{Launch, Scalar};
+use crate::launch::Launch;
 
 /// The op; output `[R, 2]` f32: entropy, argmax (as f32, exact below 2^24).
 #[derive(Clone, Copy, Debug, Default)]
@@ -31,7 +31,7 @@ pub fn attn_stats(probs: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
 /// The CUDA launch for `rows` rows of `cols` probabilities (also what the emulator runs): one
 /// block of 256 threads per row.
 pub fn launch(rows: usize, cols: usize) -> Launch {
-    Launch { kernel: "attn_stats_f32", grid: (rows as u32, 1, 1), block: (256, 1, 1), scalars: vec![Scalar::I32(rows as i32), Scalar::I32(cols as i32)] }
+    Launch::per_row("attn_stats_f32", rows, cols)
 }
 
 /// The reference: one row's statistics.

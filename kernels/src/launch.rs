@@ -25,6 +25,13 @@ pub struct Launch {
     pub scalars: Vec<Scalar>,
 }
 
+impl Launch {
+    /// A row-wise kernel taking `(rows, cols)`: one block of 256 threads per row.
+    pub fn per_row(kernel: &'static str, rows: usize, cols: usize) -> Launch {
+        Launch { kernel, grid: (rows as u32, 1, 1), block: (256, 1, 1), scalars: vec![Scalar::I32(rows as i32), Scalar::I32(cols as i32)] }
+    }
+}
+
 #[cfg(feature = "cuda")]
 impl Launch {
     pub fn config(&self) -> candle_core::cuda_backend::cudarc::driver::LaunchConfig {

@@ -5,7 +5,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 
-use crate::launch::{Launch, Scalar};
+use crate::launch::Launch;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RowNorm;
@@ -18,7 +18,7 @@ pub fn row_norm(x: &Tensor) -> candle_core::Result<Tensor> {
 
 /// The CUDA launch for `rows` rows (also what the emulator runs): one block of 256 per row.
 pub fn launch(kernel: &'static str, rows: usize, cols: usize) -> Launch {
-    Launch { kernel, grid: (rows as u32, 1, 1), block: (256, 1, 1), scalars: vec![Scalar::I32(rows as i32), Scalar::I32(cols as i32)] }
+    Launch::per_row(kernel, rows, cols)
 }
 
 impl CustomOp1 for RowNorm {
