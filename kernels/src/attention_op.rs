@@ -56,17 +56,36 @@ pub struct AttentionStats {
 pub struct AttendedStats {
     /// `[H, T, dv]` f32.
     pub out: Tensor,
-    /// `[H, T]` f32, nats.
-    pub entropy: Tensor,
-    /// `[H, T]` u32, absolute key position.
-    pub argmax: Tensor,
-    /// `[H, T]` f32, attention on key 0.
-    pub sink: Tensor,
-    /// `[H, T]` f32, attention on the span.
-    pub span: Tensor,
-    /// `[H, T, 4]` f32: the four statistics above side by side (entropy, argmax, sink, span),
-    /// a view of the op's output, for moving them off the device in one piece.
+    /// `[H, T, 4]` f32: entropy, argmax (as f32), sink, span side by side, for moving them off
+    /// the device in one piece; the methods below take one column each (no work until asked:
+    /// the forward pass only moves `stats`).
     pub stats: Tensor,
+}
+
+impl AttendedStats {
+    fn column(&self, c: usize) -> candle_core::Result<Tensor> {
+        self.stats.narrow(2, c, 1)?.squeeze(2)
+    }
+
+    /// `[H, T]` f32, nats.
+    pub fn entropy(&self) -> candle_core::Result<Tensor> {
+        self.column(0)
+    }
+
+    /// `[H, T]` u32, absolute key position.
+    pub fn argmax(&self) -> candle_core::Result<Tensor> {
+        self.column(1)?.to_dtype(DType::U32)
+    }
+
+    /// `[H, T]` f32, attention on key 0.
+    pub fn sink(&self) -> candle_core::Result<Tensor> {
+        self.column(2)
+    }
+
+    /// `[H, T]` f32, attention on the span.
+    pub fn span(&self) -> candle_core::Result<Tensor> {
+        self.column(3)
+    }
 }
 
 /// `q` `[H, T, d]`, `k` `[Hkv, S, d]`, `v` `[Hkv, S, dv]`, `S ≥ T` (the last `T` keys are the
@@ -80,14 +99,7 @@ pub fn attention_with_stats(q: &Tensor, k: &Tensor, v: &Tensor, op: &AttentionSt
     };
     let dv = v.dim(2)?;
     let packed = q.apply_op3_no_bwd(&k, &v, op)?;
-    Ok(AttendedStats {
-        out: packed.narrow(2, 0, dv)?,
-        entropy: packed.narrow(2, dv, 1)?.squeeze(2)?,
-        argmax: packed.narrow(2, dv + 1, 1)?.squeeze(2)?.to_dtype(DType::U32)?,
-        sink: packed.narrow(2, dv + 2, 1)?.squeeze(2)?,
-        span: packed.narrow(2, dv + 3, 1)?.squeeze(2)?,
-        stats: packed.narrow(2, dv, STATS)?,
-    })
+    Ok(AttendedStats { out: packed.narrow(2, 0, dv)?, stats: packed.narrow(2, dv, STATS)? })
 }
 
 /// Shapes of one call, checked.
@@ -372,12 +384,12 @@ mod tests {
         let e = (l3 * l3).exp();
         let out = row(&a.out);
         assert!((out[0] - 1.0).abs() < 1e-6 && (out[1] - 1.5).abs() < 1e-6 && (out[2] - (3.0 + 3.0 * e) / (2.0 + e)).abs() < 1e-5, "{out:?}");
-        let ent = row(&a.entropy);
+        let ent = row(&a.entropy().unwrap());
         assert!(ent[0] == 0.0 && (ent[1] - 2f32.ln()).abs() < 1e-6, "{ent:?}");
-        assert_eq!(a.argmax.flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![0, 0, 2]);
-        let sink = row(&a.sink);
+        assert_eq!(a.argmax().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![0, 0, 2]);
+        let sink = row(&a.sink().unwrap());
         assert!(sink[0] == 1.0 && (sink[1] - 0.5).abs() < 1e-6 && (sink[2] - 1.0 / (2.0 + e)).abs() < 1e-6, "{sink:?}");
-        let span = row(&a.span);
+        let span = row(&a.span().unwrap());
         assert!(span[0] == 0.0 && (span[1] - 0.5).abs() < 1e-6 && (span[2] - (1.0 + e) / (2.0 + e)).abs() < 1e-6, "{span:?}");
     }
 
@@ -388,9 +400,9 @@ mod tests {
         let a = attention_with_stats(&t(vec![5.0, -1.0, 2.0]), &t(vec![1.0, 3.0, -2.0]), &t(vec![1.0, 2.0, 3.0]), &op(Some(2), (0, 0), vec![true])).unwrap();
         assert_eq!(a.out.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![1.0, 1.5, 2.5]);
         // Uniform over keys 1, 2: first visible key is the argmax, no sink mass, entropy ln 2.
-        assert_eq!(a.argmax.flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![0, 0, 1]);
-        assert_eq!(a.sink.flatten_all().unwrap().to_vec1::<f32>().unwrap()[2], 0.0);
-        assert!((a.entropy.flatten_all().unwrap().to_vec1::<f32>().unwrap()[2] - 2f32.ln()).abs() < 1e-6);
+        assert_eq!(a.argmax().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![0, 0, 1]);
+        assert_eq!(a.sink().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[2], 0.0);
+        assert!((a.entropy().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[2] - 2f32.ln()).abs() < 1e-6);
     }
 
     #[test]
@@ -454,8 +466,8 @@ mod tests {
         }
         let got = &got[0];
         let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let (out, ent, sink, span) = (flat(&reference.out), flat(&reference.entropy), flat(&reference.sink), flat(&reference.span));
-        let arg = reference.argmax.flatten_all().unwrap().to_vec1::<u32>().unwrap();
+        let (out, ent, sink, span) = (flat(&reference.out), flat(&reference.entropy().unwrap()), flat(&reference.sink().unwrap()), flat(&reference.span().unwrap()));
+        let arg = reference.argmax().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
         for row in 0..heads * t {
             let g = &got[row * w..(row + 1) * w];
             for c in 0..dv {

@@ -157,12 +157,12 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
     let device = q.device();
     let block = (BLOCK_ELEMENTS / (heads * s).max(1)).clamp(1, t.max(1));
 
-    let (keep, offset, uniform, any_out, any_uniform) = head_vectors(p.edits, heads, dv);
     // The kernel's limits (head dims, heads, one dtype); any other shape takes the block path.
     let fits = dk <= MAX_HEAD_DIM && dv <= MAX_HEAD_DIM && heads <= MAX_HEADS && q.dtype() == k.dtype() && k.dtype() == v.dtype();
     if (device.is_cuda() || FUSED_ON_CPU.load(Ordering::Relaxed)) && !p.keep_probs && fits {
-        return attend_fused(q, k, v, p, (keep, offset, uniform, any_out));
+        return attend_fused(q, k, v, p);
     }
+    let (keep, offset, uniform, any_out, any_uniform) = head_vectors(p.edits, heads, dv);
     let uniform_sel = if any_uniform {
         let u = Tensor::from_vec(uniform.clone(), (heads, 1, 1), device)?;
         let not_u = Tensor::from_vec(uniform.iter().map(|x| 1.0 - x).collect::<Vec<_>>(), (heads, 1, 1), device)?;
@@ -241,8 +241,8 @@ fn edit_outputs(out: Tensor, keep: &[f32], offset: &[f32], any_out: bool) -> Res
 
 /// The fused path: one kernel computes the output and every statistic; `uniform` heads are
 /// handled inside it, the other interventions edit its output as on the block path.
-fn attend_fused(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams, heads: (Vec<f32>, Vec<f32>, Vec<f32>, bool)) -> Result<Attended> {
-    let (keep, offset, uniform, any_out) = heads;
+fn attend_fused(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<Attended> {
+    let (keep, offset, uniform, any_out, _) = head_vectors(p.edits, q.dim(0)?, v.dim(2)?);
     let op = AttentionStats { scale: p.scale as f32, window: p.window, span: p.span, uniform: uniform.iter().map(|&u| u != 0.0).collect() };
     let r = attention_with_stats(q, k, v, &op)?;
     let out = edit_outputs(r.out.to_dtype(v.dtype())?, &keep, &offset, any_out)?;
@@ -348,11 +348,11 @@ mod tests {
             close("out", flat(&a.out), flat(&r.out.broadcast_mul(&factor).unwrap()));
             let per_query = |x: &Tensor| flat(&x.t().unwrap().contiguous().unwrap());
             let stats = a.stats.as_ref().unwrap();
-            close("entropy", flat(&stats.entropy().unwrap()), per_query(&r.entropy));
-            close("sink", flat(&stats.sink().unwrap()), per_query(&r.sink));
-            close("span", flat(&stats.span().unwrap().unwrap()), per_query(&r.span));
+            close("entropy", flat(&stats.entropy().unwrap()), per_query(&r.entropy().unwrap()));
+            close("sink", flat(&stats.sink().unwrap()), per_query(&r.sink().unwrap()));
+            close("span", flat(&stats.span().unwrap().unwrap()), per_query(&r.span().unwrap()));
             let arg_block = stats.argmax().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
-            assert_eq!(arg_block, r.argmax.t().unwrap().contiguous().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap());
+            assert_eq!(arg_block, r.argmax().unwrap().t().unwrap().contiguous().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap());
         }
     }
 }
