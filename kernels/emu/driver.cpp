@@ -2,7 +2,9 @@
 //
 // usage: driver IN OUT. IN holds the launch: magic "RLEMU1", kernel name (u32 length + bytes),
 // grid and block (3 u32 each), buffers (u32 count; each: u8 kind 0 = f32 input, 1 = 16-bit
-// input, 2 = f32 output; u64 element count; input data), scalars (u32 count; each: u8 kind
+// input, 2 = f32 output, 3 = pointer table, 4 = u32 input; u64 element count (rows for a
+// table); input data; a table's rows are four u64 whose first names another buffer by index,
+// replaced by that buffer's address once all are read), scalars (u32 count; each: u8 kind
 // 0 = i32, 1 = i64, 2 = f32, 3 = u64; 8 bytes). OUT receives the output buffers, in order.
 #include "cuda_emu.h"
 
@@ -10,6 +12,7 @@
 #include "attn_stats.cu"
 #include "attention.cu"
 #include "row_norm.cu"
+#include "capture_pack.cu"
 
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +24,14 @@ struct Buffer {
     int kind;
     std::vector<float> f32;
     std::vector<uint16_t> u16;
+    std::vector<uint32_t> u32;
+    std::vector<uint64_t> table;
+    const void* address() const {
+        if (kind == 1) return u16.data();
+        if (kind == 4) return u32.data();
+        if (kind == 3) return table.data();
+        return f32.data();
+    }
 };
 
 struct ScalarArg {
@@ -45,6 +56,7 @@ struct Args {
     float* f(size_t i) { return bufs.at(i).f32.data(); }
     template <class T>
     T* h(size_t i) { return reinterpret_cast<T*>(bufs.at(i).u16.data()); }
+    unsigned long long* t(size_t i) { return reinterpret_cast<unsigned long long*>(bufs.at(i).table.data()); }
     template <class T>
     T s(size_t i, int kind) {
         const ScalarArg& a = scalars.at(i);
@@ -83,6 +95,12 @@ int main(int argc, char** argv) {
             if (b.kind == 1) {
                 b.u16.resize(n);
                 r.in.read(reinterpret_cast<char*>(b.u16.data()), n * 2);
+            } else if (b.kind == 3) {
+                b.table.resize(4 * n);
+                r.in.read(reinterpret_cast<char*>(b.table.data()), n * 32);
+            } else if (b.kind == 4) {
+                b.u32.resize(n);
+                r.in.read(reinterpret_cast<char*>(b.u32.data()), n * 4);
             } else {
                 b.f32.assign(n, NAN);  // outputs start as NaN: an element the kernel skips shows
                 if (b.kind == 0) r.in.read(reinterpret_cast<char*>(b.f32.data()), n * 4);
@@ -90,6 +108,10 @@ int main(int argc, char** argv) {
             if (!r.in) throw std::runtime_error("truncated buffer");
             a.bufs.push_back(std::move(b));
         }
+        for (auto& b : a.bufs)
+            if (b.kind == 3)
+                for (size_t row = 0; row < b.table.size(); row += 4)
+                    b.table[row] = (uint64_t)(uintptr_t)a.bufs.at(b.table[row]).address();
         uint32_t ns = r.get<uint32_t>();
         for (uint32_t i = 0; i < ns; ++i) {
             ScalarArg s;
@@ -109,6 +131,8 @@ int main(int argc, char** argv) {
             emu_launch(grid, block, [&] { row_norm_f32(a.f(0), a.f(1), a.i32(0), a.i32(1)); });
         } else if (name == "row_norm_bf16") {
             emu_launch(grid, block, [&] { row_norm_bf16(a.h<__nv_bfloat16>(0), a.f(1), a.i32(0), a.i32(1)); });
+        } else if (name == "capture_pack") {
+            emu_launch(grid, block, [&] { capture_pack(a.t(0), a.f(1), a.i32(0), a.i64(1)); });
         } else if (name == "attention_combine") {
             emu_launch(grid, block, [&] { attention_combine(a.f(0), a.f(1), a.i32(0), a.i32(1), a.i32(2)); });
         } else if (name.rfind("attention_stats_", 0) == 0) {

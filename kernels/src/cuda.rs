@@ -14,3 +14,6 @@ pub const ATTENTION: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.pt
 
 /// `row_norm.cu`: [`crate::row_norm::RowNorm`]'s kernels (f32, bf16, f16).
 pub const ROW_NORM: &str = include_str!(concat!(env!("OUT_DIR"), "/row_norm.ptx"));
+
+/// `capture_pack.cu`: [`crate::capture_pack`]'s gather of capture tensors into one buffer.
+pub const CAPTURE_PACK: &str = include_str!(concat!(env!("OUT_DIR"), "/capture_pack.ptx"));

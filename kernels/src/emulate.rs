@@ -22,17 +22,22 @@ pub enum Buf<'a> {
     F32(&'a [f32]),
     /// bf16 or f16 bits.
     U16(&'a [u16]),
+    U32(&'a [u32]),
     /// An f32 output of this many elements (starts as NaN).
     Out(usize),
+    /// Rows of four u64 whose first field is the index of another buffer in this launch; the
+    /// emulator replaces it with that buffer's address (a device pointer table on the GPU).
+    Table(Vec<[u64; 4]>),
 }
 
-const SOURCES: [(&str, &str); 6] = [
+const SOURCES: [(&str, &str); 7] = [
     ("cuda_emu.h", include_str!("../emu/cuda_emu.h")),
     ("driver.cpp", include_str!("../emu/driver.cpp")),
     ("router_topk.cu", include_str!("cuda/router_topk.cu")),
     ("attn_stats.cu", include_str!("cuda/attn_stats.cu")),
     ("attention.cu", include_str!("cuda/attention.cu")),
     ("row_norm.cu", include_str!("cuda/row_norm.cu")),
+    ("capture_pack.cu", include_str!("cuda/capture_pack.cu")),
 ];
 
 /// The compiled driver, or why there is none.
@@ -102,6 +107,16 @@ pub fn run(launch: &Launch, bufs: &[Buf]) -> Option<Vec<Vec<f32>>> {
                 file.push(2);
                 file.extend_from_slice(&(*n as u64).to_le_bytes());
                 outputs.push(*n);
+            }
+            Buf::Table(rows) => {
+                file.push(3);
+                file.extend_from_slice(&(rows.len() as u64).to_le_bytes());
+                rows.iter().flatten().for_each(|x| file.extend_from_slice(&x.to_le_bytes()));
+            }
+            Buf::U32(v) => {
+                file.push(4);
+                file.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                v.iter().for_each(|x| file.extend_from_slice(&x.to_le_bytes()));
             }
         }
     }

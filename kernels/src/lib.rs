@@ -15,12 +15,15 @@
 //! - [`attention_op`]: causal attention whose per-head statistics (entropy, argmax, mass on the
 //!   sink and on a span) are computed on the fly; on CUDA (`src/cuda/attention.cu`) with an
 //!   online softmax that never stores a score or probability matrix.
+//! - [`capture_pack`]: one forward call's capture tensors gathered into one f32 buffer (one
+//!   launch on CUDA), so they leave the device in a single copy.
 //! - [`row_norm`]: row-wise L2 norms (capture's contribution norms) in one launch.
 //! - [`launch`]: each CUDA kernel's launch (grid, block, scalar arguments), shared by the ops
 //!   and by the CPU emulator that runs the `.cu` sources in tests on machines without a GPU.
 
 pub mod attention_op;
 pub mod attn_stats;
+pub mod capture_pack;
 pub mod launch;
 #[cfg(test)]
 mod emulate;

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
+use routelab_kernels::capture_pack::pack_f32;
 
 use crate::capture::{CaptureSpec, HeadStats, LayerCapture, Layers};
 use crate::chat::{ChatTemplate, Message};
@@ -420,7 +421,7 @@ impl Session {
             slots.push(s);
         }
         let logits_slot = pack.add(logits)?;
-        let host = pack.fetch()?;
+        let host = pack.fetch(logits.device())?;
         // Row p of a slot holding T equal rows.
         let row = |slot: usize, p: usize| -> &[f32] {
             let v = host.part(slot);
@@ -512,19 +513,15 @@ struct Fetched {
 
 impl Pack {
     fn add(&mut self, x: &Tensor) -> Result<usize> {
-        let flat = x.to_dtype(DType::F32)?.flatten_all()?;
         self.offsets.push(self.len);
-        self.len += flat.elem_count();
-        self.parts.push(flat);
+        self.len += x.elem_count();
+        self.parts.push(x.clone());
         Ok(self.parts.len() - 1)
     }
 
-    fn fetch(self) -> Result<Fetched> {
-        let data = match self.parts.len() {
-            0 => vec![],
-            1 => self.parts[0].to_vec1::<f32>()?,
-            _ => Tensor::cat(&self.parts, 0)?.to_vec1::<f32>()?,
-        };
+    /// One gather (a single launch on CUDA: `routelab_kernels::capture_pack`) and one copy.
+    fn fetch(self, device: &Device) -> Result<Fetched> {
+        let data = pack_f32(&self.parts, device)?.to_vec1::<f32>()?;
         let mut offsets = self.offsets;
         offsets.push(self.len);
         Ok(Fetched { data, offsets })

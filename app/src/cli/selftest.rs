@@ -31,6 +31,7 @@ use clap::Args;
 use candle_core::{Device, Tensor};
 use routelab_kernels::attention_op::{attention_with_stats, AttentionStats};
 use routelab_kernels::attn_stats::attn_stats;
+use routelab_kernels::capture_pack::pack_f32;
 use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
 use routelab_kernels::routing::{route, RoutingParams, Scoring};
 use routelab_model::capture::CaptureSpec;
@@ -90,6 +91,7 @@ struct Tally {
     flat_heads: usize,
     compared_routes: usize,
     compared_heads: usize,
+    compared_packs: usize,
     /// Runs that parted at a routing flip: compared only up to it.
     diverged: Vec<String>,
     /// Mismatches a bf16 pass reports without failing.
@@ -249,6 +251,32 @@ fn check_router_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The capture gather on `dev` against the CPU's cast-and-concatenate: bit-exact (it only
+/// converts), over every dtype it takes, an empty part, a non-contiguous part, and a total
+/// that ends mid-block.
+fn check_pack_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
+    use candle_core::DType;
+    let build = |d: &Device| -> anyhow::Result<Vec<Tensor>> {
+        Ok(vec![
+            Tensor::from_vec(values(3 * 50, 1), (3, 50), d)?.to_dtype(DType::BF16)?,
+            Tensor::from_vec(vec![7u32, 0, 63, 1 << 20, 5, 2], (3, 2), d)?,
+            Tensor::zeros((0, 4), DType::F32, d)?,
+            Tensor::from_vec(values(40, 2), (4, 10), d)?.to_dtype(DType::F16)?,
+            Tensor::from_vec(values(5 * 7, 3), (5, 7), d)?.t()?,
+            Tensor::from_vec(values(100_003, 4), 100_003, d)?,
+        ])
+    };
+    let want = pack_f32(&build(&Device::Cpu)?, &Device::Cpu)?.to_vec1::<f32>()?;
+    let got = pack_f32(&build(dev)?, dev)?.to_vec1::<f32>()?;
+    t.compared_packs += want.len();
+    if got.len() != want.len() {
+        t.failures.push(format!("capture pack: {} elements vs CPU {}", got.len(), want.len()));
+    } else if let Some(i) = (0..want.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        t.failures.push(format!("capture pack: element {i} is {} vs CPU {}", got[i], want[i]));
+    }
+    Ok(())
+}
+
 /// Attention statistics on `dev` against the CPU: softmax rows with causal zeros, uniform
 /// rows (ties: the first position on both), rows longer than one block.
 fn check_stats_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
@@ -363,12 +391,14 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
     check_router_kernel(&dev, &mut t)?;
     check_stats_kernel(&dev, &mut t)?;
     check_attention_kernel(&dev, &mut t)?;
+    check_pack_kernel(&dev, &mut t)?;
     println!(
-        "kernels: router top-k ({} tokens, {} near-ties skipped), attention statistics and fused attention ({} rows, {} near-ties skipped): {}",
+        "kernels: router top-k ({} tokens, {} near-ties skipped), attention statistics and fused attention ({} rows, {} near-ties skipped), capture pack ({} values): {}",
         t.compared_routes,
         t.near_ties,
         t.compared_heads,
         t.flat_heads,
+        t.compared_packs,
         if t.failures.is_empty() { "ok" } else { "FAILED" }
     );
     let mut dtypes = Vec::new();
