@@ -1,6 +1,7 @@
 //! With the `cuda` feature, compiles every `src/cuda/*.cu` to PTX with nvcc (for
 //! `CUDA_COMPUTE_CAP`, default 90: H100/H200) into OUT_DIR; `src/cuda.rs` embeds them. Without
-//! the feature nothing is compiled and no CUDA toolkit is needed.
+//! the feature nothing is compiled and no CUDA toolkit is needed. Each PTX is also assembled
+//! with ptxas (and the result dropped), so what the GPU's driver would reject fails the build.
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -39,5 +40,18 @@ fn main() {
             .status()
             .unwrap_or_else(|e| panic!("running {nvcc} for {}: {e} (source ../shared/gpu/cuda-env.sh or .ci/cuda-env.sh first)", src.display()));
         assert!(status.success(), "nvcc failed on {}", src.display());
+        // The driver assembles PTX only when a kernel is first loaded, on the GPU. Assembling
+        // it here too makes an instruction or resource the target lacks (shared memory,
+        // registers, stack) a build error on machines without a GPU.
+        let ptxas = std::path::Path::new(&nvcc).with_file_name("ptxas");
+        let ptxas = if ptxas.exists() { ptxas } else { PathBuf::from("ptxas") };
+        let cubin = out.join(format!("{stem}.cubin"));
+        let o = Command::new(&ptxas)
+            .args([&format!("-arch=sm_{cap}"), "-o"])
+            .arg(&cubin)
+            .arg(&ptx)
+            .output()
+            .unwrap_or_else(|e| panic!("running {} for {}: {e}", ptxas.display(), ptx.display()));
+        assert!(o.status.success(), "ptxas rejected {}:\n{}", ptx.display(), String::from_utf8_lossy(&o.stderr));
     }
 }
