@@ -141,7 +141,7 @@ impl RoutingParams {
             ));
         }
         if let Selection::GroupLimited { groups, top_groups, .. } = self.selection {
-            if groups == 0 || self.num_experts % groups != 0 || top_groups == 0 || top_groups > groups
+            if groups == 0 || !self.num_experts.is_multiple_of(groups) || top_groups == 0 || top_groups > groups
             {
                 return Err(format!(
                     "group-limited routing needs experts ({}) divisible into groups ({}) and 1 ≤ top groups ({}) ≤ groups",

@@ -164,7 +164,7 @@ pub fn open(path: &Path) -> Result<GgufModel> {
     let hidden = meta.u64(&k("embedding_length"))? as usize;
     let num_heads = meta.u64(&k("attention.head_count"))? as usize;
     let num_kv_heads = meta.opt_u64(&k("attention.head_count_kv"))?.map(|x| x as usize).unwrap_or(num_heads);
-    if num_heads == 0 || hidden % num_heads != 0 {
+    if num_heads == 0 || !hidden.is_multiple_of(num_heads) {
         return Err(meta_err(path, &k("attention.head_count"), "does not divide the embedding length"));
     }
     let tokens = meta.strings("tokenizer.ggml.tokens")?;

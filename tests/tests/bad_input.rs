@@ -157,14 +157,14 @@ fn a_prompt_longer_than_the_context_window_is_refused() {
         interventions: Interventions::default(),
         stop_at_eos: true,
     };
-    let e = s.run(&req, &mut |_| true).err().expect("overlong prompt ran").to_string();
+    let e = s.run(&req, &mut |_| true).expect_err("overlong prompt ran").to_string();
     assert!(e.contains(&format!("{} tokens", max + 1)) && e.contains(&format!("context window of {max}")), "{e}");
 }
 
 #[test]
 fn interventions_outside_the_model_are_refused_with_the_reason() {
     let s = fixture_session("qwen2_moe");
-    let bad = |i: Intervention| Interventions::new(vec![i]).validate(s.config()).err().expect("accepted").to_string();
+    let bad = |i: Intervention| Interventions::new(vec![i]).validate(s.config()).expect_err("accepted").to_string();
     assert!(bad(Intervention::Expert { layer: 9, expert: 0, method: ExpertMethod::Drop }).contains("3 layers"));
     assert!(bad(Intervention::Expert { layer: 0, expert: 99, method: ExpertMethod::Drop }).contains("8 experts"));
     // Layer 1 of this fixture is dense (mlp_only_layers).

@@ -109,6 +109,6 @@ fn python_reads_a_trace_with_safetensors_and_numpy() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ids_of(&v["tokens"]), trace.tokens);
     let layer0 = trace.layers[0].router.as_ref().unwrap();
-    let py: Vec<u32> = v["routing"]["0"]["experts"].as_array().unwrap().iter().flat_map(|r| ids_of(r)).collect();
+    let py: Vec<u32> = v["routing"]["0"]["experts"].as_array().unwrap().iter().flat_map(ids_of).collect();
     assert_eq!(py, layer0.experts);
 }

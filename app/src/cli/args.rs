@@ -159,7 +159,7 @@ pub fn print_progress(what: &str, p: routelab_probes::analysis::retrieval::Progr
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         let tenth = (p.total / 10).max(1);
-        if p.done % tenth != 0 && p.done < p.total {
+        if !p.done.is_multiple_of(tenth) && p.done < p.total {
             return;
         }
     }

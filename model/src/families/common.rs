@@ -133,7 +133,7 @@ pub struct StandardAttentionFields {
 
 pub fn attention_heads(raw: &RawConfig, hidden: usize, default_head_dim: Option<usize>) -> Result<StandardAttentionFields> {
     let num_heads = raw.usize("num_attention_heads")?;
-    if num_heads == 0 || hidden % num_heads != 0 && !raw.has("head_dim") && default_head_dim.is_none() {
+    if num_heads == 0 || !hidden.is_multiple_of(num_heads) && !raw.has("head_dim") && default_head_dim.is_none() {
         return Err(ModelError::config(
             raw.path,
             format!("hidden_size {hidden} is not divisible by num_attention_heads {num_heads}"),

@@ -151,7 +151,7 @@ fn validate(path: &Path, c: &ModelConfig) -> Result<()> {
     if c.layers.len() != c.num_layers {
         return fail(format!("{} layer specs for {} layers", c.layers.len(), c.num_layers));
     }
-    if c.rope.rotary_dim % 2 != 0 || c.rope.rotary_dim > c.attention.qk_head_dim() {
+    if !c.rope.rotary_dim.is_multiple_of(2) || c.rope.rotary_dim > c.attention.qk_head_dim() {
         return fail(format!(
             "rotary dimension {} must be even and at most the head dimension {}",
             c.rope.rotary_dim,

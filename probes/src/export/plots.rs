@@ -30,7 +30,7 @@ pub fn category_color(i: usize) -> RGBColor {
         return RGBColor(r, g, b);
     }
     let hue = ((i as f64) * 137.507_764) % 360.0 / 360.0;
-    let light = if (i / 10) % 2 == 0 { 0.45 } else { 0.62 };
+    let light = if (i / 10).is_multiple_of(2) { 0.45 } else { 0.62 };
     let c = HSLColor(hue, 0.65, light).to_rgba();
     RGBColor(c.0, c.1, c.2)
 }
@@ -111,7 +111,7 @@ impl Plot for Heatmap {
         let col_labels = &self.col_labels;
         let row_labels = &self.row_labels;
         let y_fmt = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) if *i < rows && (rows - 1 - i) % row_step == 0 => visible(&row_labels[rows - 1 - i]),
+            SegmentValue::CenterOf(i) if *i < rows && (rows - 1 - i).is_multiple_of(row_step) => visible(&row_labels[rows - 1 - i]),
             _ => String::new(),
         };
         chart
@@ -319,7 +319,7 @@ impl Plot for CategoryMap {
         let row_labels = &self.row_labels;
         let row_step = every_nth_label(rows, 48);
         let y_fmt = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) if *i < rows && (rows - 1 - i) % row_step == 0 => visible(&row_labels[rows - 1 - i]),
+            SegmentValue::CenterOf(i) if *i < rows && (rows - 1 - i).is_multiple_of(row_step) => visible(&row_labels[rows - 1 - i]),
             _ => String::new(),
         };
         chart
