@@ -233,6 +233,11 @@ impl Session {
         let (tokenizer, chat_template) = tokenizer_for(&ck)?;
         let Checkpoint { config, weights, .. } = ck;
         let model = Model::load(config, &weights, &mut |done, total| progress(LoadProgress::Layers { done, total }))?;
+        // candle queues CUDA work on the loading thread's own stream (`per_thread_stream`), and
+        // weight uploads from pageable memory may still be in flight when the calls return. A
+        // session run from another thread would use another stream with no ordering against
+        // this one, so the load waits for its own work before the session is handed out.
+        model.device().synchronize()?;
         let eos_ids = tokenizer.eos_ids(&model.config.eos_token_ids);
         Ok(Session { model, tokenizer, chat_template, name: source.display_name(), source: source.clone(), eos_ids })
     }
