@@ -157,7 +157,9 @@ impl Model {
         let start = cache.len();
         let ids = Tensor::from_vec(tokens.to_vec(), t, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?;
-        let cos_sin = self.rope.cos_sin(start, t, &self.device)?;
+        // In the model's dtype once per call, not per layer (four casts per layer on a GPU).
+        let (cos, sin) = self.rope.cos_sin(start, t, &self.device)?;
+        let cos_sin = (cos.to_dtype(x.dtype())?, sin.to_dtype(x.dtype())?);
         let masks = MaskCache::new(start, t, &self.device);
         let cap = opts.capture;
         let no_edits = LayerEdits::default();

@@ -140,7 +140,8 @@ impl Rope {
     }
 
     /// Rotates the first `rotary_dim` features of `x` `[heads, T, dim]` with tables from
-    /// [`Rope::cos_sin`]; the rest pass through (partial rotary).
+    /// [`Rope::cos_sin`]; the rest pass through (partial rotary). Tables in another dtype than
+    /// `x` are cast to it, as transformers does (the decoder casts them once per forward).
     pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let (h, t, d) = x.dims3()?;
         let rot = self.config.rotary_dim;
