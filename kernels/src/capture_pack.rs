@@ -4,7 +4,8 @@
 //! The reference is a cast and a concatenation per tensor. On CUDA the same result comes from
 //! one launch of `cuda/capture_pack.cu`: a table of (address, destination offset, length, dtype)
 //! rows goes to the device with the launch, and each thread converts one element. Packing a
-//! 16-layer MoE decode step's captures was ~130 launches (casts and copies); it is one.
+//! 16-layer MoE decode step's captures was ~80 launches (a copy per tensor, a cast for the
+//! ids), ~110 with contribution norms; it is one.
 //!
 //! Sources may be f32, bf16, f16 or u32 (expert ids; exact in f32 below 2^24), and must be
 //! contiguous (non-contiguous ones are made so first).

@@ -1,7 +1,7 @@
 // Gathers a forward call's capture tensors (router logits, routes, head statistics, norms, the
 // logits) into one f32 buffer in one launch: the CUDA twin of capture_pack.rs's reference.
-// Before it, packing was a cast and a copy per tensor (about five of each per layer), which on
-// a launch-bound decode step cost more than the capture kernels themselves.
+// Before it, packing was a copy per tensor plus casts (about five launches per MoE layer), which
+// on a launch-bound decode step cost more than the capture kernels themselves.
 //
 // `entries` holds n rows of four u64: the source's device address, its first element in `dst`,
 // its element count and its dtype code; rows are sorted by destination and cover [0, total).
