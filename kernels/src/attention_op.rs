@@ -27,8 +27,13 @@ pub const MAX_HEAD_DIM: usize = 512;
 pub const MAX_HEADS: usize = 256;
 /// Threads per block in `attention.cu` (`ATT_THREADS`).
 const THREADS: u32 = 128;
-/// Statistics per (head, query) after the outputs.
+/// Statistics per (head, query) after the outputs, in these columns (`attention.cu` writes the
+/// same order; the model's `HeadStats` reads by these names).
 pub const STATS: usize = 4;
+pub const ENTROPY: usize = 0;
+pub const ARGMAX: usize = 1;
+pub const SINK: usize = 2;
+pub const SPAN: usize = 3;
 /// Floats of one key chunk's raw state (m, l, a, z, w, best score, its position) before its
 /// dv accumulators, in the split-keys workspace.
 #[cfg_attr(not(any(feature = "cuda", test)), allow(dead_code))]
@@ -69,22 +74,22 @@ impl AttendedStats {
 
     /// `[H, T]` f32, nats.
     pub fn entropy(&self) -> candle_core::Result<Tensor> {
-        self.column(0)
+        self.column(ENTROPY)
     }
 
     /// `[H, T]` u32, absolute key position.
     pub fn argmax(&self) -> candle_core::Result<Tensor> {
-        self.column(1)?.to_dtype(DType::U32)
+        self.column(ARGMAX)?.to_dtype(DType::U32)
     }
 
     /// `[H, T]` f32, attention on key 0.
     pub fn sink(&self) -> candle_core::Result<Tensor> {
-        self.column(2)
+        self.column(SINK)
     }
 
     /// `[H, T]` f32, attention on the span.
     pub fn span(&self) -> candle_core::Result<Tensor> {
-        self.column(3)
+        self.column(SPAN)
     }
 }
 
@@ -225,10 +230,10 @@ impl AttentionStats {
             }
         }
         let mass = |a: usize, b: usize| keys.clone().zip(&p).filter(|(j, _)| (a..b).contains(j)).fold(0f32, |m, (_, x)| m + x);
-        stats[0] = entropy.max(0.0);
-        stats[1] = arg as f32;
-        stats[2] = mass(0, 1);
-        stats[3] = mass(self.span.0, self.span.1);
+        stats[ENTROPY] = entropy.max(0.0);
+        stats[ARGMAX] = arg as f32;
+        stats[SINK] = mass(0, 1);
+        stats[SPAN] = mass(self.span.0, self.span.1);
     }
 }
 

@@ -7,6 +7,7 @@
 //! kept when [`CaptureSpec::attention_probs`] asks for it.
 
 use candle_core::Tensor;
+use routelab_kernels::attention_op;
 use serde::{Deserialize, Serialize};
 
 /// A set of layers.
@@ -134,11 +135,12 @@ pub struct HeadStats {
 }
 
 impl HeadStats {
-    pub const ENTROPY: usize = 0;
-    pub const ARGMAX: usize = 1;
-    pub const SINK: usize = 2;
-    pub const SPAN: usize = 3;
-    pub const WIDTH: usize = 4;
+    // The fused attention op's column layout, which the block path builds too.
+    pub const ENTROPY: usize = attention_op::ENTROPY;
+    pub const ARGMAX: usize = attention_op::ARGMAX;
+    pub const SINK: usize = attention_op::SINK;
+    pub const SPAN: usize = attention_op::SPAN;
+    pub const WIDTH: usize = attention_op::STATS;
 
     /// Column `c` as `[T, H]` f32.
     pub fn column(&self, c: usize) -> candle_core::Result<Tensor> {

@@ -413,19 +413,19 @@ impl Session {
         for lc in layers {
             let mut s = LayerSlots::default();
             if let Some(rc) = &lc.router {
-                s.router = Some((pack.add(&rc.logits)?, pack.add(&rc.experts)?, pack.add(&rc.weights)?));
+                s.router = Some((pack.add(&rc.logits), pack.add(&rc.experts), pack.add(&rc.weights)));
             }
             if let Some(hs) = &lc.attn_stats {
-                s.heads = Some((pack.add(&hs.packed)?, hs.packed.dim(0)?, hs.has_span));
+                s.heads = Some((pack.add(&hs.packed), hs.packed.dim(0)?, hs.has_span));
             }
             if let Some(c) = &lc.contributions {
-                let shared = c.shared.as_ref().map(|x| pack.add(x)).transpose()?;
-                let dense = c.dense_residual.as_ref().map(|x| pack.add(x)).transpose()?;
-                s.norms = Some((pack.add(&c.routed)?, shared, dense));
+                let shared = c.shared.as_ref().map(|x| pack.add(x));
+                let dense = c.dense_residual.as_ref().map(|x| pack.add(x));
+                s.norms = Some((pack.add(&c.routed), shared, dense));
             }
             slots.push(s);
         }
-        let logits_slot = pack.add(logits)?;
+        let logits_slot = pack.add(logits);
         let host = pack.fetch(logits.device())?;
         // Row p of a slot holding T equal rows.
         let row = |slot: usize, p: usize| -> &[f32] {
@@ -517,11 +517,11 @@ struct Fetched {
 }
 
 impl Pack {
-    fn add(&mut self, x: &Tensor) -> Result<usize> {
+    fn add(&mut self, x: &Tensor) -> usize {
         self.offsets.push(self.len);
         self.len += x.elem_count();
         self.parts.push(x.clone());
-        Ok(self.parts.len() - 1)
+        self.parts.len() - 1
     }
 
     /// One gather (a single launch on CUDA: `routelab_kernels::capture_pack`) and one copy.

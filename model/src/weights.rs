@@ -194,12 +194,13 @@ impl Weights {
                 files[i].load(name)
             }
             Backend::Gguf(g) => g.load(name),
-            Backend::Random { .. } => self.random_tensor(name, &self.device),
+            Backend::Random { .. } => self.random_tensor(name),
         }
     }
 
-    /// A random-backend tensor, f32, on `device`.
-    fn random_tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+    /// A random-backend tensor, f32, on the run device.
+    fn random_tensor(&self, name: &str) -> Result<Tensor> {
+        let device = &self.device;
         let shape = self.shape(name).ok_or_else(|| self.missing(name, None))?;
         let leaf = name.rsplit('.').nth(1).unwrap_or("");
         Ok(if name.ends_with("bias") {
@@ -239,7 +240,8 @@ impl Weights {
         }
     }
 
-    /// Loads a tensor that must exist, in f32 on the CPU, for load-time reshaping.
+    /// Loads a tensor that must exist, in f32, for load-time reshaping: on the CPU, except
+    /// random weights, which are drawn on the run device (see `load_raw`).
     pub fn get_cpu_f32(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let found = self.shape(name).ok_or_else(|| self.missing(name, None))?;
         if found != shape {

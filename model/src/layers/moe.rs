@@ -139,7 +139,7 @@ impl Moe {
         let mut moe = Moe { router, correction_bias, routing: m.routing.clone(), experts, shared, shared_gate, device_path: None };
         // moe_gemm reads rows 8 elements (16 bytes) at a time: both inner dimensions must be
         // multiples of 8 (true of every released model); otherwise the host path runs.
-        let aligned = d.is_multiple_of(8) && moe.experts.iter().all(|e| e.down.weight.dim(1).is_ok_and(|i| i % 8 == 0));
+        let aligned = d.is_multiple_of(8) && moe.experts.iter().all(|e| e.down.weight.dim(1).is_ok_and(|i| i.is_multiple_of(8)));
         if w.device().is_cuda() && aligned && moe.experts.iter().all(|e| e.gate_up.bias.is_none() && e.down.bias.is_none()) {
             moe.stack_experts()?;
         }
