@@ -97,7 +97,10 @@ fn bench(name: &str, layers: usize, experts: usize, k: usize, heads: usize, toke
 }
 
 fn main() {
-    println!("frame time while streaming (UI pass + tessellation), {} CPU threads", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "frame time while streaming (UI pass + tessellation), {} CPU threads",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
     bench("tiny-moe shape", 6, 8, 2, 8, 600, 200);
     bench("synthetic large MoE", 48, 128, 2, 32, 2000, 100);
 }

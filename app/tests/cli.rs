@@ -20,8 +20,19 @@ fn run_streams_text_summarises_expert_load_and_writes_a_trace() {
     let trace = dir.path().join("run.safetensors");
     let model = fixture("mixtral");
     let (ok, out, err) = routelab(&[
-        "run", "--model", model.to_str().unwrap(), "--prompt", "fn main() {", "--max-new-tokens", "6",
-        "--mask-expert", "0:2:drop", "--mask-head", "1:0:mean", "--trace", trace.to_str().unwrap(),
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "fn main() {",
+        "--max-new-tokens",
+        "6",
+        "--mask-expert",
+        "0:2:drop",
+        "--mask-head",
+        "1:0:mean",
+        "--trace",
+        trace.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
     assert!(out.starts_with("<|endoftext|>fn main() {"), "the prompt is echoed with its BOS: {out}");
@@ -44,7 +55,17 @@ fn forward_with_capture_all_writes_full_attention_hidden_states_and_logits() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("f.safetensors");
     let model = fixture("llama");
-    let (ok, _, err) = routelab(&["forward", "--model", model.to_str().unwrap(), "--tokens", "5,6,7,8", "--out", out.to_str().unwrap(), "--capture", "all"]);
+    let (ok, _, err) = routelab(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        "5,6,7,8",
+        "--out",
+        out.to_str().unwrap(),
+        "--capture",
+        "all",
+    ]);
     assert!(ok, "{err}");
     let t = Trace::read(&out).unwrap();
     assert_eq!(t.tokens, vec![5, 6, 7, 8]);
@@ -60,7 +81,17 @@ fn captured_sink_and_span_are_the_attention_mass_on_those_keys() {
     let out = dir.path().join("f.safetensors");
     let model = fixture("mistral");
     let tokens = "5,6,7,8,9,10,11,12,13";
-    let (ok, _, err) = routelab(&["forward", "--model", model.to_str().unwrap(), "--tokens", tokens, "--out", out.to_str().unwrap(), "--capture", "all,span:2-4"]);
+    let (ok, _, err) = routelab(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        tokens,
+        "--out",
+        out.to_str().unwrap(),
+        "--capture",
+        "all,span:2-4",
+    ]);
     assert!(ok, "{err}");
     let tr = Trace::read(&out).unwrap();
     let t = tr.len();
@@ -72,12 +103,31 @@ fn captured_sink_and_span_are_the_attention_mass_on_those_keys() {
             for q in 0..t {
                 let row = &probs[head * t * t + q * t..head * t * t + (q + 1) * t];
                 let want_span: f32 = row[2..=4].iter().sum();
-                assert!((sink[q * h + head] - row[0]).abs() < 1e-6, "layer {l} head {head} query {q}: sink {} vs {}", sink[q * h + head], row[0]);
-                assert!((span[q * h + head] - want_span).abs() < 1e-5, "layer {l} head {head} query {q}: span {} vs {want_span}", span[q * h + head]);
+                assert!(
+                    (sink[q * h + head] - row[0]).abs() < 1e-6,
+                    "layer {l} head {head} query {q}: sink {} vs {}",
+                    sink[q * h + head],
+                    row[0]
+                );
+                assert!(
+                    (span[q * h + head] - want_span).abs() < 1e-5,
+                    "layer {l} head {head} query {q}: span {} vs {want_span}",
+                    span[q * h + head]
+                );
             }
         }
     }
-    let (ok, _, err) = routelab(&["forward", "--model", model.to_str().unwrap(), "--tokens", tokens, "--out", out.to_str().unwrap(), "--capture", "span:4-2"]);
+    let (ok, _, err) = routelab(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        tokens,
+        "--out",
+        out.to_str().unwrap(),
+        "--capture",
+        "span:4-2",
+    ]);
     assert!(!ok && err.contains("ends before it starts"), "{err}");
 }
 

@@ -151,7 +151,11 @@ fn masking_an_expert_and_rerunning_gives_a_compare_cell() {
         idle(a) && a.state.notebook.cells.iter().any(|c| matches!(c.kind, CellKind::Compare { result: Some(_), .. }))
     });
     let nb = &h.state().state.notebook;
-    let masked = nb.cells.iter().find(|c| matches!(&c.kind, CellKind::Prompt { interventions, .. } if !interventions.is_empty())).expect("masked cell");
+    let masked = nb
+        .cells
+        .iter()
+        .find(|c| matches!(&c.kind, CellKind::Prompt { interventions, .. } if !interventions.is_empty()))
+        .expect("masked cell");
     let CellKind::Prompt { interventions, .. } = &masked.kind else { unreachable!() };
     assert_eq!(interventions.items[0].label(), format!("layers.{layer}.experts.{expert}:reroute"));
     let compare = nb.cells.iter().find_map(|c| match &c.kind {

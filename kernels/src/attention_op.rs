@@ -162,7 +162,14 @@ impl AttentionStats {
     /// The CUDA launch for one call (also what the emulator runs): one block per (query, head),
     /// or with `chunk_len > 0` one per (query, head, chunk of keys) writing raw states for
     /// [`Self::combine_launch`]. `k_strides`/`v_strides` are (head, row) strides in elements.
-    pub fn launch(&self, kernel: &'static str, dims: (usize, usize, usize, usize, usize, usize), k_strides: (usize, usize), v_strides: (usize, usize), chunk_len: usize) -> candle_core::Result<Launch> {
+    pub fn launch(
+        &self,
+        kernel: &'static str,
+        dims: (usize, usize, usize, usize, usize, usize),
+        k_strides: (usize, usize),
+        v_strides: (usize, usize),
+        chunk_len: usize,
+    ) -> candle_core::Result<Launch> {
         let (heads, kv_heads, t, s, d, dv) = dims;
         if d > MAX_HEAD_DIM || dv > MAX_HEAD_DIM || heads > MAX_HEADS {
             candle_core::bail!("attention-stats: head dims {d}/{dv} or {heads} heads exceed the CUDA kernel's {MAX_HEAD_DIM}/{MAX_HEADS}");
@@ -242,7 +249,15 @@ impl CustomOp3 for AttentionStats {
         "routelab-attention-stats"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let Dims { heads, kv_heads, t, s, d, dv } = check(self, l1, l2, l3)?;
         let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (s1, s2, s3) else {
             candle_core::bail!("attention-stats: the CPU op takes f32 (attention_with_stats converts)")
@@ -384,11 +399,20 @@ mod tests {
         // Query 2: scores [0, 0, (ln 3)²]; span [1, 3) holds (1 + e) / (2 + e), e = exp((ln 3)²).
         let l3 = 3f32.ln();
         let t = |v: Vec<f32>| Tensor::from_vec(v, (1, 3, 1), &Device::Cpu).unwrap();
-        let a = attention_with_stats(&t(vec![0.0, 0.0, l3]), &t(vec![0.0, 0.0, l3]), &t(vec![1.0, 2.0, 3.0]), &AttentionStats { scale: 1.0, window: None, span: (1, 3), uniform: vec![] }).unwrap();
+        let a = attention_with_stats(
+            &t(vec![0.0, 0.0, l3]),
+            &t(vec![0.0, 0.0, l3]),
+            &t(vec![1.0, 2.0, 3.0]),
+            &AttentionStats { scale: 1.0, window: None, span: (1, 3), uniform: vec![] },
+        )
+        .unwrap();
         let row = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let e = (l3 * l3).exp();
         let out = row(&a.out);
-        assert!((out[0] - 1.0).abs() < 1e-6 && (out[1] - 1.5).abs() < 1e-6 && (out[2] - (3.0 + 3.0 * e) / (2.0 + e)).abs() < 1e-5, "{out:?}");
+        assert!(
+            (out[0] - 1.0).abs() < 1e-6 && (out[1] - 1.5).abs() < 1e-6 && (out[2] - (3.0 + 3.0 * e) / (2.0 + e)).abs() < 1e-5,
+            "{out:?}"
+        );
         let ent = row(&a.entropy().unwrap());
         assert!(ent[0] == 0.0 && (ent[1] - 2f32.ln()).abs() < 1e-6, "{ent:?}");
         assert_eq!(a.argmax().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![0, 0, 2]);
@@ -402,7 +426,13 @@ mod tests {
     fn window_and_uniform_heads() {
         // Window 2, position 2 sees keys 1, 2; a uniform head averages their values: 2.5.
         let t = |v: Vec<f32>| Tensor::from_vec(v, (1, 3, 1), &Device::Cpu).unwrap();
-        let a = attention_with_stats(&t(vec![5.0, -1.0, 2.0]), &t(vec![1.0, 3.0, -2.0]), &t(vec![1.0, 2.0, 3.0]), &op(Some(2), (0, 0), vec![true])).unwrap();
+        let a = attention_with_stats(
+            &t(vec![5.0, -1.0, 2.0]),
+            &t(vec![1.0, 3.0, -2.0]),
+            &t(vec![1.0, 2.0, 3.0]),
+            &op(Some(2), (0, 0), vec![true]),
+        )
+        .unwrap();
         assert_eq!(a.out.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![1.0, 1.5, 2.5]);
         // Uniform over keys 1, 2: first visible key is the argmax, no sink mass, entropy ln 2.
         assert_eq!(a.argmax().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap(), vec![0, 0, 1]);
@@ -471,7 +501,8 @@ mod tests {
         }
         let got = &got[0];
         let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let (out, ent, sink, span) = (flat(&reference.out), flat(&reference.entropy().unwrap()), flat(&reference.sink().unwrap()), flat(&reference.span().unwrap()));
+        let (out, ent, sink, span) =
+            (flat(&reference.out), flat(&reference.entropy().unwrap()), flat(&reference.sink().unwrap()), flat(&reference.span().unwrap()));
         let arg = reference.argmax().unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
         for row in 0..heads * t {
             let g = &got[row * w..(row + 1) * w];

@@ -127,11 +127,24 @@ mod tests {
             let mut p = Vec::with_capacity(rows * cols);
             for r in 0..rows {
                 // Row r: a few equal peaks (ties go to the first), zeros (masked keys), a smooth rest.
-                let raw: Vec<f32> = (0..cols).map(|j| if j % 7 == r && j > 0 { 0.0 } else if j % 97 == 11 { 5.0 } else { 1.0 + ((j * 31 + r) % 13) as f32 / 13.0 }).collect();
+                let raw: Vec<f32> = (0..cols)
+                    .map(|j| {
+                        if j % 7 == r && j > 0 {
+                            0.0
+                        } else if j % 97 == 11 {
+                            5.0
+                        } else {
+                            1.0 + ((j * 31 + r) % 13) as f32 / 13.0
+                        }
+                    })
+                    .collect();
                 let sum: f32 = raw.iter().sum();
                 p.extend(raw.iter().map(|x| x / sum));
             }
-            let Some(got) = crate::emulate::run(&launch(rows, cols), &[crate::emulate::Buf::F32(&p), crate::emulate::Buf::Out(rows * 2)]) else { return };
+            let Some(got) = crate::emulate::run(&launch(rows, cols), &[crate::emulate::Buf::F32(&p), crate::emulate::Buf::Out(rows * 2)])
+            else {
+                return;
+            };
             for r in 0..rows {
                 let (e, i) = row_stats(&p[r * cols..(r + 1) * cols]);
                 let (ge, gi) = (got[0][2 * r], got[0][2 * r + 1]);

@@ -24,11 +24,11 @@
 pub mod attention_op;
 pub mod attn_stats;
 pub mod capture_pack;
-pub mod launch;
-#[cfg(test)]
-mod emulate;
-pub mod routing;
-pub mod row_norm;
-pub mod router_op;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(test)]
+mod emulate;
+pub mod launch;
+pub mod router_op;
+pub mod routing;
+pub mod row_norm;

@@ -122,7 +122,13 @@ struct KernelCodes {
 }
 
 /// The `[3, E]` aux tensor: bias (zeros when absent), excluded and dropped as 0/1.
-pub fn aux_tensor(num_experts: usize, bias: Option<&[f32]>, excluded: &[bool], dropped: &[bool], device: &Device) -> candle_core::Result<Tensor> {
+pub fn aux_tensor(
+    num_experts: usize,
+    bias: Option<&[f32]>,
+    excluded: &[bool],
+    dropped: &[bool],
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let mut v = vec![0f32; 3 * num_experts];
     if let Some(b) = bias {
         v[..num_experts].copy_from_slice(&b[..num_experts]);
@@ -140,11 +146,7 @@ pub fn route_tensor(logits: &Tensor, aux: &Tensor, op: &RouterTopK) -> candle_co
     let logits = logits.to_dtype(DType::F32)?.contiguous()?;
     let aux = aux.to_dtype(DType::F32)?.contiguous()?;
     let packed = logits.apply_op2_no_bwd(&aux, op)?;
-    Ok(DeviceRoutes {
-        experts: packed.narrow(1, 0, k)?.to_dtype(DType::U32)?,
-        weights: packed.narrow(1, k, k)?.contiguous()?,
-        packed,
-    })
+    Ok(DeviceRoutes { experts: packed.narrow(1, 0, k)?.to_dtype(DType::U32)?, weights: packed.narrow(1, k, k)?.contiguous()?, packed })
 }
 
 fn check_shapes(op: &RouterTopK, l1: &Layout, l2: &Layout) -> candle_core::Result<(usize, usize)> {
@@ -320,13 +322,20 @@ mod tests {
         for params in RoutingParams::family_schemes() {
             let e = params.num_experts;
             let l = logits(t, e, 5);
-            let bias: Option<Vec<f32>> = matches!(params.scoring, Scoring::Sigmoid).then(|| (0..e).map(|i| (i % 7) as f32 * 0.05 - 0.1).collect());
+            let bias: Option<Vec<f32>> =
+                matches!(params.scoring, Scoring::Sigmoid).then(|| (0..e).map(|i| (i % 7) as f32 * 0.05 - 0.1).collect());
             let excluded: Vec<bool> = (0..e).map(|i| i % 5 == 3).collect();
             let dropped: Vec<bool> = (0..e).map(|i| i % 7 == 1).collect();
             let op = RouterTopK::new(params.clone(), bias.is_some());
-            let aux = aux_tensor(e, bias.as_deref(), &excluded, &dropped, &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let aux =
+                aux_tensor(e, bias.as_deref(), &excluded, &dropped, &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let w = op.out_width();
-            let Some(got) = crate::emulate::run(&op.launch(t, e), &[crate::emulate::Buf::F32(&l), crate::emulate::Buf::F32(&aux), crate::emulate::Buf::Out(t * w)]) else { return };
+            let Some(got) = crate::emulate::run(
+                &op.launch(t, e),
+                &[crate::emulate::Buf::F32(&l), crate::emulate::Buf::F32(&aux), crate::emulate::Buf::Out(t * w)],
+            ) else {
+                return;
+            };
             let got = &got[0];
             let r = route(&l, &params, bias.as_deref(), &excluded);
             let k = params.top_k;
@@ -337,10 +346,18 @@ mod tests {
                 assert_eq!(row[..k].iter().map(|&x| x as u32).collect::<Vec<_>>(), ids, "{what}: ids");
                 for j in 0..k {
                     let want = if dropped[ids[j] as usize] { 0.0 } else { ws[j] };
-                    assert!((row[k + j] - want).abs() <= 1e-6 * (1.0 + want.abs()), "{what}: weight {j}: kernel {} reference {want}", row[k + j]);
+                    assert!(
+                        (row[k + j] - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                        "{what}: weight {j}: kernel {} reference {want}",
+                        row[k + j]
+                    );
                 }
                 let m = r.margin[tok];
-                assert!(row[2 * k] == m || (row[2 * k] - m).abs() <= 1e-6 * (1.0 + m.abs()), "{what}: margin kernel {} reference {m}", row[2 * k]);
+                assert!(
+                    row[2 * k] == m || (row[2 * k] - m).abs() <= 1e-6 * (1.0 + m.abs()),
+                    "{what}: margin kernel {} reference {m}",
+                    row[2 * k]
+                );
             }
         }
     }

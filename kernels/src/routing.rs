@@ -135,14 +135,10 @@ impl RoutingParams {
     /// routing this is checked per token at run time by falling back to fewer candidates).
     pub fn validate(&self, num_excluded: usize) -> Result<(), String> {
         if self.num_experts == 0 || self.top_k == 0 || self.top_k > self.num_experts {
-            return Err(format!(
-                "top-k {} of {} experts is not a valid routing",
-                self.top_k, self.num_experts
-            ));
+            return Err(format!("top-k {} of {} experts is not a valid routing", self.top_k, self.num_experts));
         }
         if let Selection::GroupLimited { groups, top_groups, .. } = self.selection {
-            if groups == 0 || !self.num_experts.is_multiple_of(groups) || top_groups == 0 || top_groups > groups
-            {
+            if groups == 0 || !self.num_experts.is_multiple_of(groups) || top_groups == 0 || top_groups > groups {
                 return Err(format!(
                     "group-limited routing needs experts ({}) divisible into groups ({}) and 1 ≤ top groups ({}) ≤ groups",
                     self.num_experts, groups, top_groups
@@ -198,12 +194,7 @@ impl Routes {
 /// `correction_bias` (length `num_experts`) is added to sigmoid scores for choosing (DeepSeek-V3
 /// `e_score_correction_bias`). `excluded[e]` removes expert `e` from the candidates.
 /// [`RoutingParams::validate`] must have accepted the parameters.
-pub fn route(
-    logits: &[f32],
-    params: &RoutingParams,
-    correction_bias: Option<&[f32]>,
-    excluded: &[bool],
-) -> Routes {
+pub fn route(logits: &[f32], params: &RoutingParams, correction_bias: Option<&[f32]>, excluded: &[bool]) -> Routes {
     let e = params.num_experts;
     let k = params.top_k;
     let tokens = if e == 0 { 0 } else { logits.len() / e };
@@ -277,12 +268,7 @@ pub fn route(
 /// Softmax over the non-excluded entries (excluded ones get probability 0), computed as
 /// `exp(x - max) / sum` like torch.
 fn softmax_excluding(row: &[f32], excluded: &impl Fn(usize) -> bool, out: &mut [f32]) {
-    let max = row
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !excluded(*i))
-        .map(|(_, &x)| x)
-        .fold(f32::NEG_INFINITY, f32::max);
+    let max = row.iter().enumerate().filter(|(i, _)| !excluded(*i)).map(|(_, &x)| x).fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for (i, (o, &x)) in out.iter_mut().zip(row).enumerate() {
         *o = if excluded(i) { 0.0 } else { (x - max).exp() };
@@ -338,12 +324,7 @@ fn sparsemixer(row: &[f32], eps: f32, excluded: &impl Fn(usize) -> bool, routes:
     let mut picks = [0usize; 2];
     let mut best = [0f32; 2];
     for round in 0..2 {
-        let order = ranked(
-            &row.iter()
-                .enumerate()
-                .map(|(i, &x)| if removed[i] { f32::NEG_INFINITY } else { x })
-                .collect::<Vec<_>>(),
-        );
+        let order = ranked(&row.iter().enumerate().map(|(i, &x)| if removed[i] { f32::NEG_INFINITY } else { x }).collect::<Vec<_>>());
         let pick = order[0];
         let top = row[pick];
         // Softmax over the logits close enough to the pick.
@@ -362,12 +343,8 @@ fn sparsemixer(row: &[f32], eps: f32, excluded: &impl Fn(usize) -> bool, routes:
         removed[pick] = true;
     }
     // The routing flips if either pick ties with the next candidate.
-    let third = row
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !excluded(*i) && !picks.contains(i))
-        .map(|(_, &x)| x)
-        .fold(f32::NEG_INFINITY, f32::max);
+    let third =
+        row.iter().enumerate().filter(|(i, _)| !excluded(*i) && !picks.contains(i)).map(|(_, &x)| x).fold(f32::NEG_INFINITY, f32::max);
     routes.margin.push((best[0] - best[1]).min(best[1] - third));
 }
 

@@ -100,10 +100,16 @@ mod tests {
             for bf16 in [false, true] {
                 let vals: Vec<f32> = if bf16 { xb.iter().map(|b| half::bf16::from_bits(*b).to_f32()).collect() } else { x.clone() };
                 let want = row_norm(&Tensor::from_vec(vals, (rows, cols), &Device::Cpu).unwrap()).unwrap().to_vec1::<f32>().unwrap();
-                let (kernel, buf) = if bf16 { ("row_norm_bf16", crate::emulate::Buf::U16(&xb)) } else { ("row_norm_f32", crate::emulate::Buf::F32(&x)) };
+                let (kernel, buf) =
+                    if bf16 { ("row_norm_bf16", crate::emulate::Buf::U16(&xb)) } else { ("row_norm_f32", crate::emulate::Buf::F32(&x)) };
                 let Some(got) = crate::emulate::run(&launch(kernel, rows, cols), &[buf, crate::emulate::Buf::Out(rows)]) else { return };
                 for r in 0..rows {
-                    assert!((got[0][r] - want[r]).abs() <= 1e-5 * want[r].max(1.0), "{kernel} cols {cols} row {r}: kernel {} reference {}", got[0][r], want[r]);
+                    assert!(
+                        (got[0][r] - want[r]).abs() <= 1e-5 * want[r].max(1.0),
+                        "{kernel} cols {cols} row {r}: kernel {} reference {}",
+                        got[0][r],
+                        want[r]
+                    );
                 }
             }
         }

@@ -54,11 +54,7 @@ impl LayerCache {
 
     /// Bytes held by the buffers.
     pub fn bytes(&self) -> usize {
-        [&self.k, &self.v]
-            .iter()
-            .filter_map(|t| t.as_ref())
-            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
-            .sum()
+        [&self.k, &self.v].iter().filter_map(|t| t.as_ref()).map(|t| t.elem_count() * t.dtype().size_in_bytes()).sum()
     }
 }
 

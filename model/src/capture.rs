@@ -99,7 +99,13 @@ impl CaptureSpec {
     }
 
     pub fn is_none(&self) -> bool {
-        *self == CaptureSpec::none() || (!self.router && !self.attention_stats && self.attention_probs.is_none() && self.hidden.is_none() && !self.logits && !self.contributions)
+        *self == CaptureSpec::none()
+            || (!self.router
+                && !self.attention_stats
+                && self.attention_probs.is_none()
+                && self.hidden.is_none()
+                && !self.logits
+                && !self.contributions)
     }
 }
 

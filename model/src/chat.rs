@@ -44,7 +44,12 @@ impl ChatTemplate {
 
     /// The template of tokenizer_config.json: a string, or a list of named templates (the one
     /// named "default" is used).
-    pub fn from_tokenizer_config(config: &serde_json::Value, origin: &Path, bos: Option<String>, eos: Option<String>) -> Result<Option<Self>> {
+    pub fn from_tokenizer_config(
+        config: &serde_json::Value,
+        origin: &Path,
+        bos: Option<String>,
+        eos: Option<String>,
+    ) -> Result<Option<Self>> {
         let source = match config.get("chat_template") {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Array(list)) => {
@@ -62,11 +67,8 @@ impl ChatTemplate {
     fn environment(&self) -> Result<Environment<'_>> {
         let mut env = Environment::new();
         // transformers renders with jinja2's trim_blocks and lstrip_blocks.
-        let syntax = minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-            .expect("default delimiters are valid");
+        let syntax =
+            minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().expect("default delimiters are valid");
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, Error> {

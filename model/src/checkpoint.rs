@@ -32,11 +32,12 @@ pub struct GgufExtras {
 /// Reads and parses config.json.
 pub fn read_config(path: &Path) -> Result<ModelConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ModelError::config(path, "config.json is missing: a model directory needs config.json next to its weights"),
+        std::io::ErrorKind::NotFound => {
+            ModelError::config(path, "config.json is missing: a model directory needs config.json next to its weights")
+        }
         _ => ModelError::io(path, e),
     })?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| ModelError::config(path, format!("not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::config(path, format!("not valid JSON: {e}")))?;
     parse_config(path, &value)
 }
 
@@ -46,12 +47,9 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::weights(&index, format!("not valid JSON: {e}")))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| ModelError::weights(&index, "has no `weight_map` object"))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::weights(&index, format!("not valid JSON: {e}")))?;
+        let map =
+            v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::weights(&index, "has no `weight_map` object"))?;
         let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
         files.sort();
         files.dedup();
@@ -72,7 +70,10 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     all.sort();
     if all.is_empty() {
-        return Err(ModelError::weights(dir, "no weights found: expected model.safetensors, model.safetensors.index.json or *.safetensors"));
+        return Err(ModelError::weights(
+            dir,
+            "no weights found: expected model.safetensors, model.safetensors.index.json or *.safetensors",
+        ));
     }
     Ok(all)
 }

@@ -40,7 +40,9 @@ pub struct NormConfig {
 pub enum NormKind {
     Rms,
     /// LayerNorm; `bias` false for DBRX's bias-free LayerNorm.
-    Layer { bias: bool },
+    Layer {
+        bias: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -145,10 +147,19 @@ pub struct RopeConfig {
 #[derive(Clone, Debug, Serialize)]
 pub enum RopeScaling {
     None,
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Dynamic NTK: the base grows once positions pass `max_position_embeddings`.
-    Dynamic { factor: f64 },
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: usize },
+    Dynamic {
+        factor: f64,
+    },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
     Yarn {
         factor: f64,
         original_max_position_embeddings: usize,
@@ -245,17 +256,16 @@ impl ModelConfig {
             a.num_kv_heads,
             self.vocab_size
         );
-        let moe: Vec<&MoeConfig> = self.layers.iter().filter_map(|l| match &l.ffn {
-            FfnConfig::Moe(m) => Some(m),
-            _ => None,
-        }).collect();
+        let moe: Vec<&MoeConfig> = self
+            .layers
+            .iter()
+            .filter_map(|l| match &l.ffn {
+                FfnConfig::Moe(m) => Some(m),
+                _ => None,
+            })
+            .collect();
         if let Some(m) = moe.first() {
-            s += &format!(
-                " · {} MoE layers, top-{} of {} experts",
-                moe.len(),
-                m.routing.top_k,
-                m.routing.num_experts
-            );
+            s += &format!(" · {} MoE layers, top-{} of {} experts", moe.len(), m.routing.top_k, m.routing.num_experts);
             if let Some(sh) = m.shared {
                 s += &format!(" + {} shared", sh.count);
             }

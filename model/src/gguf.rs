@@ -80,12 +80,7 @@ impl<'a> Meta<'a> {
     fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .to_f32()
-                .map(f64::from)
-                .or_else(|_| v.to_f64())
-                .map(Some)
-                .map_err(|_| meta_err(self.path, key, "is not a number")),
+            Some(v) => v.to_f32().map(f64::from).or_else(|_| v.to_f64()).map(Some).map_err(|_| meta_err(self.path, key, "is not a number")),
         }
     }
     fn opt_str(&self, key: &str) -> Result<Option<&'a str>> {
@@ -143,8 +138,7 @@ fn hf_name(gguf: &str) -> Option<String> {
 /// Opens and parses a GGUF file.
 pub fn open(path: &Path) -> Result<GgufModel> {
     let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let content = Content::read(&mut file)
-        .map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))?;
+    let content = Content::read(&mut file).map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))?;
     let meta = Meta { path, md: &content.metadata };
     let arch = meta.opt_str("general.architecture")?.unwrap_or("");
     if arch != "llama" {
@@ -230,8 +224,7 @@ pub fn open(path: &Path) -> Result<GgufModel> {
 fn byte_level_bpe(meta: &Meta, tokens: &[&str], bos: Option<String>) -> Result<serde_json::Value> {
     let merges = meta.strings("tokenizer.ggml.merges")?;
     let types = meta.ints("tokenizer.ggml.token_type")?.unwrap_or_default();
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
     let added: Vec<serde_json::Value> = types
         .iter()
         .enumerate()
@@ -298,9 +291,7 @@ impl GgufWeights {
         })?;
         let q = {
             let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            self.content
-                .tensor(&mut *file, g, &Device::Cpu)
-                .map_err(|e| ModelError::weights(&self.path, format!("tensor {g:?}: {e}")))?
+            self.content.tensor(&mut *file, g, &Device::Cpu).map_err(|e| ModelError::weights(&self.path, format!("tensor {g:?}: {e}")))?
         };
         let w = q.dequantize(&Device::Cpu).map_err(|e| ModelError::weights(&self.path, format!("tensor {g:?}: {e}")))?;
         let heads = if hf.ends_with("q_proj.weight") {

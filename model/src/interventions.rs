@@ -31,17 +31,34 @@ pub enum HeadMethod {
     Uniform,
     /// The head's output (its slice of o_proj's input) at every position replaced by
     /// `reference`, its mean over a reference run (`v_head_dim` values).
-    Mean { reference: Vec<f32> },
-    Scale { factor: f32 },
+    Mean {
+        reference: Vec<f32>,
+    },
+    Scale {
+        factor: f32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "target")]
 pub enum Intervention {
-    Expert { layer: usize, expert: usize, method: ExpertMethod },
-    SharedExpert { layer: usize },
-    DenseResidual { layer: usize },
-    Head { layer: usize, head: usize, #[serde(flatten)] method: HeadMethod },
+    Expert {
+        layer: usize,
+        expert: usize,
+        method: ExpertMethod,
+    },
+    SharedExpert {
+        layer: usize,
+    },
+    DenseResidual {
+        layer: usize,
+    },
+    Head {
+        layer: usize,
+        head: usize,
+        #[serde(flatten)]
+        method: HeadMethod,
+    },
 }
 
 impl Intervention {
@@ -142,9 +159,7 @@ impl Interventions {
         for (l, layer) in config.layers.iter().enumerate() {
             if let FfnConfig::Moe(m) = &layer.ffn {
                 let excluded = self.for_layer(l, config).excluded_experts.iter().filter(|&&x| x).count();
-                m.routing
-                    .validate(excluded)
-                    .map_err(|e| ModelError::Invalid(format!("interventions on layer {l}: {e}")))?;
+                m.routing.validate(excluded).map_err(|e| ModelError::Invalid(format!("interventions on layer {l}: {e}")))?;
             }
         }
         Ok(())
@@ -158,11 +173,8 @@ impl Interventions {
     /// What this set does to one layer, in the form the decoder applies it.
     pub fn for_layer(&self, layer: usize, config: &ModelConfig) -> LayerEdits {
         let num_experts = config.moe(layer).map(|m| m.routing.num_experts).unwrap_or(0);
-        let mut e = LayerEdits {
-            excluded_experts: vec![false; num_experts],
-            dropped_experts: vec![false; num_experts],
-            ..LayerEdits::default()
-        };
+        let mut e =
+            LayerEdits { excluded_experts: vec![false; num_experts], dropped_experts: vec![false; num_experts], ..LayerEdits::default() };
         for i in self.items.iter().filter(|i| i.layer() == layer) {
             match i {
                 Intervention::Expert { expert, method, .. } if *expert < num_experts => match method {
@@ -203,7 +215,9 @@ pub fn parse_expert_mask(s: &str) -> std::result::Result<Intervention, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let num = |p: &str, what: &str| p.trim().parse::<usize>().map_err(|_| format!("{s:?}: {what} {p:?} is not a number"));
     match parts.as_slice() {
-        [l, e] | [l, e, "reroute"] => Ok(Intervention::Expert { layer: num(l, "layer")?, expert: num(e, "expert")?, method: ExpertMethod::Reroute }),
+        [l, e] | [l, e, "reroute"] => {
+            Ok(Intervention::Expert { layer: num(l, "layer")?, expert: num(e, "expert")?, method: ExpertMethod::Reroute })
+        }
         [l, e, "drop"] => Ok(Intervention::Expert { layer: num(l, "layer")?, expert: num(e, "expert")?, method: ExpertMethod::Drop }),
         [_, _, m] => Err(format!("{s:?}: expert method {m:?} is not one of reroute, drop")),
         _ => Err(format!("{s:?}: expected LAYER:EXPERT[:reroute|drop]")),
@@ -222,9 +236,7 @@ pub fn parse_head_mask(s: &str) -> std::result::Result<Intervention, String> {
                 "uniform" => HeadMethod::Uniform,
                 "mean" => HeadMethod::Mean { reference: vec![] },
                 m => match m.strip_prefix("scale=").or_else(|| m.strip_prefix("scale(").and_then(|x| x.strip_suffix(')'))) {
-                    Some(x) => HeadMethod::Scale {
-                        factor: x.parse().map_err(|_| format!("{s:?}: scale factor {x:?} is not a number"))?,
-                    },
+                    Some(x) => HeadMethod::Scale { factor: x.parse().map_err(|_| format!("{s:?}: scale factor {x:?} is not a number"))? },
                     None => return Err(format!("{s:?}: head method {m:?} is not one of zero, uniform, mean, scale=X")),
                 },
             };
@@ -241,10 +253,7 @@ mod tests {
 
     #[test]
     fn cli_forms_parse() {
-        assert_eq!(
-            parse_expert_mask("3:5").unwrap(),
-            Intervention::Expert { layer: 3, expert: 5, method: ExpertMethod::Reroute }
-        );
+        assert_eq!(parse_expert_mask("3:5").unwrap(), Intervention::Expert { layer: 3, expert: 5, method: ExpertMethod::Reroute });
         assert_eq!(parse_expert_mask("0:1:drop").unwrap().label(), "layers.0.experts.1:drop");
         assert!(parse_expert_mask("0:x").is_err());
         assert!(parse_expert_mask("0:1:nuke").is_err());

@@ -6,8 +6,8 @@
 //! data. [`session::Session`] ties model, tokenizer and chat template together and generates.
 
 pub mod cache;
-pub mod chat;
 pub mod capture;
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod decoder;

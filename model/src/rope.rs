@@ -62,8 +62,9 @@ impl Rope {
             RopeScaling::Yarn { factor, original_max_position_embeddings, beta_fast, beta_slow, attention_factor: af, truncate } => {
                 attention_factor = *af as f32;
                 let (d, theta) = (dim as f64, config.theta);
-                let correction_dim =
-                    |rot: f64| d * ((*original_max_position_embeddings as f64) / (rot * 2.0 * std::f64::consts::PI)).ln() / (2.0 * theta.ln());
+                let correction_dim = |rot: f64| {
+                    d * ((*original_max_position_embeddings as f64) / (rot * 2.0 * std::f64::consts::PI)).ln() / (2.0 * theta.ln())
+                };
                 let (mut low, mut high) = (correction_dim(*beta_fast), correction_dim(*beta_slow));
                 if *truncate {
                     low = low.floor();

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
 use routelab_kernels::capture_pack::pack_f32;
+use serde::{Deserialize, Serialize};
 
 use crate::capture::{CaptureSpec, HeadStats, LayerCapture, Layers};
 use crate::chat::{ChatTemplate, Message};
@@ -252,10 +252,14 @@ impl Session {
 
     pub fn info(&self) -> ModelInfo {
         let c = &self.model.config;
-        let moe: Vec<_> = c.layers.iter().filter_map(|l| match &l.ffn {
-            FfnConfig::Moe(m) => Some(m),
-            _ => None,
-        }).collect();
+        let moe: Vec<_> = c
+            .layers
+            .iter()
+            .filter_map(|l| match &l.ffn {
+                FfnConfig::Moe(m) => Some(m),
+                _ => None,
+            })
+            .collect();
         ModelInfo {
             name: self.name.clone(),
             model_type: c.family.model_type().to_string(),
@@ -406,7 +410,15 @@ impl Session {
     /// (ids as f32, exact below 2^24): on a GPU that is one device-to-host copy, and so one
     /// synchronisation, per forward call instead of several per layer. Full attention
     /// probabilities and residual streams (opt-in, large) are copied on their own.
-    fn collect(&self, layers: &[LayerCapture], logits: &Tensor, tokens: &[u32], start: usize, generated: bool, record: &mut RunRecord) -> Result<Vec<f32>> {
+    fn collect(
+        &self,
+        layers: &[LayerCapture],
+        logits: &Tensor,
+        tokens: &[u32],
+        start: usize,
+        generated: bool,
+        record: &mut RunRecord,
+    ) -> Result<Vec<f32>> {
         let t = tokens.len();
         let mut pack = Pack::default();
         let mut slots: Vec<LayerSlots> = Vec::with_capacity(layers.len());
@@ -545,7 +557,9 @@ fn tokenizer_for(ck: &Checkpoint) -> Result<(Tokenizer, Option<ChatTemplate>)> {
     if let Some(dir) = &ck.dir {
         let tok = Tokenizer::from_dir(dir)?;
         let template = match read_tokenizer_config(dir)? {
-            Some(cfg) => ChatTemplate::from_tokenizer_config(&cfg, &dir.join("tokenizer_config.json"), tok.bos_token.clone(), tok.eos_token.clone())?,
+            Some(cfg) => {
+                ChatTemplate::from_tokenizer_config(&cfg, &dir.join("tokenizer_config.json"), tok.bos_token.clone(), tok.eos_token.clone())?
+            }
             None => None,
         };
         // transformers ≥ 4.43 may keep the template in chat_template.jinja instead.
@@ -565,7 +579,10 @@ fn tokenizer_for(ck: &Checkpoint) -> Result<(Tokenizer, Option<ChatTemplate>)> {
     }
     let g = ck.gguf.as_ref().ok_or_else(|| ModelError::Source("internal: checkpoint without tokenizer source".into()))?;
     let json = g.tokenizer.as_ref().ok_or_else(|| {
-        ModelError::tokenizer(&g.path, "the GGUF's vocabulary type is not supported (byte-level BPE only); put the model's tokenizer.json next to the .gguf file")
+        ModelError::tokenizer(
+            &g.path,
+            "the GGUF's vocabulary type is not supported (byte-level BPE only); put the model's tokenizer.json next to the .gguf file",
+        )
     })?;
     let tok = Tokenizer::from_json(json, &g.path, g.bos_token.clone(), g.eos_token.clone())?;
     let template = match &g.chat_template {

@@ -195,7 +195,13 @@ pub fn fetch_hf(repo: &str, revision: Option<&str>, progress: &mut dyn FnMut(Loa
 }
 
 /// [`fetch_hf`] with an explicit cache and offline switch.
-pub fn fetch_hf_in(cache: &Cache, offline: bool, repo: &str, revision: Option<&str>, progress: &mut dyn FnMut(LoadProgress)) -> Result<PathBuf> {
+pub fn fetch_hf_in(
+    cache: &Cache,
+    offline: bool,
+    repo: &str,
+    revision: Option<&str>,
+    progress: &mut dyn FnMut(LoadProgress),
+) -> Result<PathBuf> {
     let cached = cache.repo(hf_repo(repo, revision));
     // Offline path: everything the index or single file names is already cached.
     if let Some(config) = cached.get("config.json") {
@@ -256,10 +262,18 @@ mod tests {
 
     #[test]
     fn sharded_checkpoints_need_their_index_and_shards() {
-        let files: Vec<String> = ["config.json", "tokenizer.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "README.md", "original/consolidated.safetensors"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let files: Vec<String> = [
+            "config.json",
+            "tokenizer.json",
+            "model.safetensors.index.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "README.md",
+            "original/consolidated.safetensors",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let needed = needed_files(&files);
         assert!(needed.contains(&"model-00002-of-00002.safetensors".to_string()));
         assert!(!needed.iter().any(|f| f.starts_with("original/") || f == "README.md"));

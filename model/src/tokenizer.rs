@@ -58,9 +58,7 @@ impl Tokenizer {
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| ModelError::tokenizer(&self.source, format!("cannot decode: {e}")))
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| ModelError::tokenizer(&self.source, format!("cannot decode: {e}")))
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {

@@ -78,11 +78,16 @@ impl SafetensorsFile {
 }
 
 enum Backend {
-    Safetensors { files: Vec<SafetensorsFile>, index: HashMap<String, usize> },
+    Safetensors {
+        files: Vec<SafetensorsFile>,
+        index: HashMap<String, usize>,
+    },
     Gguf(Box<GgufWeights>),
     /// Benchmark models of real configs without their checkpoints: names and shapes from a
     /// manifest, values drawn on the run device when asked for (see [`Weights::random`]).
-    Random { shapes: HashMap<String, Vec<usize>> },
+    Random {
+        shapes: HashMap<String, Vec<usize>>,
+    },
 }
 
 /// The manifest of a random-weight model directory: `random_weights.json`.
@@ -221,12 +226,7 @@ impl Weights {
     pub fn get_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let found = self.shape(name).ok_or_else(|| self.missing(name, None))?;
         if found != shape {
-            return Err(ModelError::TensorShape {
-                path: self.file_of(name),
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found,
-            });
+            return Err(ModelError::TensorShape { path: self.file_of(name), name: name.to_string(), expected: shape.to_vec(), found });
         }
         Ok(self.load_raw(name)?.to_dtype(dtype)?.to_device(&self.device)?)
     }

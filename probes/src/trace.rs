@@ -242,7 +242,9 @@ impl Trace {
         }
         let views: Vec<(String, TensorView)> = bufs
             .iter()
-            .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| ProbeError::Invalid(format!("tensor {n}: {e}")))?)))
+            .map(|(n, d, s, b)| {
+                Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| ProbeError::Invalid(format!("tensor {n}: {e}")))?))
+            })
             .collect::<Result<_>>()?;
         let m = &self.meta;
         let metadata: HashMap<String, String> = [
@@ -284,7 +286,9 @@ impl Trace {
         if format != FORMAT {
             return Err(bad(format!("format is {format:?}; this RouteLab reads {FORMAT:?}")));
         }
-        let parse = |k: &str| -> Result<serde_json::Value> { serde_json::from_str(&get(k)?).map_err(|e| bad(format!("metadata `{k}` is not valid JSON: {e}"))) };
+        let parse = |k: &str| -> Result<serde_json::Value> {
+            serde_json::from_str(&get(k)?).map_err(|e| bad(format!("metadata `{k}` is not valid JSON: {e}")))
+        };
         let meta = TraceMeta {
             model: get("model")?,
             architecture: get("architecture")?,
@@ -347,8 +351,10 @@ impl Trace {
             let mut lt = LayerTrace::default();
             if let Some((s, b)) = tensor(&format!("router.{l}.logits"), Dtype::F32, 2)? {
                 expect_rows("router logits", &s)?;
-                let (es, eb) = tensor(&format!("router.{l}.experts"), Dtype::U32, 2)?.ok_or_else(|| bad(format!("router.{l}.experts is missing")))?;
-                let (ws, wb) = tensor(&format!("router.{l}.weights"), Dtype::F32, 2)?.ok_or_else(|| bad(format!("router.{l}.weights is missing")))?;
+                let (es, eb) =
+                    tensor(&format!("router.{l}.experts"), Dtype::U32, 2)?.ok_or_else(|| bad(format!("router.{l}.experts is missing")))?;
+                let (ws, wb) =
+                    tensor(&format!("router.{l}.weights"), Dtype::F32, 2)?.ok_or_else(|| bad(format!("router.{l}.weights is missing")))?;
                 if es != ws || es[0] != t {
                     return Err(bad(format!("router.{l}.experts {es:?} and weights {ws:?} disagree")));
                 }
@@ -387,7 +393,9 @@ impl Trace {
                 hidden_size = s[1];
                 lt.hidden = Some(f32v(b));
             }
-            for (name, slot) in [("routed_norm", &mut lt.routed_norm), ("shared_norm", &mut lt.shared_norm), ("dense_norm", &mut lt.dense_norm)] {
+            for (name, slot) in
+                [("routed_norm", &mut lt.routed_norm), ("shared_norm", &mut lt.shared_norm), ("dense_norm", &mut lt.dense_norm)]
+            {
                 if let Some((s, b)) = tensor(&format!("moe.{l}.{name}"), Dtype::F32, 1)? {
                     expect_rows(name, &s)?;
                     *slot = Some(f32v(b));

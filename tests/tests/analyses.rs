@@ -38,7 +38,8 @@ fn run_diff_of_a_reroute_flips_exactly_the_positions_that_chose_the_expert() {
     let chose: Vec<bool> = r.get("router.0.experts").i64.chunks(k).map(|row| row.contains(&2)).collect();
     assert!(chose.iter().any(|&c| c) && chose.iter().any(|&c| !c), "the fixture must exercise both cases");
     let plain = trace("mixtral", Interventions::default(), 0);
-    let rerouted = trace("mixtral", Interventions::new(vec![Intervention::Expert { layer: 0, expert: 2, method: ExpertMethod::Reroute }]), 0);
+    let rerouted =
+        trace("mixtral", Interventions::new(vec![Intervention::Expert { layer: 0, expert: 2, method: ExpertMethod::Reroute }]), 0);
     let d = diff(&plain, &rerouted).unwrap();
     assert_eq!(d.first_divergence, None, "a forward pass over the same tokens");
     let (layer, flips) = &d.routing_flips[0];

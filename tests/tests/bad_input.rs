@@ -124,7 +124,8 @@ fn a_corrupt_gguf_names_the_file() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("broken.gguf");
     std::fs::write(&p, b"GGUF\x03\x00\x00\x00 this is not really a gguf file").unwrap();
-    let e = Session::load(&ModelSource::Gguf(p.clone()), &LoadOptions::default(), &mut |_| {}).err().expect("corrupt GGUF loaded").to_string();
+    let e =
+        Session::load(&ModelSource::Gguf(p.clone()), &LoadOptions::default(), &mut |_| {}).err().expect("corrupt GGUF loaded").to_string();
     assert!(e.contains("broken.gguf") && e.contains("GGUF"), "{e}");
     std::fs::write(&p, b"not even a magic number").unwrap();
     let e = Session::load(&ModelSource::Gguf(p), &LoadOptions::default(), &mut |_| {}).err().unwrap().to_string();

@@ -36,7 +36,8 @@ fn trials(e: &serde_json::Value) -> Vec<Trial> {
             let tokens = ids_of(&t["prompt_ids"]);
             let answer = ids_of(&t["answer_ids"]);
             let (s0, s1) = (t["needle_start"].as_u64().unwrap() as usize, t["needle_end"].as_u64().unwrap() as usize);
-            let answer_spans: Vec<_> = (s0..=s1 - answer.len()).filter(|&p| tokens[p..p + answer.len()] == answer[..]).map(|p| p..p + answer.len()).collect();
+            let answer_spans: Vec<_> =
+                (s0..=s1 - answer.len()).filter(|&p| tokens[p..p + answer.len()] == answer[..]).map(|p| p..p + answer.len()).collect();
             assert!(!answer_spans.is_empty(), "trial {i}: the answer ids are not inside the needle");
             Trial {
                 id: format!("eval-{i}"),

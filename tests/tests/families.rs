@@ -42,7 +42,13 @@ fn check_case(case: &str) {
         let want = &r.get(&format!("hidden.{l}")).f32;
         let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
         check_close(case, &format!("hidden.{l} (scale {scale:.1})"), &vec_f32(lc.hidden.as_ref().unwrap()), want, LOGITS_TOL * scale);
-        check_close(case, &format!("attn.{l}.probs"), &vec_f32(lc.attn_probs.as_ref().unwrap()), &r.get(&format!("attn.{l}.probs")).f32, PROBS_TOL);
+        check_close(
+            case,
+            &format!("attn.{l}.probs"),
+            &vec_f32(lc.attn_probs.as_ref().unwrap()),
+            &r.get(&format!("attn.{l}.probs")).f32,
+            PROBS_TOL,
+        );
 
         let router_ref = r.tensors.get(&format!("router.{l}.logits"));
         assert_eq!(lc.router.is_some(), router_ref.is_some(), "{case}: layer {l}: MoE-ness differs from the reference");
@@ -57,7 +63,10 @@ fn check_case(case: &str) {
                 for slot in 0..k {
                     let e = want_e[pos * k + slot] as u32;
                     let j = (0..k).find(|&j| experts[pos * k + j] == e).unwrap_or_else(|| {
-                        panic!("{case}: layer {l} position {pos}: expert {e} selected by transformers but not by RouteLab ({:?})", &experts[pos * k..pos * k + k])
+                        panic!(
+                            "{case}: layer {l} position {pos}: expert {e} selected by transformers but not by RouteLab ({:?})",
+                            &experts[pos * k..pos * k + k]
+                        )
                     });
                     let (g, w) = (weights[pos * k + j], want_w[pos * k + slot]);
                     assert!((g - w).abs() <= PROBS_TOL, "{case}: layer {l} position {pos} expert {e}: weight {g} vs {w}");
@@ -121,7 +130,11 @@ fn check_interventions(case: &str, model: &Model, r: &Reference, ids: &[u32]) {
             "dense_residual_mute" => Intervention::DenseResidual { layer },
             "head_zero" => Intervention::Head { layer, head: field("head"), method: HeadMethod::Zero },
             "head_uniform" => Intervention::Head { layer, head: field("head"), method: HeadMethod::Uniform },
-            "head_scale" => Intervention::Head { layer, head: field("head"), method: HeadMethod::Scale { factor: spec["scale"].as_f64().unwrap() as f32 } },
+            "head_scale" => Intervention::Head {
+                layer,
+                head: field("head"),
+                method: HeadMethod::Scale { factor: spec["scale"].as_f64().unwrap() as f32 },
+            },
             "head_mean" => {
                 let head = field("head");
                 // The reference mean: this head's output averaged over the plain run's positions.
@@ -133,7 +146,13 @@ fn check_interventions(case: &str, model: &Model, r: &Reference, ids: &[u32]) {
             other => panic!("{case}: unknown intervention kind {other}"),
         };
         let out = run(model, ids, &logits_only, &Interventions::new(vec![iv.clone()]), &Layers::None);
-        check_close(case, &format!("intervention {name} ({})", iv.label()), &vec_f32(&out.logits), &r.get(&format!("iv.{name}.logits")).f32, LOGITS_TOL);
+        check_close(
+            case,
+            &format!("intervention {name} ({})", iv.label()),
+            &vec_f32(&out.logits),
+            &r.get(&format!("iv.{name}.logits")).f32,
+            LOGITS_TOL,
+        );
     }
 }
 
@@ -147,17 +166,47 @@ macro_rules! family_tests {
 }
 
 family_tests!(
-    llama, mistral, qwen2, qwen3, phi3, phi3_longrope, mixtral, qwen2_moe, qwen3_moe, olmoe, phimoe, deepseek_v2,
-    deepseek_v3, dbrx, arctic
+    llama,
+    mistral,
+    qwen2,
+    qwen3,
+    phi3,
+    phi3_longrope,
+    mixtral,
+    qwen2_moe,
+    qwen3_moe,
+    olmoe,
+    phimoe,
+    deepseek_v2,
+    deepseek_v3,
+    dbrx,
+    arctic
 );
 
 #[test]
 fn every_fixture_case_has_a_test() {
     let listed = [
-        "llama", "mistral", "qwen2", "qwen3", "phi3", "phi3_longrope", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe",
-        "deepseek_v2", "deepseek_v3", "dbrx", "arctic",
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "phi3",
+        "phi3_longrope",
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe",
+        "olmoe",
+        "phimoe",
+        "deepseek_v2",
+        "deepseek_v3",
+        "dbrx",
+        "arctic",
     ];
-    assert_eq!(cases(), { let mut v: Vec<String> = listed.iter().map(|s| s.to_string()).collect(); v.sort(); v });
+    assert_eq!(cases(), {
+        let mut v: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    });
 }
 
 #[test]

@@ -58,7 +58,14 @@ fn every_family_through_the_fused_attention_path() {
             let h = model.config.attention.num_heads;
             for i in 0..ab.len() {
                 let flat = ent[i] > 0.99 * ((i / h + 1) as f32).ln();
-                assert!(ab[i] == af[i] || flat, "{case}: layer {l} query {} head {}: argmax {} (block) vs {} (fused)", i / h, i % h, ab[i], af[i]);
+                assert!(
+                    ab[i] == af[i] || flat,
+                    "{case}: layer {l} query {} head {}: argmax {} (block) vs {} (fused)",
+                    i / h,
+                    i % h,
+                    ab[i],
+                    af[i]
+                );
             }
         }
 

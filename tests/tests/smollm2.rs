@@ -48,8 +48,12 @@ fn gguf_config_and_tokenizer_match_transformers() {
         assert_eq!(s.tokenizer.decode(&ids, false).unwrap(), case["decode"].as_str().unwrap(), "{text:?}");
     }
     for key in ["chat", "chat_with_system"] {
-        let msgs: Vec<Message> = r[key]["messages"].as_array().unwrap().iter()
-            .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap())).collect();
+        let msgs: Vec<Message> = r[key]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+            .collect();
         let rendered = s.chat_template.as_ref().unwrap().render(&msgs, true).unwrap();
         assert_eq!(rendered, r[key]["rendered"].as_str().unwrap());
         assert_eq!(s.encode(&Prompt::Chat { messages: msgs }).unwrap(), ids_of(&r[key]["ids"]), "{key}");

@@ -38,7 +38,8 @@ fn weights(case: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 }
 
 fn write_st(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) {
-    let views: Vec<(String, TensorView)> = tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     std::fs::write(path, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
 }
 
@@ -65,11 +66,16 @@ fn a_sharded_checkpoint_loads_like_the_single_file() {
         let shard = if i % 2 == 0 { "model-00001-of-00002.safetensors" } else { "model-00002-of-00002.safetensors" };
         map.insert(n.clone(), shard);
         let entry = (n.clone(), Dtype::F32, s.clone(), f32_bytes(v));
-        if i % 2 == 0 { a.push(entry) } else { b.push(entry) }
+        if i % 2 == 0 {
+            a.push(entry)
+        } else {
+            b.push(entry)
+        }
     }
     write_st(&dir.path().join("model-00001-of-00002.safetensors"), &a);
     write_st(&dir.path().join("model-00002-of-00002.safetensors"), &b);
-    std::fs::write(dir.path().join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).unwrap();
+    std::fs::write(dir.path().join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string())
+        .unwrap();
     assert_eq!(logits(dir.path()), logits(&case_dir("llama")));
 }
 
@@ -94,7 +100,10 @@ fn half_precision_weights_are_widened_exactly() {
                 (n.clone(), dtype, s.clone(), bytes)
             })
             .collect();
-        let wide_t: Vec<_> = w.iter().map(|(n, s, v)| (n.clone(), Dtype::F32, s.clone(), f32_bytes(&v.iter().map(|&x| round(x)).collect::<Vec<_>>()))).collect();
+        let wide_t: Vec<_> = w
+            .iter()
+            .map(|(n, s, v)| (n.clone(), Dtype::F32, s.clone(), f32_bytes(&v.iter().map(|&x| round(x)).collect::<Vec<_>>())))
+            .collect();
         write_st(&narrow.path().join("model.safetensors"), &narrow_t);
         write_st(&widened.path().join("model.safetensors"), &wide_t);
         let (a, b) = (logits(narrow.path()), logits(widened.path()));
@@ -116,7 +125,10 @@ fn hub_repo_ids_resolve_from_the_local_cache_offline() {
         std::fs::copy(case_dir("llama").join(f), snap.join(f)).unwrap();
     }
     let cache = hf_hub::Cache::new(cache.path().to_path_buf());
-    assert_eq!(ModelSource::parse("someone/tiny-llama").unwrap(), ModelSource::HfRepo { repo: "someone/tiny-llama".into(), revision: None });
+    assert_eq!(
+        ModelSource::parse("someone/tiny-llama").unwrap(),
+        ModelSource::HfRepo { repo: "someone/tiny-llama".into(), revision: None }
+    );
     let dir = fetch_hf_in(&cache, true, "someone/tiny-llama", None, &mut |_| {}).unwrap();
     assert_eq!(dir, snap);
     assert_eq!(logits(&dir), logits(&case_dir("llama")));
@@ -150,14 +162,24 @@ fn a_random_weight_model_loads_from_its_manifest() {
         std::fs::write(dir.path().join("random_weights.json"), manifest(7)).unwrap();
         let load = || Session::load(&ModelSource::Dir(dir.path().to_path_buf()), &LoadOptions::default(), &mut |_| {}).unwrap();
         let run = |s: &Session| {
-            let r = s.run(&routelab_model::session::RunRequest::forward((1..9).collect(), CaptureSpec::default(), Default::default()), &mut |_| true).unwrap();
+            let r = s
+                .run(
+                    &routelab_model::session::RunRequest::forward((1..9).collect(), CaptureSpec::default(), Default::default()),
+                    &mut |_| true,
+                )
+                .unwrap();
             (r.positions.len(), r.positions[3].layers.iter().map(|l| l.experts.len()).sum::<usize>())
         };
         let a = load();
         let (positions, routed) = run(&a);
         assert_eq!(positions, 8, "{case}");
         assert_eq!(routed > 0, a.config().layers.iter().enumerate().any(|(l, _)| a.config().moe(l).is_some()), "{case}");
-        let w = routelab_model::weights::Weights::random(&dir.path().join("random_weights.json"), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let w = routelab_model::weights::Weights::random(
+            &dir.path().join("random_weights.json"),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
         let (name, shape, _) = weights(case).into_iter().find(|(n, s, _)| n.ends_with("o_proj.weight") && s.len() == 2).unwrap();
         let m = w.get(&name, &shape).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let mean = m.iter().sum::<f32>() / m.len() as f32;

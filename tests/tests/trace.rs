@@ -99,12 +99,7 @@ fn python_reads_a_trace_with_safetensors_and_numpy() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("run.safetensors");
     trace.write(&p).unwrap();
-    let out = std::process::Command::new(&python)
-        .arg(fixtures().join("../python/read_trace.py"))
-        .arg(&p)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(&python).arg(fixtures().join("../python/read_trace.py")).arg(&p).arg("--json").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ids_of(&v["tokens"]), trace.tokens);

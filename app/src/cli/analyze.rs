@@ -116,7 +116,14 @@ fn run_specialization(a: SpecializationArgs) -> anyhow::Result<()> {
         let mut t = Table::new(&["expert", "rank", "token", "text", "selections", "share_of_token_routings"]);
         for (x, list) in l.top_tokens.iter().enumerate() {
             for (rank, (tok, c, share)) in list.iter().enumerate() {
-                t.push(vec![x.to_string(), (rank + 1).to_string(), tok.to_string(), session.tokenizer.piece(*tok), c.to_string(), num(*share)]);
+                t.push(vec![
+                    x.to_string(),
+                    (rank + 1).to_string(),
+                    tok.to_string(),
+                    session.tokenizer.piece(*tok),
+                    c.to_string(),
+                    num(*share),
+                ]);
             }
         }
         t.write(&a.out.join(format!("top_tokens_layer{}.csv", l.layer)))?;
@@ -184,7 +191,12 @@ fn run_ablation(a: AblationArgs) -> anyhow::Result<()> {
     for (i, (_, acc)) in r.random_draws.iter().enumerate() {
         println!("  random draw {}: {:.0}%", i + 1, 100.0 * acc);
     }
-    println!("  {} random heads masked (mean of {}): {:.0}% (drop of {drop_rand:.0} points)", a.top, r.random_draws.len(), 100.0 * r.random_mean());
+    println!(
+        "  {} random heads masked (mean of {}): {:.0}% (drop of {drop_rand:.0} points)",
+        a.top,
+        r.random_draws.len(),
+        100.0 * r.random_mean()
+    );
     println!("written to {}", a.out.display());
     Ok(())
 }

@@ -103,7 +103,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         println!("{:<22} {:>14.3} {:>14.3}", format!("{name} / plain"), p / pp, d / pd);
     }
     let (fp, fd) = med[2];
-    println!("full capture (router, head statistics, contributions) costs {:.1}% of decode speed, {:.1}% of prefill speed", 100.0 * (1.0 - fd / pd), 100.0 * (1.0 - fp / pp));
+    println!(
+        "full capture (router, head statistics, contributions) costs {:.1}% of decode speed, {:.1}% of prefill speed",
+        100.0 * (1.0 - fd / pd),
+        100.0 * (1.0 - fp / pp)
+    );
     if let Some(path) = &a.json {
         let info = session.info();
         let rows: serde_json::Map<String, serde_json::Value> = configs

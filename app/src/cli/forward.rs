@@ -34,9 +34,7 @@ pub struct ForwardArgs {
 }
 
 pub fn parse_tokens(s: &str) -> anyhow::Result<Vec<u32>> {
-    s.split(',')
-        .map(|x| x.trim().parse::<u32>().with_context(|| format!("--tokens: {x:?} is not a token id")))
-        .collect()
+    s.split(',').map(|x| x.trim().parse::<u32>().with_context(|| format!("--tokens: {x:?} is not a token id"))).collect()
 }
 
 pub fn run(a: ForwardArgs) -> anyhow::Result<()> {

@@ -25,8 +25,14 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     println!("parameters   {:.1} M ({:.1} MB as {})", info.parameters as f64 / 1e6, info.weight_bytes as f64 / 1e6, info.dtype);
     println!("context      {} positions", info.context);
     if info.moe_layers > 0 {
-        println!("experts      {} MoE layers × {} routed (top-{}), {} shared{}", info.moe_layers, info.experts, info.top_k, info.shared_experts,
-            if info.dense_residual { ", dense residual MLP in parallel" } else { "" });
+        println!(
+            "experts      {} MoE layers × {} routed (top-{}), {} shared{}",
+            info.moe_layers,
+            info.experts,
+            info.top_k,
+            info.shared_experts,
+            if info.dense_residual { ", dense residual MLP in parallel" } else { "" }
+        );
     }
     println!("chat         {}", if session.chat_template.is_some() { "template available" } else { "no chat template" });
     Ok(())

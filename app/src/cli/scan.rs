@@ -47,7 +47,14 @@ pub fn run(cmd: ScanCommand) -> anyhow::Result<()> {
     let session = a.model.load()?;
     let trials = a.needle.trials(&session)?;
     let state = a.state.clone().unwrap_or_else(|| PathBuf::from(format!("{}.state", a.out.display())));
-    eprintln!("{} trials ({} lengths × {} depths × {}), {mode:?}; progress kept in {}", trials.len(), a.needle.lengths.len(), a.needle.depths.len(), a.needle.per_cell, state.display());
+    eprintln!(
+        "{} trials ({} lengths × {} depths × {}), {mode:?}; progress kept in {}",
+        trials.len(),
+        a.needle.lengths.len(),
+        a.needle.depths.len(),
+        a.needle.per_cell,
+        state.display()
+    );
     let result = scan(&session, &trials, mode, &Interventions::default(), Some(&state), &mut |p| {
         print_progress("scan", p);
         true

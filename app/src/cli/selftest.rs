@@ -27,8 +27,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use clap::Args;
 use candle_core::{Device, Tensor};
+use clap::Args;
 use routelab_kernels::attention_op::{attention_with_stats, AttentionStats};
 use routelab_kernels::attn_stats::attn_stats;
 use routelab_kernels::capture_pack::pack_f32;
@@ -111,7 +111,8 @@ impl Tally {
 
 fn load(dir: &Path, device: &Device, dtype: candle_core::DType) -> anyhow::Result<Session> {
     let source = ModelSource::parse(&dir.to_string_lossy())?;
-    Session::load(&source, &LoadOptions { device: device.clone(), dtype }, &mut |_| {}).with_context(|| format!("loading {}", dir.display()))
+    Session::load(&source, &LoadOptions { device: device.clone(), dtype }, &mut |_| {})
+        .with_context(|| format!("loading {}", dir.display()))
 }
 
 /// `experts` as a sorted set: the order among the selected does not change a layer's output.
@@ -127,7 +128,11 @@ fn expert_set(experts: &[u32]) -> Vec<u32> {
 /// near-tie, is the routing check's business.)
 fn first_divergence(cpu: &RunRecord, dev: &RunRecord, tol: &Tolerance) -> Option<(usize, usize)> {
     cpu.positions.iter().zip(&dev.positions).enumerate().find_map(|(i, (pc, pd))| {
-        pc.layers.iter().zip(&pd.layers).position(|(a, b)| expert_set(&a.experts) != expert_set(&b.experts) || (!tol.strict && weight_jump(a, b))).map(|l| (i, l))
+        pc.layers
+            .iter()
+            .zip(&pd.layers)
+            .position(|(a, b)| expert_set(&a.experts) != expert_set(&b.experts) || (!tol.strict && weight_jump(a, b)))
+            .map(|l| (i, l))
     })
 }
 
@@ -157,10 +162,17 @@ fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, tie_margin
     // NaN is sticky here (f32::max would drop it): a NaN logit on the device is a failure.
     let worst = cpu.logits[..rows].iter().flatten().zip(dev.logits[..rows].iter().flatten()).fold(0f32, |m, (x, y)| {
         let d = (x - y).abs();
-        if m.is_nan() || d.is_nan() { f32::NAN } else { m.max(d) }
+        if m.is_nan() || d.is_nan() {
+            f32::NAN
+        } else {
+            m.max(d)
+        }
     });
     if worst.is_nan() || worst / scale > tol.logits {
-        t.failures.push(format!("{case}: logits differ by {worst:.4} (largest |logit| {scale:.3}, tolerance {:.3} of it) over positions 0..{rows}", tol.logits));
+        t.failures.push(format!(
+            "{case}: logits differ by {worst:.4} (largest |logit| {scale:.3}, tolerance {:.3} of it) over positions 0..{rows}",
+            tol.logits
+        ));
     }
     for (i, (pc, pd)) in cpu.positions.iter().zip(&dev.positions).enumerate().take(until + 1) {
         let layers = match split {
@@ -175,7 +187,13 @@ fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, tie_margin
                 if r.margin.first().is_some_and(|&m| m < tie_margin) {
                     t.near_ties += 1;
                 } else if expert_set(&lc.experts) != expert_set(&ld.experts) {
-                    t.mismatch(tol, format!("{case}: layer {l} position {}: experts {:?} on the CPU, {:?} on the device", pc.position, lc.experts, ld.experts));
+                    t.mismatch(
+                        tol,
+                        format!(
+                            "{case}: layer {l} position {}: experts {:?} on the CPU, {:?} on the device",
+                            pc.position, lc.experts, ld.experts
+                        ),
+                    );
                 } else if lc.experts.iter().any(|&e| {
                     // Weights matched by expert (a swap among the selected is not a difference).
                     let (x, y) = (weight_of(lc, e), weight_of(ld, e));
@@ -186,9 +204,17 @@ fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, tie_margin
             }
             for (what, c, d) in [("sink", &lc.head_sink, &ld.head_sink), ("span", &lc.head_span, &ld.head_span)] {
                 if c.len() != d.len() {
-                    t.failures.push(format!("{case}: layer {l} position {}: {what} has {} heads on the CPU, {} on the device", pc.position, c.len(), d.len()));
+                    t.failures.push(format!(
+                        "{case}: layer {l} position {}: {what} has {} heads on the CPU, {} on the device",
+                        pc.position,
+                        c.len(),
+                        d.len()
+                    ));
                 } else if let Some(h) = (0..c.len()).find(|&h| !((c[h] - d[h]).abs() <= tol.stats)) {
-                    t.mismatch(tol, format!("{case}: layer {l} head {h} position {}: {what} {} on the CPU, {} on the device", pc.position, c[h], d[h]));
+                    t.mismatch(
+                        tol,
+                        format!("{case}: layer {l} head {h} position {}: {what} {} on the CPU, {} on the device", pc.position, c[h], d[h]),
+                    );
                 }
             }
             let uniform = ((pc.position + 1) as f32).ln();
@@ -197,7 +223,10 @@ fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, tie_margin
                 if lc.head_entropy[h] > 0.99 * uniform {
                     t.flat_heads += 1;
                 } else if ac != ad {
-                    t.mismatch(tol, format!("{case}: layer {l} head {h} position {}: argmax {ac} on the CPU, {ad} on the device", pc.position));
+                    t.mismatch(
+                        tol,
+                        format!("{case}: layer {l} head {h} position {}: argmax {ac} on the CPU, {ad} on the device", pc.position),
+                    );
                 }
             }
         }
@@ -242,8 +271,14 @@ fn check_router_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
             }
             let r = tok * k..(tok + 1) * k;
             if gi[r.clone()] != ci[r.clone()] {
-                t.failures.push(format!("router kernel, scheme {i}, token {tok}: experts {:?} vs CPU {:?}", &gi[r.clone()], &ci[r.clone()]));
-            } else if r.clone().any(|j| (gw[j] - cw[j]).abs() > 1e-5 * (1.0 + cw[j].abs())) || !((gm[tok] - cm[tok]).abs() <= 1e-5 || gm[tok] == cm[tok]) {
+                t.failures.push(format!(
+                    "router kernel, scheme {i}, token {tok}: experts {:?} vs CPU {:?}",
+                    &gi[r.clone()],
+                    &ci[r.clone()]
+                ));
+            } else if r.clone().any(|j| (gw[j] - cw[j]).abs() > 1e-5 * (1.0 + cw[j].abs()))
+                || !((gm[tok] - cm[tok]).abs() <= 1e-5 || gm[tok] == cm[tok])
+            {
                 t.failures.push(format!("router kernel, scheme {i}, token {tok}: weights {:?} vs CPU {:?}", &gw[r.clone()], &cw[r]));
             }
         }
@@ -302,7 +337,8 @@ fn check_stats_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
         t.compared_heads += rows;
         for r in 0..rows {
             if ga[r] != ca[r] || (ge[r] - ce[r]).abs() > 1e-4 * (1.0 + ce[r].abs()) {
-                t.failures.push(format!("stats kernel, {cols} columns, row {r}: entropy {} argmax {} vs CPU {} {}", ge[r], ga[r], ce[r], ca[r]));
+                t.failures
+                    .push(format!("stats kernel, {cols} columns, row {r}: entropy {} argmax {} vs CPU {} {}", ge[r], ga[r], ce[r], ca[r]));
             }
         }
     }
@@ -332,7 +368,11 @@ fn check_attention_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
         let op = AttentionStats { scale: 1.0 / (d as f32).sqrt(), window, span: (1, s / 2), uniform: (0..h).map(|x| x == 1).collect() };
         for dtype in [DType::F32, DType::BF16] {
             let on = |dv_: &Device| -> anyhow::Result<(Tensor, Tensor, Tensor)> {
-                Ok((q.to_dtype(dtype)?.to_device(dv_)?, kc.to_dtype(dtype)?.to_device(dv_)?.narrow(1, 0, s)?, vc.to_dtype(dtype)?.to_device(dv_)?.narrow(1, 0, s)?))
+                Ok((
+                    q.to_dtype(dtype)?.to_device(dv_)?,
+                    kc.to_dtype(dtype)?.to_device(dv_)?.narrow(1, 0, s)?,
+                    vc.to_dtype(dtype)?.to_device(dv_)?.narrow(1, 0, s)?,
+                ))
             };
             let (qc, kcc, vcc) = on(&Device::Cpu)?;
             let (qd, kd, vd) = on(dev)?;
@@ -340,15 +380,26 @@ fn check_attention_kernel(dev: &Device, t: &mut Tally) -> anyhow::Result<()> {
             let rd = attention_with_stats(&qd, &kd, &vd, &op)?;
             let flat = |x: &Tensor| -> anyhow::Result<Vec<f32>> { Ok(x.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?) };
             let case = format!("attention kernel, {name} {dtype:?}");
-            let worst = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).fold(0f32, |m, (x, y)| if (x - y).is_nan() { f32::NAN } else { m.max((x - y).abs() / (1.0 + x.abs())) });
-            for (what, c, g) in [("out", rc.out.clone(), rd.out.clone()), ("entropy", rc.entropy()?, rd.entropy()?), ("sink", rc.sink()?, rd.sink()?), ("span", rc.span()?, rd.span()?)] {
+            let worst = |a: Vec<f32>, b: Vec<f32>| {
+                a.iter().zip(&b).fold(0f32, |m, (x, y)| if (x - y).is_nan() { f32::NAN } else { m.max((x - y).abs() / (1.0 + x.abs())) })
+            };
+            for (what, c, g) in [
+                ("out", rc.out.clone(), rd.out.clone()),
+                ("entropy", rc.entropy()?, rd.entropy()?),
+                ("sink", rc.sink()?, rd.sink()?),
+                ("span", rc.span()?, rd.span()?),
+            ] {
                 let w = worst(flat(&c)?, flat(&g)?);
                 if w.is_nan() || w > 1e-3 {
                     t.failures.push(format!("{case}: {what} differs by {w:e} (relative)"));
                 }
             }
-            let (ac, ad) = (rc.argmax()?.flatten_all()?.to_vec1::<u32>()?, rd.argmax()?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<u32>()?);
-            let (qv, kv) = (qc.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?, kcc.to_dtype(DType::F32)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?);
+            let (ac, ad) =
+                (rc.argmax()?.flatten_all()?.to_vec1::<u32>()?, rd.argmax()?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<u32>()?);
+            let (qv, kv) = (
+                qc.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+                kcc.to_dtype(DType::F32)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
+            );
             for (row, (x, y)) in ac.iter().zip(&ad).enumerate() {
                 t.compared_heads += 1;
                 if x == y {
@@ -432,10 +483,20 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
                 let rd = dev.run(&req, &mut |_| true)?;
                 compare(&format!("{name} {dtype:?} {what}"), &cpu, &rc, &rd, a.tie_margin, &tol, &mut t);
             }
-            let gen = RunRequest { max_new_tokens: 8, stop_at_eos: false, ..RunRequest::forward(tokens.clone(), CaptureSpec::none(), Interventions::default()) };
+            let gen = RunRequest {
+                max_new_tokens: 8,
+                stop_at_eos: false,
+                ..RunRequest::forward(tokens.clone(), CaptureSpec::none(), Interventions::default())
+            };
             let (gc, gd) = (cpu.run(&gen, &mut |_| true)?, dev.run(&gen, &mut |_| true)?);
             let same = gc.generated().iter().zip(gd.generated()).take_while(|(x, y)| x == y).count();
-            let status = if t.failures.len() > before.0 { "FAILED" } else if t.reported.len() > before.1 { "ok*" } else { "ok" };
+            let status = if t.failures.len() > before.0 {
+                "FAILED"
+            } else if t.reported.len() > before.1 {
+                "ok*"
+            } else {
+                "ok"
+            };
             println!("  {name:<16} {status:<6} greedy decode: {same}/{} tokens identical", gc.generated().len());
         }
     }
@@ -450,7 +511,10 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
         }
     }
     if !t.reported.is_empty() {
-        println!("ok*: {} differences beyond the bf16 tolerances in routing, weights or attention statistics, reported, not failed (first 10):", t.reported.len());
+        println!(
+            "ok*: {} differences beyond the bf16 tolerances in routing, weights or attention statistics, reported, not failed (first 10):",
+            t.reported.len()
+        );
         for r in t.reported.iter().take(10) {
             println!("  {r}");
         }

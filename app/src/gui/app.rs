@@ -83,7 +83,8 @@ impl WorkbenchApp {
                     self.state.dark = !self.state.dark;
                     ui.ctx().set_theme(if self.state.dark { egui::Theme::Dark } else { egui::Theme::Light });
                 }
-                ui.label(RichText::new(format!("zoom {:.0}%", ui.ctx().zoom_factor() * 100.0)).weak().small()).on_hover_text("Ctrl + / Ctrl − / Ctrl 0");
+                ui.label(RichText::new(format!("zoom {:.0}%", ui.ctx().zoom_factor() * 100.0)).weak().small())
+                    .on_hover_text("Ctrl + / Ctrl − / Ctrl 0");
             });
         });
     }

@@ -45,7 +45,10 @@ pub fn needle_format_for(session: &Session) -> NeedleFormat {
 pub fn run(notebook: Option<PathBuf>, model: Option<String>, run_all: bool) -> anyhow::Result<()> {
     let dir = notebook.unwrap_or_else(default_notebook_dir);
     let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default().with_inner_size([1440.0, 900.0]).with_min_inner_size([800.0, 500.0]).with_title("RouteLab"),
+        viewport: egui::ViewportBuilder::default()
+            .with_inner_size([1440.0, 900.0])
+            .with_min_inner_size([800.0, 500.0])
+            .with_title("RouteLab"),
         ..Default::default()
     };
     eframe::run_native(

@@ -201,7 +201,12 @@ impl AppState {
             match notebook::load(&dir) {
                 Ok(nb) => nb,
                 Err(e) => {
-                    messages.push((Severity::Error, format!("{e}. The notebook is open read-only and will not be overwritten; use “Save as” to keep changes elsewhere.")));
+                    messages.push((
+                        Severity::Error,
+                        format!(
+                            "{e}. The notebook is open read-only and will not be overwritten; use “Save as” to keep changes elsewhere."
+                        ),
+                    ));
                     read_only = Some(e.to_string());
                     Notebook::new(model_override.as_deref().unwrap_or(super::DEFAULT_MODEL))
                 }
@@ -210,7 +215,11 @@ impl AppState {
             example_notebook(model_override.as_deref().unwrap_or(super::DEFAULT_MODEL))
         };
         let mut s = AppState {
-            model: ModelStatus { requested: model_override.unwrap_or_else(|| notebook.model.clone()), device: "cpu".into(), ..Default::default() },
+            model: ModelStatus {
+                requested: model_override.unwrap_or_else(|| notebook.model.clone()),
+                device: "cpu".into(),
+                ..Default::default()
+            },
             notebook,
             dir,
             read_only,
@@ -241,7 +250,9 @@ impl AppState {
                         self.runs.insert(c.id, RunView::from_trace(&t));
                         self.traces.insert(c.id, t);
                     }
-                    Err(e) => self.messages.push((Severity::Error, format!("cell “{}”: its saved results could not be read: {e}", c.title))),
+                    Err(e) => {
+                        self.messages.push((Severity::Error, format!("cell “{}”: its saved results could not be read: {e}", c.title)))
+                    }
                 }
             }
         }
@@ -309,7 +320,8 @@ impl AppState {
                 self.model.info = Some(info);
                 self.model.has_chat_template = has_chat_template;
                 if std::mem::take(&mut self.run_all_when_loaded) {
-                    let ids: Vec<u64> = self.notebook.cells.iter().filter(|c| !matches!(c.kind, CellKind::Markdown { .. })).map(|c| c.id).collect();
+                    let ids: Vec<u64> =
+                        self.notebook.cells.iter().filter(|c| !matches!(c.kind, CellKind::Markdown { .. })).map(|c| c.id).collect();
                     self.queue.extend(ids);
                 }
                 self.next_in_queue(worker);
@@ -486,7 +498,8 @@ impl AppState {
                 self.next_in_queue(worker);
             }
             Action::RunAll => {
-                let ids: Vec<u64> = self.notebook.cells.iter().filter(|c| !matches!(c.kind, CellKind::Markdown { .. })).map(|c| c.id).collect();
+                let ids: Vec<u64> =
+                    self.notebook.cells.iter().filter(|c| !matches!(c.kind, CellKind::Markdown { .. })).map(|c| c.id).collect();
                 for id in ids {
                     if !self.queue.contains(&id) {
                         self.queue.push_back(id);
@@ -528,18 +541,31 @@ impl AppState {
             }
             Action::AddScan(after) => {
                 let id = self.notebook.fresh_id();
-                self.notebook.insert_after(after, Cell { id, title: "Retrieval heads".into(), kind: CellKind::RetrievalScan { settings: Default::default(), result: None } });
+                self.notebook.insert_after(
+                    after,
+                    Cell {
+                        id,
+                        title: "Retrieval heads".into(),
+                        kind: CellKind::RetrievalScan { settings: Default::default(), result: None },
+                    },
+                );
                 self.mark_dirty();
             }
             Action::AddSpecialization(after) => {
                 let id = self.notebook.fresh_id();
-                let corpus = dialogs.pick_folder("Corpus: one subdirectory of text files per domain").map(|p| p.display().to_string()).unwrap_or_default();
+                let corpus = dialogs
+                    .pick_folder("Corpus: one subdirectory of text files per domain")
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 self.notebook.insert_after(
                     after,
                     Cell {
                         id,
                         title: "Expert specialization".into(),
-                        kind: CellKind::Specialization { settings: SpecializationSettings { corpus, chunk_tokens: 256, max_tokens: 20_000 }, result: None },
+                        kind: CellKind::Specialization {
+                            settings: SpecializationSettings { corpus, chunk_tokens: 256, max_tokens: 20_000 },
+                            result: None,
+                        },
                     },
                 );
                 self.mark_dirty();
@@ -631,7 +657,9 @@ impl AppState {
     /// compare cell is added.
     fn rerun_with_masks(&mut self, id: u64, worker: &Worker) {
         let pending = std::mem::take(&mut self.ui(id).pending);
-        let Some(Cell { title, kind: CellKind::Prompt { prompt, settings, interventions, capture, .. }, .. }) = self.notebook.cell(id).cloned() else {
+        let Some(Cell { title, kind: CellKind::Prompt { prompt, settings, interventions, capture, .. }, .. }) =
+            self.notebook.cell(id).cloned()
+        else {
             return;
         };
         if pending.is_empty() {
@@ -671,7 +699,9 @@ impl AppState {
                     ExportKind::Routing => views::routing_map(t),
                     ExportKind::Heads => views::heads_view(t),
                     ExportKind::RouterEntropy => views::router_entropy(t),
-                    ExportKind::Coactivation => views::coactivation(t, layer.filter(|&l| t.layers.get(l).is_some_and(|x| x.router.is_some()))),
+                    ExportKind::Coactivation => {
+                        views::coactivation(t, layer.filter(|&l| t.layers.get(l).is_some_and(|x| x.router.is_some())))
+                    }
                     _ => return Err("not a view of a prompt cell".into()),
                 }
                 .map_err(|e| e.to_string())
@@ -684,7 +714,9 @@ impl AppState {
     pub fn export_cell(&self, cell: u64, dir: &Path) -> Result<usize, String> {
         let c = self.notebook.cell(cell).ok_or("no such cell")?;
         let kinds: &[ExportKind] = match &c.kind {
-            CellKind::Prompt { .. } => &[ExportKind::ExpertLoad, ExportKind::Routing, ExportKind::Heads, ExportKind::RouterEntropy, ExportKind::Coactivation],
+            CellKind::Prompt { .. } => {
+                &[ExportKind::ExpertLoad, ExportKind::Routing, ExportKind::Heads, ExportKind::RouterEntropy, ExportKind::Coactivation]
+            }
             CellKind::Compare { .. } => &[ExportKind::Compare],
             CellKind::RetrievalScan { .. } => &[ExportKind::HeadScores],
             _ => &[],
@@ -713,7 +745,11 @@ impl AppState {
 pub fn slug(s: &str) -> String {
     let s: String = s.chars().map(|c| if c.is_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     let s = s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
-    if s.is_empty() { "cell".into() } else { s.chars().take(60).collect() }
+    if s.is_empty() {
+        "cell".into()
+    } else {
+        s.chars().take(60).collect()
+    }
 }
 
 /// The interventions a click on a view can make.

@@ -18,14 +18,38 @@ use routelab_probes::analysis::needle::{build_trials, NeedleGrid};
 use routelab_probes::analysis::retrieval::{scan, Progress, ScanMode};
 use routelab_probes::trace::Trace;
 
-use crate::notebook::{CompareSummary, GenerationSettings, RunSummary, ScanSettings, ScanSummary, SpecializationSettings, SpecializationSummary};
+use crate::notebook::{
+    CompareSummary, GenerationSettings, RunSummary, ScanSettings, ScanSummary, SpecializationSettings, SpecializationSummary,
+};
 
 pub enum Command {
-    Load { model: String, device: String },
-    Run { cell: u64, prompt: Prompt, settings: GenerationSettings, interventions: Interventions, capture: CaptureSpec, trace_path: PathBuf, trace_rel: String },
-    Compare { cell: u64, a: PathBuf, b: PathBuf, b_interventions: Interventions },
-    Scan { cell: u64, settings: ScanSettings },
-    Specialization { cell: u64, settings: SpecializationSettings },
+    Load {
+        model: String,
+        device: String,
+    },
+    Run {
+        cell: u64,
+        prompt: Prompt,
+        settings: GenerationSettings,
+        interventions: Interventions,
+        capture: CaptureSpec,
+        trace_path: PathBuf,
+        trace_rel: String,
+    },
+    Compare {
+        cell: u64,
+        a: PathBuf,
+        b: PathBuf,
+        b_interventions: Interventions,
+    },
+    Scan {
+        cell: u64,
+        settings: ScanSettings,
+    },
+    Specialization {
+        cell: u64,
+        settings: SpecializationSettings,
+    },
 }
 
 pub enum Event {
@@ -110,7 +134,10 @@ impl WorkerState {
     fn handle(&mut self, cmd: Command) {
         let cell = match &cmd {
             Command::Load { .. } => None,
-            Command::Run { cell, .. } | Command::Compare { cell, .. } | Command::Scan { cell, .. } | Command::Specialization { cell, .. } => Some(*cell),
+            Command::Run { cell, .. }
+            | Command::Compare { cell, .. }
+            | Command::Scan { cell, .. }
+            | Command::Specialization { cell, .. } => Some(*cell),
         };
         if let Err(message) = self.try_handle(cmd) {
             self.emit(Event::Failed { cell, message });
@@ -170,7 +197,9 @@ impl WorkerState {
                 let record = s
                     .run(&req, &mut |ev| {
                         let e = match ev {
-                            RunEvent::Prefilled { records } => Event::Prefilled { cell, records: records.to_vec(), layers, heads, experts: experts.clone() },
+                            RunEvent::Prefilled { records } => {
+                                Event::Prefilled { cell, records: records.to_vec(), layers, heads, experts: experts.clone() }
+                            }
                             RunEvent::Token { record, text } => Event::Token { cell, record: record.clone(), text: text.to_string() },
                         };
                         let _ = events.send(e);
@@ -216,14 +245,22 @@ impl WorkerState {
                 let la = forced(&ta.meta.interventions)?;
                 let lb = forced(&b_interventions)?;
                 let kl = la.iter().zip(&lb).map(|(x, y)| kl_from_logits(x, y)).collect();
-                self.emit(Event::CompareDone { cell, summary: CompareSummary { kl, first_divergence: d.first_divergence, flip_rates: d.flip_rates() } });
+                self.emit(Event::CompareDone {
+                    cell,
+                    summary: CompareSummary { kl, first_divergence: d.first_divergence, flip_rates: d.flip_rates() },
+                });
                 Ok(())
             }
             Command::Scan { cell, settings } => {
                 let s = self.session()?;
                 let path = routelab_model::source::assets_dir().join("texts/haystack.txt");
                 let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let grid = NeedleGrid { lengths: settings.lengths.clone(), depths: settings.depths.clone(), per_cell: settings.per_cell, seed: settings.seed };
+                let grid = NeedleGrid {
+                    lengths: settings.lengths.clone(),
+                    depths: settings.depths.clone(),
+                    per_cell: settings.per_cell,
+                    seed: settings.seed,
+                };
                 let trials = build_trials(s, &text, &crate::gui::needle_format_for(s), &grid).map_err(|e| e.to_string())?;
                 let mode = if settings.teacher_forced { ScanMode::TeacherForced } else { ScanMode::Generate };
                 let events = self.events.clone();
@@ -238,7 +275,10 @@ impl WorkerState {
                 if r.incomplete {
                     return Err("scan cancelled".into());
                 }
-                self.emit(Event::ScanDone { cell, summary: ScanSummary { scores: r.head_scores(), accuracy: r.accuracy(), trials: r.trials.len(), model: s.name.clone() } });
+                self.emit(Event::ScanDone {
+                    cell,
+                    summary: ScanSummary { scores: r.head_scores(), accuracy: r.accuracy(), trials: r.trials.len(), model: s.name.clone() },
+                });
                 Ok(())
             }
             Command::Specialization { cell, settings } => {
@@ -260,7 +300,10 @@ impl WorkerState {
                     summary: SpecializationSummary {
                         domains: routing.domains.clone(),
                         tokens: routing.tokens.len(),
-                        layers: report.iter().map(|l| (l.layer, l.balance, l.mi_class_bits, l.mi_domain_bits, l.vocabulary_specialization)).collect(),
+                        layers: report
+                            .iter()
+                            .map(|l| (l.layer, l.balance, l.mi_class_bits, l.mi_domain_bits, l.vocabulary_specialization))
+                            .collect(),
                         model: s.name.clone(),
                     },
                 });

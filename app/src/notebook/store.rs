@@ -89,14 +89,15 @@ pub fn load(dir: &Path) -> Result<Notebook, NotebookError> {
     if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
         return Err(NotebookError::Corrupt { path, message: format!("not a RouteLab notebook (format is not {FORMAT:?})") });
     }
-    let version = value.get("version").and_then(|v| v.as_u64()).ok_or_else(|| NotebookError::Corrupt {
-        path: path.clone(),
-        message: "no version field".into(),
-    })? as u32;
+    let version = value
+        .get("version")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| NotebookError::Corrupt { path: path.clone(), message: "no version field".into() })? as u32;
     if version > VERSION {
         return Err(NotebookError::Newer { path, found: version });
     }
-    let nb: Notebook = serde_json::from_value(value).map_err(|e| NotebookError::Corrupt { path: path.clone(), message: format!("unreadable cells ({e})") })?;
+    let nb: Notebook = serde_json::from_value(value)
+        .map_err(|e| NotebookError::Corrupt { path: path.clone(), message: format!("unreadable cells ({e})") })?;
     let mut ids: Vec<u64> = nb.cells.iter().map(|c| c.id).collect();
     ids.sort();
     if ids.windows(2).any(|w| w[0] == w[1]) {

@@ -10,9 +10,7 @@ use super::raw::RawConfig;
 /// `rope_theta` + `rope_scaling` fields (with `type` or `rope_type`), mirroring
 /// `transformers.modeling_rope_utils.standardize_rope_params`.
 pub fn rope(raw: &RawConfig, head_dim: usize, default_theta: f64) -> Result<RopeConfig> {
-    let params = raw
-        .opt_object("rope_parameters", "rope_parameters.")
-        .or_else(|| raw.opt_object("rope_scaling", "rope_scaling."));
+    let params = raw.opt_object("rope_parameters", "rope_parameters.").or_else(|| raw.opt_object("rope_scaling", "rope_scaling."));
     let theta = match params.map(|p| p.opt_f64("rope_theta")).transpose()?.flatten() {
         Some(t) => t,
         None => raw.f64_or("rope_theta", default_theta)?,
@@ -72,9 +70,7 @@ fn scaling(raw: &RawConfig, p: &RawConfig, max_pos: usize) -> Result<RopeScaling
                 }
             };
             // `beta_fast or 32` in transformers: a 0 also falls back.
-            let nonzero_or = |key: &str, d: f64| -> Result<f64> {
-                Ok(p.opt_f64(key)?.filter(|&x| x != 0.0).unwrap_or(d))
-            };
+            let nonzero_or = |key: &str, d: f64| -> Result<f64> { Ok(p.opt_f64(key)?.filter(|&x| x != 0.0).unwrap_or(d)) };
             RopeScaling::Yarn {
                 factor,
                 original_max_position_embeddings: original,
@@ -107,9 +103,7 @@ fn scaling(raw: &RawConfig, p: &RawConfig, max_pos: usize) -> Result<RopeScaling
         other => {
             return Err(ModelError::config(
                 raw.path,
-                format!(
-                    "rope type {other:?} is not supported (supported: default, linear, dynamic, llama3, yarn, longrope)"
-                ),
+                format!("rope type {other:?} is not supported (supported: default, linear, dynamic, llama3, yarn, longrope)"),
             ))
         }
     })
@@ -134,10 +128,7 @@ pub struct StandardAttentionFields {
 pub fn attention_heads(raw: &RawConfig, hidden: usize, default_head_dim: Option<usize>) -> Result<StandardAttentionFields> {
     let num_heads = raw.usize("num_attention_heads")?;
     if num_heads == 0 || !hidden.is_multiple_of(num_heads) && !raw.has("head_dim") && default_head_dim.is_none() {
-        return Err(ModelError::config(
-            raw.path,
-            format!("hidden_size {hidden} is not divisible by num_attention_heads {num_heads}"),
-        ));
+        return Err(ModelError::config(raw.path, format!("hidden_size {hidden} is not divisible by num_attention_heads {num_heads}")));
     }
     let num_kv_heads = raw.usize_or("num_key_value_heads", num_heads)?;
     if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
@@ -164,38 +155,25 @@ pub fn standard_attention(
         num_heads: heads.num_heads,
         num_kv_heads: heads.num_kv_heads,
         softmax_scale: 1.0 / (heads.head_dim as f64).sqrt(),
-        kind: AttentionKind::Standard(StandardAttention {
-            head_dim: heads.head_dim,
-            qkv_bias,
-            o_bias,
-            qk_norm,
-            clip_qkv,
-        }),
+        kind: AttentionKind::Standard(StandardAttention { head_dim: heads.head_dim, qkv_bias, o_bias, qk_norm, clip_qkv }),
     }
 }
 
 /// Per-layer sliding windows. transformers ≥ 5 writes `layer_types` into config.json; older
 /// configs imply them (`default_rule` gives whether layer i slides, given the window).
-pub fn sliding_windows(
-    raw: &RawConfig,
-    num_layers: usize,
-    default_rule: impl Fn(usize) -> bool,
-) -> Result<Vec<Option<usize>>> {
+pub fn sliding_windows(raw: &RawConfig, num_layers: usize, default_rule: impl Fn(usize) -> bool) -> Result<Vec<Option<usize>>> {
     let window = raw.opt_usize("sliding_window")?.filter(|&w| w > 0);
     if let Some(types) = raw.opt_str_list("layer_types")? {
         if types.len() != num_layers {
-            return Err(ModelError::config(
-                raw.path,
-                format!("layer_types has {} entries for {num_layers} layers", types.len()),
-            ));
+            return Err(ModelError::config(raw.path, format!("layer_types has {} entries for {num_layers} layers", types.len())));
         }
         return types
             .iter()
             .map(|t| match *t {
                 "full_attention" => Ok(None),
-                "sliding_attention" => window.map(Some).ok_or_else(|| {
-                    ModelError::config(raw.path, "layer_types has sliding_attention layers but sliding_window is not set")
-                }),
+                "sliding_attention" => window
+                    .map(Some)
+                    .ok_or_else(|| ModelError::config(raw.path, "layer_types has sliding_attention layers but sliding_window is not set")),
                 other => Err(ModelError::config(raw.path, format!("layer type {other:?} is not supported"))),
             })
             .collect();

@@ -23,7 +23,10 @@ pub fn config(raw: &RawConfig) -> Result<ModelConfig> {
     let num_kv_heads = attn.usize_or("kv_n_heads", 1)?;
     let heads = StandardAttentionFields { num_heads, num_kv_heads, head_dim: hidden / num_heads };
     if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
-        return Err(ModelError::config(raw.path, format!("n_heads {num_heads} is not a multiple of attn_config.kv_n_heads {num_kv_heads}")));
+        return Err(ModelError::config(
+            raw.path,
+            format!("n_heads {num_heads} is not a multiple of attn_config.kv_n_heads {num_kv_heads}"),
+        ));
     }
     let act = match ffn.opt_object("ffn_act_fn", "ffn_config.ffn_act_fn.") {
         Some(a) => activation(&a, "name")?,

@@ -102,12 +102,7 @@ pub fn config(raw: &RawConfig, family: Family) -> Result<ModelConfig> {
             lm_head_bias: false,
             norm: rms_norm(raw, 1e-6)?,
             activation: activation(raw, "hidden_act")?,
-            attention: AttentionConfig {
-                    num_heads,
-                    num_kv_heads: num_heads,
-                    kind: AttentionKind::Mla(mla),
-                    softmax_scale,
-            },
+            attention: AttentionConfig { num_heads, num_kv_heads: num_heads, kind: AttentionKind::Mla(mla), softmax_scale },
             rope,
             layers,
         },

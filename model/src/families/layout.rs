@@ -36,15 +36,8 @@ pub enum AttnNames {
     Mla { prefix: &'static str },
 }
 
-pub const LLAMA_ATTN: AttnNames = AttnNames::Separate {
-    prefix: "self_attn",
-    q: "q_proj",
-    k: "k_proj",
-    v: "v_proj",
-    o: "o_proj",
-    q_norm: "q_norm",
-    k_norm: "k_norm",
-};
+pub const LLAMA_ATTN: AttnNames =
+    AttnNames::Separate { prefix: "self_attn", q: "q_proj", k: "k_proj", v: "v_proj", o: "o_proj", q_norm: "q_norm", k_norm: "k_norm" };
 
 /// How routed experts are stored.
 #[derive(Clone, Copy, Debug)]

@@ -118,7 +118,5 @@ const QWEN_MOE: MoeNames = MoeNames {
 
 pub const QWEN2_MOE_LAYOUT: TensorLayout = TensorLayout { moe: Some(QWEN_MOE), ..TensorLayout::LLAMA };
 
-pub const QWEN3_MOE_LAYOUT: TensorLayout = TensorLayout {
-    moe: Some(MoeNames { shared: None, shared_gate: None, ..QWEN_MOE }),
-    ..TensorLayout::LLAMA
-};
+pub const QWEN3_MOE_LAYOUT: TensorLayout =
+    TensorLayout { moe: Some(MoeNames { shared: None, shared_gate: None, ..QWEN_MOE }), ..TensorLayout::LLAMA };

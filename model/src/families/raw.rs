@@ -132,10 +132,7 @@ impl<'a> RawConfig<'a> {
     pub fn token_ids(&self, key: &str) -> Result<Vec<u32>> {
         match self.get(key) {
             None => Ok(vec![]),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| x.as_u64().map(|n| n as u32).ok_or_else(|| self.err(key, "token ids", x)))
-                .collect(),
+            Some(Value::Array(a)) => a.iter().map(|x| x.as_u64().map(|n| n as u32).ok_or_else(|| self.err(key, "token ids", x))).collect(),
             Some(v) => v.as_u64().map(|n| vec![n as u32]).ok_or_else(|| self.err(key, "a token id", v)),
         }
     }

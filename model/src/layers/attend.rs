@@ -270,7 +270,13 @@ mod tests {
         let k = t3(vec![0.0, 0.0, l3], (1, 3, 1));
         let v = t3(vec![1.0, 2.0, 3.0], (1, 3, 1));
         let masks = MaskCache::new(0, 3, &Device::Cpu);
-        let a = attend(&q, &k, &v, &AttendParams { scale: 1.0, window: None, masks: &masks, edits: &[], stats: true, keep_probs: true, span: (0, 0) }).unwrap();
+        let a = attend(
+            &q,
+            &k,
+            &v,
+            &AttendParams { scale: 1.0, window: None, masks: &masks, edits: &[], stats: true, keep_probs: true, span: (0, 0) },
+        )
+        .unwrap();
         let out = a.out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let e = (l3 * l3).exp();
         let expect2 = (1.0 + 2.0 + 3.0 * e) / (2.0 + e);
@@ -291,7 +297,13 @@ mod tests {
         let v = t3(vec![1.0, 2.0, 3.0], (1, 3, 1));
         let masks = MaskCache::new(0, 3, &Device::Cpu);
         let edits = [(0, HeadMethod::Uniform)];
-        let a = attend(&q, &k, &v, &AttendParams { scale: 1.0, window: Some(2), masks: &masks, edits: &edits, stats: false, keep_probs: false, span: (0, 0) }).unwrap();
+        let a = attend(
+            &q,
+            &k,
+            &v,
+            &AttendParams { scale: 1.0, window: Some(2), masks: &masks, edits: &edits, stats: false, keep_probs: false, span: (0, 0) },
+        )
+        .unwrap();
         let out = a.out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(out, vec![1.0, 1.5, 2.5]);
     }
@@ -304,7 +316,13 @@ mod tests {
         let v = t3(vec![4.0], (1, 1, 1));
         let masks = MaskCache::new(0, 1, &Device::Cpu);
         let edits = [(1, HeadMethod::Zero), (0, HeadMethod::Scale { factor: 2.0 })];
-        let a = attend(&q, &k, &v, &AttendParams { scale: 1.0, window: None, masks: &masks, edits: &edits, stats: false, keep_probs: false, span: (0, 0) }).unwrap();
+        let a = attend(
+            &q,
+            &k,
+            &v,
+            &AttendParams { scale: 1.0, window: None, masks: &masks, edits: &edits, stats: false, keep_probs: false, span: (0, 0) },
+        )
+        .unwrap();
         assert_eq!(a.out.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![8.0, 0.0]);
     }
 
@@ -340,7 +358,10 @@ mod tests {
             let close = |what: &str, x: Vec<f32>, y: Vec<f32>| {
                 assert_eq!(x.len(), y.len(), "{what}");
                 for (i, (a, b)) in x.iter().zip(&y).enumerate() {
-                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what} [{i}] (q_start {q_start}, window {window:?}): block {a} fused {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{what} [{i}] (q_start {q_start}, window {window:?}): block {a} fused {b}"
+                    );
                 }
             };
             // The fused op leaves zero/scale edits to the caller; apply them to compare outputs.

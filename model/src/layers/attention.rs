@@ -98,7 +98,9 @@ impl Attention {
                 let rms = NormConfig { kind: NormKind::Rms, eps: c.norm.eps };
                 let (qn, kn) = match s.qk_norm {
                     QkNorm::None => (None, None),
-                    QkNorm::PerHead => (Some(Norm::load(w, &format!("{p}.{q_norm}"), hd, rms)?), Some(Norm::load(w, &format!("{p}.{k_norm}"), hd, rms)?)),
+                    QkNorm::PerHead => {
+                        (Some(Norm::load(w, &format!("{p}.{q_norm}"), hd, rms)?), Some(Norm::load(w, &format!("{p}.{k_norm}"), hd, rms)?))
+                    }
                     QkNorm::Full => (
                         Some(Norm::load(w, &format!("{p}.{q_norm}"), h * hd, rms)?),
                         Some(Norm::load(w, &format!("{p}.{k_norm}"), hkv * hd, rms)?),
@@ -225,12 +227,8 @@ impl Attention {
             }
         };
         let (k_all, v_all) = cache.append(&k, &v)?;
-        let attended = attend(
-            &q,
-            &k_all,
-            &v_all,
-            &AttendParams { scale: self.scale, window: self.window, masks, edits, stats, keep_probs, span },
-        )?;
+        let attended =
+            attend(&q, &k_all, &v_all, &AttendParams { scale: self.scale, window: self.window, masks, edits, stats, keep_probs, span })?;
         let dv = attended.out.dim(2)?;
         let per_head = attended.out.transpose(0, 1)?.contiguous()?; // [T, H, dv]
         let out = self.o.forward(&per_head.reshape((t, h * dv))?)?;

@@ -20,7 +20,15 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn load(w: &Weights, prefix: &str, names: MlpNames, hidden: usize, intermediate: usize, bias: bool, activation: Activation) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        names: MlpNames,
+        hidden: usize,
+        intermediate: usize,
+        bias: bool,
+        activation: Activation,
+    ) -> Result<Self> {
         let gate_up = match names {
             MlpNames::Separate { gate, up, .. } => Linear::stack(&[
                 Linear::load(w, &format!("{prefix}.{gate}"), hidden, intermediate, bias)?,

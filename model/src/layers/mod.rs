@@ -1,7 +1,7 @@
 //! The building blocks of the decoder, each loaded from a checkpoint prefix.
 
-pub mod attention;
 pub mod attend;
+pub mod attention;
 pub mod linear;
 pub mod mlp;
 pub mod moe;

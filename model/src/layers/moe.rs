@@ -15,7 +15,7 @@
 
 use candle_core::{DType, Tensor};
 use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
-use routelab_kernels::routing::{route, RoutingParams, Routes};
+use routelab_kernels::routing::{route, Routes, RoutingParams};
 
 use crate::capture::{Contributions, RouterCapture};
 use crate::config::{Activation, ModelConfig, MoeConfig};

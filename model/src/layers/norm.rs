@@ -35,7 +35,9 @@ impl Norm {
             NormKind::Rms => None,
         };
         let run = match w.dtype() {
-            DType::BF16 | DType::F16 if w.device().is_cuda() => Some((weight.to_dtype(w.dtype())?, bias.as_ref().map(|b| b.to_dtype(w.dtype())).transpose()?)),
+            DType::BF16 | DType::F16 if w.device().is_cuda() => {
+                Some((weight.to_dtype(w.dtype())?, bias.as_ref().map(|b| b.to_dtype(w.dtype())).transpose()?))
+            }
             _ => None,
         };
         Ok(Norm { weight, bias, run, kind: config.kind, eps: config.eps as f32 })

@@ -85,7 +85,8 @@ pub fn compare_arms(session: &Session, prompts: &[Vec<u32>], arms: &[Arm], n: us
             total += a.len();
             let ab_forced = greedy(session, &gen.tokens, 0, &arm.interventions, true)?;
             // Positions whose next token is a generated one: prompt_len − 1 .. len − 1.
-            let kl: Vec<f64> = (p.len() - 1..gen.tokens.len() - 1).map(|q| kl_from_logits(&forced.logits[q], &ab_forced.logits[q])).collect();
+            let kl: Vec<f64> =
+                (p.len() - 1..gen.tokens.len() - 1).map(|q| kl_from_logits(&forced.logits[q], &ab_forced.logits[q])).collect();
             kls.push(kl);
         }
         let all: Vec<f64> = kls.iter().flatten().cloned().collect();

@@ -30,7 +30,11 @@ pub fn token_class(text: &str, code_domain: bool) -> usize {
     if text.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')) {
         4
     } else if text.chars().any(|c| c.is_ascii_alphabetic()) {
-        if code_domain { 0 } else { 1 }
+        if code_domain {
+            0
+        } else {
+            1
+        }
     } else if text.chars().any(|c| c.is_ascii_digit()) {
         2
     } else {
@@ -56,7 +60,11 @@ pub fn read_corpus(dir: &Path) -> Result<(Vec<Document>, Vec<PathBuf>)> {
     for p in paths {
         if p.is_dir() {
             let domain = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&p).map_err(|e| ProbeError::io(&p, e))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|f| f.is_file()).collect();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&p)
+                .map_err(|e| ProbeError::io(&p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file())
+                .collect();
             files.sort();
             for f in files {
                 match std::fs::read_to_string(&f) {

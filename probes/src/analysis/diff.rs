@@ -60,9 +60,8 @@ pub fn diff(a: &Trace, b: &Trace) -> Result<RunDiff> {
             let v = *va;
             let rows = |x: &[f32], p: usize| -> Vec<f32> { x[p * v..(p + 1) * v].to_vec() };
             let kl = (0..t).map(|p| kl_from_logits(&rows(la, p), &rows(lb, p))).collect();
-            let top = (0..t)
-                .map(|p| routelab_model::sampling::argmax(&rows(la, p)) != routelab_model::sampling::argmax(&rows(lb, p)))
-                .collect();
+            let top =
+                (0..t).map(|p| routelab_model::sampling::argmax(&rows(la, p)) != routelab_model::sampling::argmax(&rows(lb, p))).collect();
             (Some(kl), Some(top))
         }
         _ => (None, None),

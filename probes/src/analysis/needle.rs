@@ -144,7 +144,8 @@ pub fn build_trials(session: &Session, haystack: &str, format: &NeedleFormat, gr
                 let mut answer = vec![];
                 for (j, piece) in pieces.iter().enumerate() {
                     let last = j + 1 == pieces.len();
-                    let (text, spoken) = if !last && piece.ends_with(' ') { (piece.trim_end(), format!(" {value}")) } else { (*piece, value.clone()) };
+                    let (text, spoken) =
+                        if !last && piece.ends_with(' ') { (piece.trim_end(), format!(" {value}")) } else { (*piece, value.clone()) };
                     needle.extend(tok.encode(text, false)?);
                     if !last {
                         let ids = tok.encode(&spoken, false)?;
@@ -157,7 +158,9 @@ pub fn build_trials(session: &Session, haystack: &str, format: &NeedleFormat, gr
                 }
                 let fixed = bos.len() + needle.len() + question.len();
                 if fixed >= length {
-                    return Err(ProbeError::Invalid(format!("context length {length} is too short for the needle and question ({fixed} tokens)")));
+                    return Err(ProbeError::Invalid(format!(
+                        "context length {length} is too short for the needle and question ({fixed} tokens)"
+                    )));
                 }
                 let fill = length - fixed;
                 if fill > filler.len() {

@@ -126,13 +126,8 @@ impl HeadScores {
 
     /// Heads above `threshold`, strongest first, as (layer, head, score).
     pub fn ranked(&self, threshold: f64) -> Vec<(usize, usize, f64)> {
-        let mut v: Vec<(usize, usize, f64)> = self
-            .scores
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| **s > threshold)
-            .map(|(i, &s)| (i / self.heads, i % self.heads, s))
-            .collect();
+        let mut v: Vec<(usize, usize, f64)> =
+            self.scores.iter().enumerate().filter(|(_, s)| **s > threshold).map(|(i, &s)| (i / self.heads, i % self.heads, s)).collect();
         v.sort_by(|a, b| b.2.total_cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
         v
     }
@@ -145,7 +140,12 @@ impl HeadScores {
     pub fn to_table(&self) -> crate::export::csv::Table {
         let mut t = crate::export::csv::Table::new(&["layer", "head", "retrieval_score", "retrieval_head"]);
         for (i, &s) in self.scores.iter().enumerate() {
-            t.push(vec![(i / self.heads).to_string(), (i % self.heads).to_string(), crate::export::csv::num(s), (s > RETRIEVAL_THRESHOLD).to_string()]);
+            t.push(vec![
+                (i / self.heads).to_string(),
+                (i % self.heads).to_string(),
+                crate::export::csv::num(s),
+                (s > RETRIEVAL_THRESHOLD).to_string(),
+            ]);
         }
         t
     }
@@ -157,7 +157,11 @@ impl HeadScores {
         let mut cells = vec![];
         for (i, r) in t.rows.iter().enumerate() {
             let bad = |what: &str| ProbeError::format(path, format!("row {}: {what} is not a number", i + 2));
-            cells.push((r[cl].parse::<usize>().map_err(|_| bad("layer"))?, r[ch].parse::<usize>().map_err(|_| bad("head"))?, r[cs].parse::<f64>().map_err(|_| bad("retrieval_score"))?));
+            cells.push((
+                r[cl].parse::<usize>().map_err(|_| bad("layer"))?,
+                r[ch].parse::<usize>().map_err(|_| bad("head"))?,
+                r[cs].parse::<f64>().map_err(|_| bad("retrieval_score"))?,
+            ));
         }
         let layers = cells.iter().map(|c| c.0 + 1).max().unwrap_or(0);
         let heads = cells.iter().map(|c| c.1 + 1).max().unwrap_or(0);
@@ -233,10 +237,7 @@ pub fn run_trial(session: &Session, trial: &Trial, mode: ScanMode, interventions
             let run = session.run(&req, &mut |_| true)?;
             let pairs: Vec<(usize, u32)> = (0..n).map(|i| (prompt_len - 1 + i, trial.answer[i])).collect();
             let hits = count_hits(&tokens, |j| trial.in_answer(j), &pairs, layers, heads, |q, l, h| argmax_of(&run.positions, q, l, h));
-            let predicted: Vec<u32> = pairs
-                .iter()
-                .map(|&(q, _)| routelab_model::sampling::argmax(&run.logits[q]))
-                .collect();
+            let predicted: Vec<u32> = pairs.iter().map(|&(q, _)| routelab_model::sampling::argmax(&run.logits[q])).collect();
             let correct = predicted == trial.answer;
             let generated = session.tokenizer.decode(&predicted, true)?;
             Ok(TrialResult { id: trial.id.clone(), hits, answer_len: n, correct, generated })
@@ -261,7 +262,10 @@ fn read_state(path: &Path, header: &StateHeader) -> Result<Vec<TrialResult>> {
     let Some(first) = lines.next() else { return Ok(vec![]) };
     let found: StateHeader = serde_json::from_str(first).map_err(|e| ProbeError::format(path, format!("not a scan state file: {e}")))?;
     if found != *header {
-        return Err(ProbeError::format(path, "this state file belongs to a different scan (model, mode or trials differ); remove it or pick another"));
+        return Err(ProbeError::format(
+            path,
+            "this state file belongs to a different scan (model, mode or trials differ); remove it or pick another",
+        ));
     }
     // A line cut short by an interrupted write is dropped; that trial simply runs again.
     Ok(lines.filter_map(|l| serde_json::from_str::<TrialResult>(l).ok()).collect())
@@ -323,12 +327,19 @@ pub fn scan(
         }
         let r = run_trial(session, trial, mode, interventions)?;
         if let Some((p, f)) = &mut file {
-            writeln!(f, "{}", serde_json::to_string(&r).unwrap_or_default()).and_then(|_| f.sync_data()).map_err(|e| ProbeError::io(p, e))?;
+            writeln!(f, "{}", serde_json::to_string(&r).unwrap_or_default())
+                .and_then(|_| f.sync_data())
+                .map_err(|e| ProbeError::io(p, e))?;
         }
         done.push(r);
     }
     if !incomplete {
-        progress(Progress { done: done.len(), total: trials.len(), elapsed_seconds: started.elapsed().as_secs_f64(), eta_seconds: Some(0.0) });
+        progress(Progress {
+            done: done.len(),
+            total: trials.len(),
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            eta_seconds: Some(0.0),
+        });
     }
     // Keep trial order.
     done.sort_by_key(|r| trials.iter().position(|t| t.id == r.id).unwrap_or(usize::MAX));
@@ -381,7 +392,13 @@ mod tests {
     #[test]
     fn scores_average_over_trials() {
         let t = |hits: Vec<u32>, n| TrialResult { id: String::new(), hits, answer_len: n, correct: false, generated: String::new() };
-        let r = ScanResult { layers: 1, heads: 2, mode: ScanMode::TeacherForced, trials: vec![t(vec![2, 0], 4), t(vec![1, 1], 2)], incomplete: false };
+        let r = ScanResult {
+            layers: 1,
+            heads: 2,
+            mode: ScanMode::TeacherForced,
+            trials: vec![t(vec![2, 0], 4), t(vec![1, 1], 2)],
+            incomplete: false,
+        };
         // head 0: (2/4 + 1/2) / 2 = 0.5; head 1: (0 + 1/2) / 2 = 0.25.
         assert_eq!(r.scores(), vec![0.5, 0.25]);
     }

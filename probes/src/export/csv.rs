@@ -103,7 +103,15 @@ impl Table {
 
 /// Formats a float for CSV: shortest representation that round-trips.
 pub fn num(x: f64) -> String {
-    if x.is_finite() { format!("{x}") } else if x.is_nan() { "nan".into() } else if x > 0.0 { "inf".into() } else { "-inf".into() }
+    if x.is_finite() {
+        format!("{x}")
+    } else if x.is_nan() {
+        "nan".into()
+    } else if x > 0.0 {
+        "inf".into()
+    } else {
+        "-inf".into()
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::colors::colormaps::ViridisRGB;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::figure::{Plot, FONT};
 
@@ -22,8 +22,16 @@ const TICK: u32 = 24;
 /// Distinguishable colours for categories (Tableau 10, then golden-angle hues).
 pub fn category_color(i: usize) -> RGBColor {
     const T10: [(u8, u8, u8); 10] = [
-        (78, 121, 167), (242, 142, 43), (225, 87, 89), (118, 183, 178), (89, 161, 79),
-        (237, 201, 72), (176, 122, 161), (255, 157, 167), (156, 117, 95), (186, 176, 172),
+        (78, 121, 167),
+        (242, 142, 43),
+        (225, 87, 89),
+        (118, 183, 178),
+        (89, 161, 79),
+        (237, 201, 72),
+        (176, 122, 161),
+        (255, 157, 167),
+        (156, 117, 95),
+        (186, 176, 172),
     ];
     if i < T10.len() {
         let (r, g, b) = T10[i];
@@ -66,7 +74,11 @@ impl Heatmap {
         }
         let finite = self.values.iter().flatten().cloned().filter(|v| v.is_finite());
         let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-        if lo.is_finite() { (lo, if hi > lo { hi } else { lo + 1.0 }) } else { (0.0, 1.0) }
+        if lo.is_finite() {
+            (lo, if hi > lo { hi } else { lo + 1.0 })
+        } else {
+            (0.0, 1.0)
+        }
     }
 }
 
@@ -148,7 +160,14 @@ impl Plot for Heatmap {
                     let y = rows - 1 - r;
                     let t = if lo.is_finite() && (v - lo) / (hi - lo).max(1e-12) > 0.6 { BLACK } else { WHITE };
                     let label = if v.abs() >= 100.0 || v == v.trunc() { format!("{v:.0}") } else { format!("{v:.2}") };
-                    Text::new(label, (SegmentValue::CenterOf(c), SegmentValue::CenterOf(y)), (FONT, TICK).into_font().color(&t).pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Center)))
+                    Text::new(
+                        label,
+                        (SegmentValue::CenterOf(c), SegmentValue::CenterOf(y)),
+                        (FONT, TICK).into_font().color(&t).pos(plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Center,
+                            plotters::style::text_anchor::VPos::Center,
+                        )),
+                    )
                 })
             });
             chart.draw_series(texts).map_err(e)?;
@@ -173,7 +192,15 @@ fn draw_color_bar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, lo: f64, hi
         .disable_x_axis()
         .y_labels(6)
         .y_label_style((FONT, TICK).into_font())
-        .y_label_formatter(&|v| if (hi - lo).abs() < 0.1 || v.abs() < 0.01 && *v != 0.0 { format!("{v:.3}") } else if (hi - lo).abs() < 10.0 { format!("{v:.2}") } else { format!("{v:.0}") })
+        .y_label_formatter(&|v| {
+            if (hi - lo).abs() < 0.1 || v.abs() < 0.01 && *v != 0.0 {
+                format!("{v:.3}")
+            } else if (hi - lo).abs() < 10.0 {
+                format!("{v:.2}")
+            } else {
+                format!("{v:.0}")
+            }
+        })
         .y_desc(label)
         .axis_desc_style((FONT, TICK).into_font())
         .draw()
@@ -224,7 +251,15 @@ impl Plot for Bars {
             .build_cartesian_2d(segments(n_cat * slot), lo..hi)
             .map_err(e)?;
         let span = (hi - lo).abs();
-        let y_fmt = |v: &f64| if span >= 20.0 { format!("{v:.0}") } else if span >= 2.0 { format!("{v:.1}") } else { format!("{v:.2}") };
+        let y_fmt = |v: &f64| {
+            if span >= 20.0 {
+                format!("{v:.0}")
+            } else if span >= 2.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.2}")
+            }
+        };
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -243,7 +278,10 @@ impl Plot for Bars {
             chart
                 .draw_series(vals.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(c, &v)| {
                     let x = c * slot + s;
-                    Rectangle::new([(SegmentValue::Exact(x), 0f64.max(lo).min(v)), (SegmentValue::Exact(x + 1), v.max(0.0))], color.filled())
+                    Rectangle::new(
+                        [(SegmentValue::Exact(x), 0f64.max(lo).min(v)), (SegmentValue::Exact(x + 1), v.max(0.0))],
+                        color.filled(),
+                    )
                 }))
                 .map_err(e)?
                 .label(name)
@@ -251,9 +289,11 @@ impl Plot for Bars {
             // The value above each bar, so a bar of height zero still reads as a measured 0.
             let style = (FONT, TICK).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
             chart
-                .draw_series(vals.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(c, &v)| {
-                    Text::new(y_fmt(&v), (SegmentValue::CenterOf(c * slot + s), v.max(0.0) + 0.01 * span), style.clone())
-                }))
+                .draw_series(
+                    vals.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(c, &v)| {
+                        Text::new(y_fmt(&v), (SegmentValue::CenterOf(c * slot + s), v.max(0.0) + 0.01 * span), style.clone())
+                    }),
+                )
                 .map_err(e)?;
         }
         let axis_y = pixel_x(&chart, area, SegmentValue::Exact(0)).1;
@@ -338,7 +378,8 @@ impl Plot for CategoryMap {
             .map_err(e)?;
         let step = every_nth_label(cols, 160);
         let axis_y = pixel_x(&chart, &main, SegmentValue::Exact(0)).1;
-        let labels: Vec<(i32, String)> = (0..cols).step_by(step).map(|c| (pixel_x(&chart, &main, SegmentValue::CenterOf(c)).0, self.col_labels[c].clone())).collect();
+        let labels: Vec<(i32, String)> =
+            (0..cols).step_by(step).map(|c| (pixel_x(&chart, &main, SegmentValue::CenterOf(c)).0, self.col_labels[c].clone())).collect();
         draw_x_labels(&main, axis_y, &labels, true, 22)?;
         let cells = self.cells.iter().enumerate().flat_map(|(r, row)| {
             row.iter().enumerate().map(move |(c, v)| {
@@ -347,7 +388,10 @@ impl Plot for CategoryMap {
                     Some(k) => category_color(*k),
                     None => RGBColor(235, 235, 235),
                 };
-                Rectangle::new([(SegmentValue::Exact(c), SegmentValue::Exact(y)), (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1))], color.filled())
+                Rectangle::new(
+                    [(SegmentValue::Exact(c), SegmentValue::Exact(y)), (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1))],
+                    color.filled(),
+                )
             })
         });
         chart.draw_series(cells).map_err(e)?;
@@ -389,17 +433,23 @@ pub fn visible(label: &str) -> String {
 /// The series legend every multi-series plot draws, in its upper right corner.
 fn draw_legend<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>) -> R<()> {
     chart
-            .configure_series_labels()
-            .label_font((FONT, TICK).into_font())
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(e)?;
+        .configure_series_labels()
+        .label_font((FONT, TICK).into_font())
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(e)?;
     Ok(())
 }
 
-fn draw_x_labels<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, axis_y: i32, labels: &[(i32, String)], rotate: bool, size: u32) -> R<()> {
+fn draw_x_labels<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    axis_y: i32,
+    labels: &[(i32, String)],
+    rotate: bool,
+    size: u32,
+) -> R<()> {
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     let style = if rotate {
         (FONT, size).into_font().transform(FontTransform::Rotate90).into_text_style(area).pos(Pos::new(HPos::Left, VPos::Center))
@@ -473,7 +523,9 @@ impl Plot for Lines {
                 .map_err(e)?
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], color.stroke_width(3)));
-            chart.draw_series(p.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| Circle::new((x, y), 4, color.filled()))).map_err(e)?;
+            chart
+                .draw_series(p.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| Circle::new((x, y), 4, color.filled())))
+                .map_err(e)?;
         }
         draw_legend(&mut chart)?;
         Ok(())
@@ -545,7 +597,12 @@ mod tests {
             category_names: (0..4).map(|e| format!("e{e}")).collect(),
         };
         to_png(&map).unwrap();
-        let lines = Lines { title: "KL".into(), x_label: "position".into(), y_label: "nats".into(), series: vec![("run".into(), vec![(0.0, 0.1), (1.0, 0.3)])] };
+        let lines = Lines {
+            title: "KL".into(),
+            x_label: "position".into(),
+            y_label: "nats".into(),
+            series: vec![("run".into(), vec![(0.0, 0.1), (1.0, 0.3)])],
+        };
         to_svg(&lines).unwrap();
     }
 }

@@ -54,7 +54,11 @@ impl View {
 
 fn title_of(trace: &Trace, what: &str) -> String {
     let model = Path::new(&trace.meta.model).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ivs = if trace.meta.interventions.is_empty() { String::new() } else { format!(" · {} intervention(s)", trace.meta.interventions.items.len()) };
+    let ivs = if trace.meta.interventions.is_empty() {
+        String::new()
+    } else {
+        format!(" · {} intervention(s)", trace.meta.interventions.items.len())
+    };
     format!("{what} — {model}{ivs}")
 }
 
@@ -196,7 +200,11 @@ pub fn heads_view(trace: &Trace) -> Result<View> {
 pub fn coactivation(trace: &Trace, layer: Option<usize>) -> Result<View> {
     let layers = need_routing(trace)?;
     let l = layer.unwrap_or(layers[0]);
-    let r = trace.layers.get(l).and_then(|x| x.router.as_ref()).ok_or_else(|| ProbeError::Invalid(format!("layer {l} has no routing (MoE layers: {layers:?})")))?;
+    let r = trace
+        .layers
+        .get(l)
+        .and_then(|x| x.router.as_ref())
+        .ok_or_else(|| ProbeError::Invalid(format!("layer {l} has no routing (MoE layers: {layers:?})")))?;
     let m = routing::coactivation(&r.experts, r.top_k, r.num_experts);
     let mut t = Table::new(&["expert_a", "expert_b", "tokens_together"]);
     for (i, row) in m.iter().enumerate() {
@@ -204,7 +212,11 @@ pub fn coactivation(trace: &Trace, layer: Option<usize>) -> Result<View> {
             t.push(vec![i.to_string(), j.to_string(), c.to_string()]);
         }
     }
-    let values: Vec<Vec<f64>> = m.iter().enumerate().map(|(i, row)| row.iter().enumerate().map(|(j, &c)| if i == j { f64::NAN } else { c as f64 }).collect()).collect();
+    let values: Vec<Vec<f64>> = m
+        .iter()
+        .enumerate()
+        .map(|(i, row)| row.iter().enumerate().map(|(j, &c)| if i == j { f64::NAN } else { c as f64 }).collect())
+        .collect();
     Ok(View::Heatmap(
         t,
         Heatmap {
@@ -273,7 +285,15 @@ pub fn contributions(trace: &Trace) -> Result<View> {
     if !dense.is_empty() {
         series.push(("dense residual MLP".into(), dense));
     }
-    Ok(View::Lines(t, Lines { title: title_of(trace, "Contribution to the residual stream"), x_label: "layer".into(), y_label: "mean L2 norm".into(), series }))
+    Ok(View::Lines(
+        t,
+        Lines {
+            title: title_of(trace, "Contribution to the residual stream"),
+            x_label: "layer".into(),
+            y_label: "mean L2 norm".into(),
+            series,
+        },
+    ))
 }
 
 /// Retrieval score per (layer, head).
@@ -312,7 +332,9 @@ pub fn retrieval_ablation(r: &RetrievalAblation, model: &str) -> View {
     View::Bars(
         t,
         Bars {
-            title: format!("Needle accuracy with heads masked ({:?}) — {model}", r.method).replace("Uniform", "uniform").replace("Zero", "zero"),
+            title: format!("Needle accuracy with heads masked ({:?}) — {model}", r.method)
+                .replace("Uniform", "uniform")
+                .replace("Zero", "zero"),
             x_label: "heads masked".into(),
             y_label: "needle accuracy (%)".into(),
             categories: cats,
@@ -398,8 +420,15 @@ pub fn diff_kl(d: &RunDiff) -> Result<View> {
 /// Specialization: per layer summary table and MI bars.
 pub fn specialization_summary(layers: &[LayerSpecialization], model: &str) -> View {
     let mut t = Table::new(&[
-        "layer", "balance", "mi_class_bits", "mi_domain_bits", "vocabulary_specialization", "top1_agreement", "topk_agreement",
-        "mean_router_entropy_nats", "mean_topk_logit_margin",
+        "layer",
+        "balance",
+        "mi_class_bits",
+        "mi_domain_bits",
+        "vocabulary_specialization",
+        "top1_agreement",
+        "topk_agreement",
+        "mean_router_entropy_nats",
+        "mean_topk_logit_margin",
     ]);
     for l in layers {
         t.push(vec![

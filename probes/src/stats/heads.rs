@@ -75,10 +75,7 @@ mod tests {
     #[test]
     fn sink_scores_from_captured_sink_match_full_probabilities() {
         // Two heads, three queries; the captured sink is column 0 of each row.
-        let p = [
-            [[1.0, 0.0, 0.0], [0.7, 0.3, 0.0], [0.2, 0.5, 0.3]],
-            [[1.0, 0.0, 0.0], [0.1, 0.9, 0.0], [0.6, 0.2, 0.2]],
-        ];
+        let p = [[[1.0, 0.0, 0.0], [0.7, 0.3, 0.0], [0.2, 0.5, 0.3]], [[1.0, 0.0, 0.0], [0.1, 0.9, 0.0], [0.6, 0.2, 0.2]]];
         let flat: Vec<f32> = p.iter().flatten().flatten().copied().collect();
         let captured: Vec<f32> = (0..3).flat_map(|q| (0..2).map(move |h| p[h][q][0])).collect();
         let from_probs: Vec<f64> = head_scores(&flat, 2, 3).iter().map(|s| s.sink).collect();

@@ -17,8 +17,12 @@ pub fn entropy_nats(weights: &[f64]) -> f64 {
     if total <= 0.0 {
         return 0.0;
     }
-    weights.iter().filter(|&&w| w > 0.0).map(|&w| {
-        let p = w / total;
-        -p * p.ln()
-    }).sum()
+    weights
+        .iter()
+        .filter(|&&w| w > 0.0)
+        .map(|&w| {
+            let p = w / total;
+            -p * p.ln()
+        })
+        .sum()
 }

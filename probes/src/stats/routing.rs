@@ -140,7 +140,11 @@ pub fn consecutive_agreement(experts: &[u32], k: usize) -> Agreement {
 /// Mean of a per-token series (NaN-free; empty → 0).
 pub fn mean(v: &[f64]) -> f64 {
     let finite: Vec<f64> = v.iter().cloned().filter(|x| x.is_finite()).collect();
-    if finite.is_empty() { 0.0 } else { finite.iter().sum::<f64>() / finite.len() as f64 }
+    if finite.is_empty() {
+        0.0
+    } else {
+        finite.iter().sum::<f64>() / finite.len() as f64
+    }
 }
 
 #[cfg(test)]

@@ -62,11 +62,8 @@ pub fn mean_vocabulary_specialization(routing: &[TokenRouting], min_count: usize
 pub fn top_tokens_per_expert(routing: &[TokenRouting], num_experts: usize, n: usize) -> Vec<Vec<(u32, usize, f64)>> {
     (0..num_experts)
         .map(|e| {
-            let mut v: Vec<(u32, usize, f64)> = routing
-                .iter()
-                .filter(|r| r.counts[e] > 0)
-                .map(|r| (r.token, r.counts[e], r.counts[e] as f64 / r.total() as f64))
-                .collect();
+            let mut v: Vec<(u32, usize, f64)> =
+                routing.iter().filter(|r| r.counts[e] > 0).map(|r| (r.token, r.counts[e], r.counts[e] as f64 / r.total() as f64)).collect();
             v.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
             v.truncate(n);
             v
@@ -86,7 +83,11 @@ pub fn label_distributions(labels: &[usize], experts: &[u32], k: usize, num_labe
         .into_iter()
         .map(|c| {
             let s: f64 = c.iter().sum();
-            if s > 0.0 { c.iter().map(|x| x / s).collect() } else { c }
+            if s > 0.0 {
+                c.iter().map(|x| x / s).collect()
+            } else {
+                c
+            }
         })
         .collect()
 }

@@ -52,8 +52,15 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
             let kind = state.notebook.cells[i].kind_name();
             let runnable = !matches!(state.notebook.cells[i].kind, CellKind::Markdown { .. });
             if runnable {
-                let label = if running { "…" } else if queued { "⋯" } else { "▶" };
-                if ui.add_enabled(model_ready && !running && !queued, egui::Button::new(label)).on_hover_text("Run (Shift+Enter)").clicked() {
+                let label = if running {
+                    "…"
+                } else if queued {
+                    "⋯"
+                } else {
+                    "▶"
+                };
+                if ui.add_enabled(model_ready && !running && !queued, egui::Button::new(label)).on_hover_text("Run (Shift+Enter)").clicked()
+                {
                     actions.push(Action::RunCell(id));
                 }
             }
@@ -74,7 +81,9 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
                 if ui.small_button("↑").on_hover_text("Move up").clicked() {
                     actions.push(Action::MoveCell(id, -1));
                 }
-                if state.notebook.cells[i].has_result() && ui.small_button("export cell").on_hover_text("Write every view of this cell (PNG, SVG, CSV) into a folder").clicked() {
+                if state.notebook.cells[i].has_result()
+                    && ui.small_button("export cell").on_hover_text("Write every view of this cell (PNG, SVG, CSV) into a folder").clicked()
+                {
                     actions.push(Action::ExportCell(id));
                 }
                 add_buttons(ui, Some(id), actions);
@@ -127,7 +136,13 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
                 }
             }
             CellKind::Compare { a, b, result } => {
-                let name = |x: u64| format!("{}: {}", if x == *a { "A" } else { "B" }, titles.get(&x).cloned().unwrap_or_else(|| format!("cell {x} (deleted)")));
+                let name = |x: u64| {
+                    format!(
+                        "{}: {}",
+                        if x == *a { "A" } else { "B" },
+                        titles.get(&x).cloned().unwrap_or_else(|| format!("cell {x} (deleted)"))
+                    )
+                };
                 let (ta, tb) = (name(*a), name(*b));
                 let (ra, rb) = (runs.get(a), runs.get(b));
                 compare::compare(ui, id, ra.map(|r| (ta.as_str(), r)), rb.map(|r| (tb.as_str(), r)), result.as_ref(), actions);

@@ -30,7 +30,14 @@ fn text_with_divergence(ui: &mut Ui, run: &RunView, from: Option<usize>) {
     ui.label(job);
 }
 
-pub fn compare(ui: &mut Ui, id: u64, a: Option<(&str, &RunView)>, b: Option<(&str, &RunView)>, result: Option<&CompareSummary>, actions: &mut Vec<Action>) {
+pub fn compare(
+    ui: &mut Ui,
+    id: u64,
+    a: Option<(&str, &RunView)>,
+    b: Option<(&str, &RunView)>,
+    result: Option<&CompareSummary>,
+    actions: &mut Vec<Action>,
+) {
     let (Some((ta, ra)), Some((tb, rb))) = (a, b) else {
         ui.label(RichText::new("Run both prompt cells, then run this cell.").weak());
         return;
@@ -54,16 +61,34 @@ pub fn compare(ui: &mut Ui, id: u64, a: Option<(&str, &RunView)>, b: Option<(&st
         cols[0].strong("Routing changes per layer");
         cols[0].label(RichText::new("share of positions whose top-k experts differ").weak().small());
         let bars: Vec<Bar> = r.flip_rates.iter().map(|(l, f)| Bar::new(*l as f64, *f).width(0.8)).collect();
-        Plot::new(("flips", id)).height(150.0).x_axis_label("layer").x_axis_formatter(|mark, _| if mark.value.fract() == 0.0 { format!("{}", mark.value) } else { String::new() }).y_axis_label("share").include_y(0.0).include_y(1.0).allow_drag(false).allow_zoom(false).allow_scroll(false).show(&mut cols[0], |p| {
-            p.bar_chart(BarChart::new("routing flips", bars));
-        });
+        Plot::new(("flips", id))
+            .height(150.0)
+            .x_axis_label("layer")
+            .x_axis_formatter(|mark, _| if mark.value.fract() == 0.0 { format!("{}", mark.value) } else { String::new() })
+            .y_axis_label("share")
+            .include_y(0.0)
+            .include_y(1.0)
+            .allow_drag(false)
+            .allow_zoom(false)
+            .allow_scroll(false)
+            .show(&mut cols[0], |p| {
+                p.bar_chart(BarChart::new("routing flips", bars));
+            });
         cols[1].strong("Next-token KL(A ‖ B) along A's sequence");
         cols[1].label(RichText::new("B's interventions teacher-forced on A's tokens (nats)").weak().small());
         let pts: Vec<[f64; 2]> = r.kl.iter().enumerate().map(|(i, &k)| [i as f64, k]).collect();
         let prompt_end = ra.prompt_len as f64 - 0.5;
-        Plot::new(("kl", id)).height(150.0).x_axis_label("position").y_axis_label("nats").include_y(0.0).allow_drag(false).allow_zoom(false).allow_scroll(false).show(&mut cols[1], |p| {
-            p.line(Line::new("KL", PlotPoints::from(pts)).width(2.0));
-            p.vline(egui_plot::VLine::new("end of prompt", prompt_end).style(egui_plot::LineStyle::dashed_dense()));
-        });
+        Plot::new(("kl", id))
+            .height(150.0)
+            .x_axis_label("position")
+            .y_axis_label("nats")
+            .include_y(0.0)
+            .allow_drag(false)
+            .allow_zoom(false)
+            .allow_scroll(false)
+            .show(&mut cols[1], |p| {
+                p.line(Line::new("KL", PlotPoints::from(pts)).width(2.0));
+                p.vline(egui_plot::VLine::new("end of prompt", prompt_end).style(egui_plot::LineStyle::dashed_dense()));
+            });
     });
 }

@@ -62,12 +62,19 @@ pub fn grid(ui: &mut Ui, spec: &GridSpec) -> GridOut {
     painter.text(rect.min + Vec2::new(label_w, 0.0), Align2::LEFT_TOP, format!("{} →", spec.col_label), font.clone(), weak);
     painter.text(rect.min + Vec2::new(0.0, 0.0), Align2::LEFT_TOP, format!("{}↓", spec.row_label), font.clone(), weak);
     let bg = if ui.visuals().dark_mode { Color32::from_gray(45) } else { Color32::from_gray(225) };
-    let cell_rect = |r: usize, c: usize| Rect::from_min_size(grid_origin + Vec2::new(c as f32 * cell_w, r as f32 * cell_h), Vec2::new(cell_w, cell_h));
+    let cell_rect =
+        |r: usize, c: usize| Rect::from_min_size(grid_origin + Vec2::new(c as f32 * cell_w, r as f32 * cell_h), Vec2::new(cell_w, cell_h));
     let row_step = if cell_h >= 10.0 { 1 } else { (10.0 / cell_h).ceil() as usize };
     for r in 0..spec.rows {
         let enabled = (spec.row_enabled)(r);
         if r % row_step == 0 {
-            painter.text(grid_origin + Vec2::new(-4.0, r as f32 * cell_h + cell_h / 2.0), Align2::RIGHT_CENTER, r.to_string(), font.clone(), if enabled { text } else { weak });
+            painter.text(
+                grid_origin + Vec2::new(-4.0, r as f32 * cell_h + cell_h / 2.0),
+                Align2::RIGHT_CENTER,
+                r.to_string(),
+                font.clone(),
+                if enabled { text } else { weak },
+            );
         }
         for c in 0..spec.cols {
             let color = if enabled { (spec.value)(r, c).map(scale_color).unwrap_or(bg) } else { bg };
@@ -80,7 +87,13 @@ pub fn grid(ui: &mut Ui, spec: &GridSpec) -> GridOut {
     }
     let col_step = ((22.0 / cell_w).ceil() as usize).max(1);
     for c in (0..spec.cols).step_by(col_step) {
-        painter.text(grid_origin + Vec2::new(c as f32 * cell_w + cell_w / 2.0, spec.rows as f32 * cell_h + 2.0), Align2::CENTER_TOP, c.to_string(), font.clone(), text);
+        painter.text(
+            grid_origin + Vec2::new(c as f32 * cell_w + cell_w / 2.0, spec.rows as f32 * cell_h + 2.0),
+            Align2::CENTER_TOP,
+            c.to_string(),
+            font.clone(),
+            text,
+        );
     }
     // Colour scale.
     let sx = grid_origin.x + cell_w * spec.cols as f32 + 14.0;
@@ -107,5 +120,8 @@ pub fn grid(ui: &mut Ui, spec: &GridSpec) -> GridOut {
         painter.rect_stroke(cell_rect(r, c), 0.0, Stroke::new(1.5, ui.visuals().strong_text_color()), egui::StrokeKind::Outside);
         resp.on_hover_text((spec.tooltip)(r, c));
     }
-    GridOut { clicked: clicked.filter(|&(r, _)| (spec.row_enabled)(r)), geometry: GridGeometry { origin: grid_origin, cell: Vec2::new(cell_w, cell_h) } }
+    GridOut {
+        clicked: clicked.filter(|&(r, _)| (spec.row_enabled)(r)),
+        geometry: GridGeometry { origin: grid_origin, cell: Vec2::new(cell_w, cell_h) },
+    }
 }

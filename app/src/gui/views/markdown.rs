@@ -32,7 +32,12 @@ fn inline(ui: &mut Ui, line: &str, size: Option<f32>) {
                 let fmt = if bold {
                     egui::TextFormat::simple(base.clone(), strong)
                 } else {
-                    egui::TextFormat { font_id: egui::FontId::monospace(base.size * 0.95), color, background: ui.visuals().code_bg_color, ..Default::default() }
+                    egui::TextFormat {
+                        font_id: egui::FontId::monospace(base.size * 0.95),
+                        color,
+                        background: ui.visuals().code_bg_color,
+                        ..Default::default()
+                    }
                 };
                 job.append(span, 0.0, fmt);
                 rest = &after[end + marker.len()..];

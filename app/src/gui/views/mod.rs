@@ -26,7 +26,11 @@ pub fn scale_color(t: f32) -> Color32 {
 /// Text colour readable on `bg`.
 pub fn text_on(bg: Color32) -> Color32 {
     let l = 0.299 * bg.r() as f32 + 0.587 * bg.g() as f32 + 0.114 * bg.b() as f32;
-    if l > 150.0 { Color32::BLACK } else { Color32::WHITE }
+    if l > 150.0 {
+        Color32::BLACK
+    } else {
+        Color32::WHITE
+    }
 }
 
 /// A few export buttons for a view.
@@ -46,7 +50,8 @@ mod plotters_colormap {
     use egui::Color32;
 
     // plotters' ViridisRGB anchors, so live views and exported plots agree.
-    const ANCHORS: [(u8, u8, u8); 8] = [(68, 1, 84), (70, 50, 127), (54, 92, 141), (39, 127, 143), (31, 162, 136), (74, 194, 110), (160, 219, 57), (254, 232, 37)];
+    const ANCHORS: [(u8, u8, u8); 8] =
+        [(68, 1, 84), (70, 50, 127), (54, 92, 141), (39, 127, 143), (31, 162, 136), (74, 194, 110), (160, 219, 57), (254, 232, 37)];
 
     pub fn viridis(t: f32) -> Color32 {
         let x = t * (ANCHORS.len() - 1) as f32;

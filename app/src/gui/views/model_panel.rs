@@ -49,7 +49,9 @@ pub fn model_panel(ui: &mut Ui, state: &mut AppState, actions: &mut Vec<Action>)
     });
     if let Some(p) = &state.model.loading {
         let (frac, text) = match p {
-            LoadProgress::Download { file, done, total } => (*done as f32 / (*total).max(1) as f32, format!("{file}: {:.0}/{:.0} MB", *done as f64 / 1e6, *total as f64 / 1e6)),
+            LoadProgress::Download { file, done, total } => {
+                (*done as f32 / (*total).max(1) as f32, format!("{file}: {:.0}/{:.0} MB", *done as f64 / 1e6, *total as f64 / 1e6))
+            }
             LoadProgress::Layers { done, total } if *total > 0 => (*done as f32 / *total as f32, format!("layer {done}/{total}")),
             LoadProgress::Layers { .. } => (0.0, "reading weights…".into()),
         };

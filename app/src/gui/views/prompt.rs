@@ -9,7 +9,7 @@ use routelab_model::session::Prompt;
 
 use super::grid::{grid, GridSpec};
 use super::tokens::{token_details, token_strip};
-use super::{export_buttons, expert_color};
+use super::{expert_color, export_buttons};
 use crate::gui::run_view::RunView;
 use crate::gui::state::{expert_mask, head_mask, Action, CellUi, ExportKind, MaskTarget};
 use crate::notebook::{GenerationSettings, RunSummary};
@@ -28,17 +28,28 @@ pub fn editor(ui: &mut Ui, id: u64, prompt: &mut Prompt, settings: &mut Generati
     if ui.memory(|m| m.has_focus(edit_id)) && ui.input_mut(|i| i.consume_key(egui::Modifiers::SHIFT, egui::Key::Enter)) {
         actions.push(Action::RunCell(id));
     }
-    let r = ui.add(egui::TextEdit::multiline(&mut text).id(edit_id).desired_rows(2).desired_width(f32::INFINITY).font(egui::TextStyle::Monospace).hint_text("Prompt… (Shift+Enter runs)"));
+    let r = ui.add(
+        egui::TextEdit::multiline(&mut text)
+            .id(edit_id)
+            .desired_rows(2)
+            .desired_width(f32::INFINITY)
+            .font(egui::TextStyle::Monospace)
+            .hint_text("Prompt… (Shift+Enter runs)"),
+    );
     r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::MultilineTextInput, true, format!("prompt {id}")));
     changed |= r.changed();
     ui.horizontal_wrapped(|ui| {
         if has_chat || chat {
-            changed |= ui.checkbox(&mut chat, "chat template").on_hover_text("Send the prompt as a user message through the model's chat template").changed();
+            changed |= ui
+                .checkbox(&mut chat, "chat template")
+                .on_hover_text("Send the prompt as a user message through the model's chat template")
+                .changed();
         }
         let l = ui.label("new tokens");
         changed |= ui.add(egui::DragValue::new(&mut settings.max_new_tokens).range(0..=4096)).labelled_by(l.id).changed();
         let l = ui.label("temperature");
-        changed |= ui.add(egui::DragValue::new(&mut settings.sampling.temperature).range(0.0..=2.0).speed(0.02)).labelled_by(l.id).changed();
+        changed |=
+            ui.add(egui::DragValue::new(&mut settings.sampling.temperature).range(0.0..=2.0).speed(0.02)).labelled_by(l.id).changed();
         if settings.sampling.temperature > 0.0 {
             let l = ui.label("top-p");
             changed |= ui.add(egui::DragValue::new(&mut settings.sampling.top_p).range(0.05..=1.0).speed(0.01)).labelled_by(l.id).changed();
@@ -75,7 +86,15 @@ pub fn interventions(ui: &mut Ui, id: u64, iv: &routelab_model::interventions::I
 }
 
 /// Results of a prompt cell: live while it streams.
-pub fn results(ui: &mut Ui, id: u64, run: &RunView, summary: Option<&RunSummary>, timings: bool, cell_ui: &mut CellUi, actions: &mut Vec<Action>) {
+pub fn results(
+    ui: &mut Ui,
+    id: u64,
+    run: &RunView,
+    summary: Option<&RunSummary>,
+    timings: bool,
+    cell_ui: &mut CellUi,
+    actions: &mut Vec<Action>,
+) {
     if run.is_empty() {
         return;
     }
@@ -96,15 +115,20 @@ pub fn results(ui: &mut Ui, id: u64, run: &RunView, summary: Option<&RunSummary>
             cell_ui.layer = layer;
         }
         match summary {
-            Some(s) if !timings => ui.label(RichText::new(format!("{} prompt + {} generated tokens · stopped: {}", s.prompt_tokens, s.generated_tokens, s.stop)).weak()),
-            Some(s) => ui.label(RichText::new(format!(
-                "{} prompt + {} generated tokens · prefill {:.2}s · {:.1} tok/s · stopped: {}",
-                s.prompt_tokens,
-                s.generated_tokens,
-                s.prefill_seconds,
-                s.generated_tokens as f64 / s.decode_seconds.max(1e-9),
-                s.stop
-            )).weak()),
+            Some(s) if !timings => ui.label(
+                RichText::new(format!("{} prompt + {} generated tokens · stopped: {}", s.prompt_tokens, s.generated_tokens, s.stop)).weak(),
+            ),
+            Some(s) => ui.label(
+                RichText::new(format!(
+                    "{} prompt + {} generated tokens · prefill {:.2}s · {:.1} tok/s · stopped: {}",
+                    s.prompt_tokens,
+                    s.generated_tokens,
+                    s.prefill_seconds,
+                    s.generated_tokens as f64 / s.decode_seconds.max(1e-9),
+                    s.stop
+                ))
+                .weak(),
+            ),
             None => ui.label(RichText::new(format!("{} tokens…", run.len())).weak()),
         };
     });
@@ -181,7 +205,11 @@ fn load_view(ui: &mut Ui, id: u64, run: &RunView, cell_ui: &mut CellUi, actions:
 
 fn export_buttons_more(ui: &mut Ui, id: u64, actions: &mut Vec<Action>) {
     ui.menu_button("More ▾", |ui| {
-        for (label, kind) in [("routing map", ExportKind::Routing), ("co-activation", ExportKind::Coactivation), ("router entropy", ExportKind::RouterEntropy)] {
+        for (label, kind) in [
+            ("routing map", ExportKind::Routing),
+            ("co-activation", ExportKind::Coactivation),
+            ("router entropy", ExportKind::RouterEntropy),
+        ] {
             ui.menu_button(label, |ui| {
                 for ext in ["png", "svg", "csv"] {
                     if ui.button(ext.to_uppercase()).clicked() {
@@ -205,7 +233,8 @@ fn heads_view(ui: &mut Ui, id: u64, run: &RunView, pos: usize, cell_ui: &mut Cel
     let tooltip = |l: usize, h: usize| -> String {
         let e = run.head_entropy_at(l, pos).get(h).copied().unwrap_or(f32::NAN);
         let a = run.head_argmax_at(l, pos).get(h).copied();
-        let target = a.map(|j| format!(", looks most at {j} {:?}", run.pieces.get(j as usize).cloned().unwrap_or_default())).unwrap_or_default();
+        let target =
+            a.map(|j| format!(", looks most at {j} {:?}", run.pieces.get(j as usize).cloned().unwrap_or_default())).unwrap_or_default();
         format!("layer {l}, head {h}: entropy {e:.2} nats{target}\nclick to mask")
     };
     let enabled = |_l: usize| true;
@@ -239,7 +268,8 @@ fn entropy_plot(ui: &mut Ui, id: u64, run: &RunView, actions: &mut Vec<Action>) 
         export_buttons(ui, id, ExportKind::RouterEntropy, actions);
     });
     let pts: Vec<[f64; 2]> = (0..run.layers).filter_map(|l| run.mean_router_entropy(l).map(|h| [l as f64, h])).collect();
-    let uniform: Vec<[f64; 2]> = (0..run.layers).filter(|&l| run.experts[l] > 0).map(|l| [l as f64, (run.experts[l] as f64).ln()]).collect();
+    let uniform: Vec<[f64; 2]> =
+        (0..run.layers).filter(|&l| run.experts[l] > 0).map(|l| [l as f64, (run.experts[l] as f64).ln()]).collect();
     Plot::new(("router-entropy", id))
         .height(140.0)
         .x_axis_label("layer")
@@ -263,7 +293,11 @@ fn mask_bar(ui: &mut Ui, id: u64, cell_ui: &mut CellUi, run: &RunView, actions: 
                 MaskTarget::Expert { layer, expert } => {
                     let bg = expert_color(expert);
                     ui.label(RichText::new(format!(" mask layer {layer} expert {expert} ")).background_color(bg).color(super::text_on(bg)));
-                    if ui.button("reroute").on_hover_text("Remove it from the router's choices; the router renormalises over the rest").clicked() {
+                    if ui
+                        .button("reroute")
+                        .on_hover_text("Remove it from the router's choices; the router renormalises over the rest")
+                        .clicked()
+                    {
                         actions.push(Action::SetMask(id, expert_mask(layer, expert, ExpertMethod::Reroute)));
                     }
                     if ui.button("drop").on_hover_text("Keep the routing, zero this expert's output").clicked() {
@@ -304,7 +338,11 @@ fn mask_bar(ui: &mut Ui, id: u64, cell_ui: &mut CellUi, run: &RunView, actions: 
             if let Some(i) = remove {
                 cell_ui.pending.items.remove(i);
             }
-            if ui.add_enabled(run.done, egui::Button::new(RichText::new("⟳ Re-run with masks").strong())).on_hover_text("A new cell with these masks, then a comparison with this one").clicked() {
+            if ui
+                .add_enabled(run.done, egui::Button::new(RichText::new("⟳ Re-run with masks").strong()))
+                .on_hover_text("A new cell with these masks, then a comparison with this one")
+                .clicked()
+            {
                 actions.push(Action::RerunWithMasks(id));
             }
         });

@@ -67,12 +67,30 @@ pub fn scan_result(ui: &mut Ui, id: u64, r: &ScanSummary, actions: &mut Vec<Acti
     let tooltip = |l: usize, h: usize| format!("layer {l}, head {h}: retrieval score {:.3}", r.scores.get(l, h));
     let yes = |_l: usize| true;
     let marked = |l: usize, h: usize| r.scores.get(l, h) > RETRIEVAL_THRESHOLD;
-    grid(ui, &GridSpec { label: format!("retrieval scores {id}"), rows: r.scores.layers, cols: r.scores.heads, row_label: "layer", col_label: "head", value: &value, tooltip: &tooltip, row_enabled: &yes, marked: &marked, scale_caption: "score", max_cell: 28.0 });
+    grid(
+        ui,
+        &GridSpec {
+            label: format!("retrieval scores {id}"),
+            rows: r.scores.layers,
+            cols: r.scores.heads,
+            row_label: "layer",
+            col_label: "head",
+            value: &value,
+            tooltip: &tooltip,
+            row_enabled: &yes,
+            marked: &marked,
+            scale_caption: "score",
+            max_cell: 28.0,
+        },
+    );
     if !ranked.is_empty() {
-        ui.label(RichText::new(format!(
-            "strongest: {}",
-            ranked.iter().take(8).map(|(l, h, s)| format!("L{l}H{h} {s:.2}")).collect::<Vec<_>>().join(" · ")
-        )).monospace());
+        ui.label(
+            RichText::new(format!(
+                "strongest: {}",
+                ranked.iter().take(8).map(|(l, h, s)| format!("L{l}H{h} {s:.2}")).collect::<Vec<_>>().join(" · ")
+            ))
+            .monospace(),
+        );
     }
 }
 
@@ -80,7 +98,10 @@ pub fn specialization_settings(ui: &mut Ui, s: &mut SpecializationSettings, acti
     let mut changed = false;
     ui.horizontal_wrapped(|ui| {
         let l = ui.label("corpus directory");
-        changed |= ui.add(egui::TextEdit::singleline(&mut s.corpus).desired_width(320.0).hint_text("one subdirectory per domain")).labelled_by(l.id).changed();
+        changed |= ui
+            .add(egui::TextEdit::singleline(&mut s.corpus).desired_width(320.0).hint_text("one subdirectory per domain"))
+            .labelled_by(l.id)
+            .changed();
         let l = ui.label("tokens per chunk");
         changed |= ui.add(egui::DragValue::new(&mut s.chunk_tokens).range(16..=4096)).labelled_by(l.id).changed();
         let l = ui.label("max tokens");

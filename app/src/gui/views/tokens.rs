@@ -38,7 +38,13 @@ pub fn token_strip(ui: &mut Ui, run: &RunView, layer: usize, pinned: Option<usiz
         let generated = i >= run.prompt_len;
         let bg = match run.top1(layer, i) {
             Some(e) => expert_color(e as usize),
-            None if generated => if dark { Color32::from_gray(70) } else { Color32::from_gray(215) },
+            None if generated => {
+                if dark {
+                    Color32::from_gray(70)
+                } else {
+                    Color32::from_gray(215)
+                }
+            }
             None => Color32::TRANSPARENT,
         };
         let mut fmt = TextFormat { font_id: font.clone(), background: bg, ..Default::default() };
@@ -119,11 +125,17 @@ pub fn token_details(ui: &mut Ui, run: &RunView, pos: usize) {
                 let max = ((pos + 1) as f32).ln().max(1e-6);
                 for (h, x) in e.iter().enumerate() {
                     let bg = super::scale_color(1.0 - x / max);
-                    let mut tip = a.get(h).map(|j| format!("head {h}: entropy {x:.2}, looks at {j} {:?}", run.pieces.get(*j as usize).cloned().unwrap_or_default())).unwrap_or_default();
+                    let mut tip = a
+                        .get(h)
+                        .map(|j| {
+                            format!("head {h}: entropy {x:.2}, looks at {j} {:?}", run.pieces.get(*j as usize).cloned().unwrap_or_default())
+                        })
+                        .unwrap_or_default();
                     if let Some(s) = sink.get(h) {
                         tip.push_str(&format!(", {:.0}% on the first token (sink)", 100.0 * s));
                     }
-                    ui.label(egui::RichText::new(format!("{x:.1}")).background_color(bg).color(text_on(bg)).monospace().size(10.0)).on_hover_text(tip);
+                    ui.label(egui::RichText::new(format!("{x:.1}")).background_color(bg).color(text_on(bg)).monospace().size(10.0))
+                        .on_hover_text(tip);
                 }
                 ui.end_row();
             }
