@@ -16,40 +16,36 @@ use rand::{Rng, SeedableRng};
 use routelab::gui::run_view::RunView;
 use routelab::gui::state::CellUi;
 use routelab::gui::views::prompt::results;
-use routelab_model::session::{LayerRecord, StepRecord};
+use routelab_model::hooks::{HookPoint, Quantity};
+use routelab_model::store::{CaptureStore, Values};
 
 struct Bench {
     run: RunView,
     ui: CellUi,
 }
 
-fn record(rng: &mut rand_chacha::ChaCha8Rng, pos: usize, layers: usize, experts: usize, k: usize, heads: usize) -> StepRecord {
+/// One streamed position: the row a generation step appends to the run's store.
+fn record(rng: &mut rand_chacha::ChaCha8Rng, pos: usize, layers: usize, experts: usize, k: usize, heads: usize) -> CaptureStore {
     let words = ["the", " model", " routes", " tokens", " to", " experts", ",", " and", " 42", "\n", " fn", "(", ")"];
-    StepRecord {
-        position: pos,
-        token: rng.random_range(0..4096),
-        piece: words[rng.random_range(0..words.len())].to_string(),
-        generated: pos >= 64,
-        layers: (0..layers)
-            .map(|_| {
-                let mut ex: Vec<u32> = vec![];
-                while ex.len() < k {
-                    let e = rng.random_range(0..experts as u32);
-                    if !ex.contains(&e) {
-                        ex.push(e);
-                    }
-                }
-                LayerRecord {
-                    router_logits: (0..experts).map(|_| rng.random_range(-3.0..3.0)).collect(),
-                    experts: ex,
-                    weights: vec![1.0 / k as f32; k],
-                    head_entropy: (0..heads).map(|_| rng.random_range(0.0..3.0)).collect(),
-                    head_argmax: (0..heads).map(|_| rng.random_range(0..=pos as u32)).collect(),
-                    ..Default::default()
-                }
-            })
-            .collect(),
+    let mut s = CaptureStore::new(layers);
+    s.append(HookPoint::Tokens, &[], Values::U32(vec![rng.random_range(0..4096)])).unwrap();
+    s.pieces.push(words[rng.random_range(0..words.len())].to_string());
+    for l in 0..layers {
+        let mut ex: Vec<u32> = vec![];
+        while ex.len() < k {
+            let e = rng.random_range(0..experts as u32);
+            if !ex.contains(&e) {
+                ex.push(e);
+            }
+        }
+        let mut put = |q, width: usize, v: Values| s.append(HookPoint::layer(l, q), &[width], v).unwrap();
+        put(Quantity::RouterLogits, experts, Values::F32((0..experts).map(|_| rng.random_range(-3.0..3.0)).collect()));
+        put(Quantity::RouterExperts, k, Values::U32(ex));
+        put(Quantity::RouterWeights, k, Values::F32(vec![1.0 / k as f32; k]));
+        put(Quantity::AttnEntropy, heads, Values::F32((0..heads).map(|_| rng.random_range(0.0..3.0)).collect()));
+        put(Quantity::AttnArgmax, heads, Values::U32((0..heads).map(|_| rng.random_range(0..=pos as u32)).collect()));
     }
+    s
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -63,8 +59,9 @@ fn bench(name: &str, layers: usize, experts: usize, k: usize, heads: usize, toke
     // Prefill up to where measuring starts, then stream the last frames_measured tokens.
     let start = tokens - frames_measured;
     for p in 0..start {
-        run.push(&record(&mut rng, p, layers, experts, k, heads));
+        run.extend(&record(&mut rng, p, layers, experts, k, heads)).unwrap();
     }
+    run.prompt_len = 64;
     let mut h = Harness::builder().with_size([1400.0, 1000.0]).with_context_setup(routelab::gui::app::install_fonts).build_ui_state(
         |ui, b: &mut Bench| {
             let mut actions = vec![];
@@ -79,7 +76,7 @@ fn bench(name: &str, layers: usize, experts: usize, k: usize, heads: usize, toke
     let mut ms = vec![];
     for p in start..tokens {
         let rec = record(&mut rng, p, layers, experts, k, heads);
-        h.state_mut().run.push(&rec);
+        h.state_mut().run.extend(&rec).unwrap();
         let t = Instant::now();
         h.step();
         let shapes = h.output().shapes.clone();

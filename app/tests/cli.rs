@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use routelab_model::hooks::{HookPoint, Quantity};
 use routelab_probes::trace::Trace;
 
 fn fixture(case: &str) -> PathBuf {
@@ -42,8 +43,8 @@ fn run_streams_text_summarises_expert_load_and_writes_a_trace() {
     assert_eq!(t.meta.interventions.items.len(), 2);
     assert_eq!(t.len(), t.meta.generated_from + 6);
     // Dropped expert 2 still shows in routing (routing unchanged) with weight 0.
-    let r = t.layers[0].router.as_ref().unwrap();
-    for (e, w) in r.experts.iter().zip(&r.weights) {
+    let r = t.router(0).unwrap();
+    for (e, w) in r.experts.iter().zip(r.weights) {
         if *e == 2 {
             assert_eq!(*w, 0.0);
         }
@@ -68,9 +69,11 @@ fn forward_with_capture_all_writes_full_attention_hidden_states_and_logits() {
     ]);
     assert!(ok, "{err}");
     let t = Trace::read(&out).unwrap();
-    assert_eq!(t.tokens, vec![5, 6, 7, 8]);
-    assert_eq!(t.logits.as_ref().unwrap().1.len(), 4 * 320);
-    assert!(t.layers.iter().all(|l| l.probs.is_some() && l.hidden.is_some() && l.entropy.is_some()));
+    assert_eq!(t.tokens(), [5, 6, 7, 8]);
+    assert_eq!(t.f32(&HookPoint::Logits).unwrap().len(), 4 * 320);
+    assert!(t.num_layers() > 0);
+    let has = |l, q| t.contains(&HookPoint::layer(l, q));
+    assert!((0..t.num_layers()).all(|l| has(l, Quantity::AttnProbs) && has(l, Quantity::Hidden) && has(l, Quantity::AttnEntropy)));
 }
 
 /// The captured sink and span against sums of the full probabilities of the same forward
@@ -95,10 +98,11 @@ fn captured_sink_and_span_are_the_attention_mass_on_those_keys() {
     assert!(ok, "{err}");
     let tr = Trace::read(&out).unwrap();
     let t = tr.len();
-    assert!(!tr.layers.is_empty());
-    for (l, lt) in tr.layers.iter().enumerate() {
-        let h = lt.heads;
-        let (probs, sink, span) = (lt.probs.as_ref().unwrap(), lt.sink.as_ref().unwrap(), lt.span.as_ref().unwrap());
+    assert!(tr.num_layers() > 0);
+    for l in 0..tr.num_layers() {
+        let h = tr.heads(l);
+        let probs = tr.probs(l).unwrap().to_dense();
+        let (sink, span) = (tr.layer_f32(l, Quantity::AttnSink).unwrap(), tr.layer_f32(l, Quantity::AttnSpan).unwrap());
         for head in 0..h {
             for q in 0..t {
                 let row = &probs[head * t * t + q * t..head * t * t + (q + 1) * t];

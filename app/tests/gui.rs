@@ -170,7 +170,7 @@ fn masking_an_expert_and_rerunning_gives_a_compare_cell() {
     assert!(r.kl.iter().any(|&k| k > 1e-4), "rerouting changed nothing downstream");
     // The masked expert is never selected in the masked run.
     let masked_trace = &h.state().state.traces[&masked.id];
-    assert!(!masked_trace.layers[layer].router.as_ref().unwrap().experts.contains(&(expert as u32)));
+    assert!(!masked_trace.router(layer).unwrap().experts.contains(&(expert as u32)));
     h.get_by_label_contains("first different token").scroll_to_me();
     h.run_steps(3);
     snapshot(&mut h, "compare_cell");
@@ -212,14 +212,14 @@ fn a_saved_notebook_reopens_with_its_results_without_running() {
         h.run_steps(2);
         let s = &h.state().state;
         assert!(s.dirty_since.is_none(), "{:?}", s.messages);
-        prompt_ids(h.state()).into_iter().map(|id| (id, s.runs[&id].tokens.clone(), s.runs[&id].load.clone())).collect::<Vec<_>>()
+        prompt_ids(h.state()).into_iter().map(|id| (id, s.runs[&id].store.tokens().to_vec(), s.runs[&id].load.clone())).collect::<Vec<_>>()
     };
     let (mut h, _) = harness(&dir, &dir);
     h.run_steps(3);
     assert!(!h.state().state.busy(), "reopening ran something");
     for (id, tokens, load) in before {
         let run = &h.state().state.runs[&id];
-        assert_eq!(run.tokens, tokens);
+        assert_eq!(run.store.tokens(), tokens);
         assert_eq!(run.load, load);
         assert!(h.state().state.notebook.cell(id).unwrap().has_result());
     }

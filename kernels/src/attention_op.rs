@@ -211,8 +211,8 @@ impl AttentionStats {
     }
 
     /// The reference for one (head, query): writes `dv` outputs then the [`STATS`] statistics.
-    #[allow(clippy::too_many_arguments)]
-    fn reference_row(&self, q: &[f32], k: &[f32], v: &[f32], pos: usize, d: usize, dv: usize, uniform: bool, o: &mut [f32]) {
+    fn reference_row(&self, row: QueryRow, o: &mut [f32]) {
+        let QueryRow { q, k, v, pos, d, dv, uniform } = row;
         let lo = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let keys = lo..=pos;
         let scores: Vec<f32> = keys
@@ -242,6 +242,18 @@ impl AttentionStats {
         stats[SINK] = mass(0, 1);
         stats[SPAN] = mass(self.span.0, self.span.1);
     }
+}
+
+/// One (head, query) of the reference: the query, its kv head's keys and values, its absolute
+/// position, head dims, and whether the head is made uniform.
+struct QueryRow<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    pos: usize,
+    d: usize,
+    dv: usize,
+    uniform: bool,
 }
 
 impl CustomOp3 for AttentionStats {
@@ -274,16 +286,16 @@ impl CustomOp3 for AttentionStats {
             let (h, ti) = (row / t, row % t);
             let kvh = h / rep;
             let uniform = self.uniform.get(h).copied().unwrap_or(false);
-            self.reference_row(
-                &q[row * d..(row + 1) * d],
-                &k[kvh * s * d..(kvh + 1) * s * d],
-                &v[kvh * s * dv..(kvh + 1) * s * dv],
-                s - t + ti,
+            let query = QueryRow {
+                q: &q[row * d..(row + 1) * d],
+                k: &k[kvh * s * d..(kvh + 1) * s * d],
+                v: &v[kvh * s * dv..(kvh + 1) * s * dv],
+                pos: s - t + ti,
                 d,
                 dv,
                 uniform,
-                o,
-            );
+            };
+            self.reference_row(query, o);
         });
         Ok((CpuStorage::F32(out), Shape::from((heads, t, w))))
     }

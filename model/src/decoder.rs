@@ -15,16 +15,18 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::cache::KvCache;
-use crate::capture::{CaptureSpec, LayerCapture, Layers};
+use crate::capture::{CapturePlan, LayerCapture, Layers};
 use crate::config::{FfnConfig, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::families::layout::TensorLayout;
+use crate::hooks::Quantity;
 use crate::interventions::{Interventions, LayerEdits};
 use crate::layers::attend::MaskCache;
 use crate::layers::attention::Attention;
+use crate::layers::context::{LayerCtx, RotaryTables};
 use crate::layers::linear::Linear;
 use crate::layers::mlp::Mlp;
-use crate::layers::moe::{contributions, l2, Moe};
+use crate::layers::moe::{l2, Moe};
 use crate::layers::norm::Norm;
 use crate::rope::Rope;
 use crate::weights::Weights;
@@ -45,20 +47,63 @@ struct DecoderLayer {
     dense_residual: Option<(Norm, Mlp)>,
 }
 
+impl DecoderLayer {
+    fn forward(&self, x: &Tensor, ctx: &mut LayerCtx) -> Result<Tensor> {
+        let h = (x + self.attn.forward(&self.attn_norm.forward(x)?, ctx)?)?;
+        let out = match &self.ffn {
+            FeedForward::Dense(mlp) => (&h + mlp.forward(&self.ffn_norm.forward(&h)?)?)?,
+            FeedForward::Moe(moe) => {
+                // Arctic's MoE reads the layer input, its dense residual MLP the attention output.
+                let moe_in = if self.dense_residual.is_some() { x } else { &h };
+                let routed = moe.forward(&self.ffn_norm.forward(moe_in)?, ctx)?;
+                let base = match &self.dense_residual {
+                    Some((norm, mlp)) if !ctx.edits.mute_dense_residual => {
+                        let r = mlp.forward(&norm.forward(&h)?)?;
+                        if ctx.plan().wants(Quantity::DenseNorm) {
+                            ctx.capture.push(Quantity::DenseNorm, &l2(&r)?);
+                        }
+                        (&h + r)?
+                    }
+                    Some(_) => {
+                        if ctx.plan().wants(Quantity::DenseNorm) {
+                            ctx.capture.push(Quantity::DenseNorm, &Tensor::zeros(h.dim(0)?, DType::F32, h.device())?);
+                        }
+                        h.clone()
+                    }
+                    None => h.clone(),
+                };
+                (base + routed)?
+            }
+        };
+        if ctx.plan().wants(Quantity::Hidden) {
+            ctx.capture.push(Quantity::Hidden, &out.to_dtype(DType::F32)?);
+        }
+        Ok(out)
+    }
+}
+
 /// Options of one forward call besides the tokens.
 pub struct ForwardOptions<'a> {
-    pub capture: &'a CaptureSpec,
+    pub capture: &'a CapturePlan,
     /// Per layer, from [`Interventions::for_layer`] (empty: no interventions).
     pub edits: &'a [LayerEdits],
-    /// Also return per-head attention outputs `[T, H, dv]` for these layers (for head means).
+    /// Also keep per-head attention outputs for these layers ([`LayerCapture::head_outputs`]).
     pub head_outputs: &'a Layers,
+    /// Attention through the fused kernel's path on the CPU too ([`LayerCtx::fused_attention`]).
+    pub fused_attention: bool,
+}
+
+impl<'a> ForwardOptions<'a> {
+    /// Records what `capture` asks for, nothing else changed.
+    pub fn new(capture: &'a CapturePlan) -> Self {
+        ForwardOptions { capture, edits: &[], head_outputs: &Layers::None, fused_attention: false }
+    }
 }
 
 pub struct ForwardOutput {
     /// `[T, V]` f32 when all logits were asked for, else `[1, V]` (last position).
     pub logits: Tensor,
     pub layers: Vec<LayerCapture>,
-    pub head_outputs: Vec<Option<Tensor>>,
 }
 
 /// The loaded model.
@@ -159,67 +204,27 @@ impl Model {
         let mut x = self.embed.index_select(&ids, 0)?;
         // In the model's dtype once per call, not per layer (four casts per layer on a GPU).
         let (cos, sin) = self.rope.cos_sin(start, t, &self.device)?;
-        let cos_sin = (cos.to_dtype(x.dtype())?, sin.to_dtype(x.dtype())?);
+        let rotary = RotaryTables { rope: &self.rope, cos: cos.to_dtype(x.dtype())?, sin: sin.to_dtype(x.dtype())? };
         let masks = MaskCache::new(start, t, &self.device);
-        let cap = opts.capture;
         let no_edits = LayerEdits::default();
         let mut captures = Vec::with_capacity(self.layers.len());
-        let mut head_outputs = Vec::with_capacity(self.layers.len());
-        for (l, layer) in self.layers.iter().enumerate() {
-            let edits = opts.edits.get(l).unwrap_or(&no_edits);
-            let mut lc = LayerCapture::default();
-            let (a, extras) = layer.attn.forward(
-                &layer.attn_norm.forward(&x)?,
-                &self.rope,
-                &cos_sin,
-                &mut cache.layers[l],
-                &masks,
-                &edits.heads,
-                cap.attention_stats,
-                cap.attention_span.unwrap_or((0, 0)),
-                cap.attention_probs.contains(l),
-                opts.head_outputs.contains(l),
-            )?;
-            lc.attn_stats = extras.attended.stats;
-            lc.attn_probs = extras.attended.probs;
-            head_outputs.push(extras.head_outputs);
-            let h = (&x + a)?;
-            x = match &layer.ffn {
-                FeedForward::Dense(mlp) => (&h + mlp.forward(&layer.ffn_norm.forward(&h)?)?)?,
-                FeedForward::Moe(moe) => {
-                    // Arctic's MoE reads the layer input, its dense residual MLP the attention output.
-                    let moe_in = if layer.dense_residual.is_some() { &x } else { &h };
-                    let m = moe.forward(&layer.ffn_norm.forward(moe_in)?, edits, cap.router, cap.contributions)?;
-                    lc.router = m.router;
-                    let mut dense_norm = None;
-                    let base = match &layer.dense_residual {
-                        Some((norm, mlp)) if !edits.mute_dense_residual => {
-                            let r = mlp.forward(&norm.forward(&h)?)?;
-                            if cap.contributions {
-                                dense_norm = Some(l2(&r)?);
-                            }
-                            (&h + r)?
-                        }
-                        Some(_) => {
-                            if cap.contributions {
-                                dense_norm = Some(Tensor::zeros(t, DType::F32, &self.device)?);
-                            }
-                            h.clone()
-                        }
-                        None => h.clone(),
-                    };
-                    lc.contributions = contributions(m.routed_norm, m.shared_norm, dense_norm);
-                    (base + m.out)?
-                }
+        for ((l, layer), cache) in self.layers.iter().enumerate().zip(cache.layers.iter_mut()) {
+            let mut ctx = LayerCtx {
+                layer: l,
+                edits: opts.edits.get(l).unwrap_or(&no_edits),
+                cache,
+                rotary: &rotary,
+                masks: &masks,
+                fused_attention: opts.fused_attention,
+                keep_head_outputs: opts.head_outputs.contains(l),
+                capture: LayerCapture::new(opts.capture.layer(l)),
             };
-            if cap.hidden.contains(l) {
-                lc.hidden = Some(x.to_dtype(DType::F32)?);
-            }
-            captures.push(lc);
+            x = layer.forward(&x, &mut ctx)?;
+            captures.push(ctx.capture);
         }
-        let last = if cap.logits { x } else { x.narrow(0, t - 1, 1)? };
+        let last = if opts.capture.logits { x } else { x.narrow(0, t - 1, 1)? };
         let logits = self.lm_head.forward(&self.final_norm.forward(&last)?)?.to_dtype(DType::F32)?;
-        Ok(ForwardOutput { logits, layers: captures, head_outputs })
+        Ok(ForwardOutput { logits, layers: captures })
     }
 
     /// Number of parameters in the checkpoint (tied embeddings counted once).

@@ -1,6 +1,7 @@
 //! Interventions: plain-data edits to the forward pass, saved with every result they produce.
 //!
-//! Every intervention names its target with RouteLab's hook names (see [`crate::hooks`]):
+//! An intervention is a hook point ([`crate::hooks`]) and a method, written `HOOK:METHOD`
+//! (`layers.3.experts.5:reroute`, `layers.12.attn.head.4:scale(0.5)`):
 //!
 //! | intervention | hook | methods |
 //! |---|---|---|
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{FfnConfig, ModelConfig};
 use crate::error::{ModelError, Result};
+use crate::hooks::HookPoint;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,16 +74,40 @@ impl Intervention {
     }
 
     /// The hook this intervention acts on (`layers.3.experts.5`).
-    pub fn hook(&self) -> String {
-        match self {
-            Intervention::Expert { layer, expert, .. } => format!("layers.{layer}.experts.{expert}"),
-            Intervention::SharedExpert { layer } => format!("layers.{layer}.shared_expert"),
-            Intervention::DenseResidual { layer } => format!("layers.{layer}.dense_residual"),
-            Intervention::Head { layer, head, .. } => format!("layers.{layer}.attn.head.{head}"),
+    pub fn hook(&self) -> HookPoint {
+        match *self {
+            Intervention::Expert { layer, expert, .. } => HookPoint::Expert { layer, expert },
+            Intervention::SharedExpert { layer } => HookPoint::SharedExpert { layer },
+            Intervention::DenseResidual { layer } => HookPoint::DenseResidual { layer },
+            Intervention::Head { layer, head, .. } => HookPoint::Head { layer, head },
         }
     }
 
-    /// A short human-readable description (`layers.3.experts.5:reroute`).
+    /// The intervention `method` on `hook`; methods: `reroute`/`drop` on experts, `mute` on a
+    /// shared expert or dense residual, `zero`/`uniform`/`mean`/`scale=X` on heads (`mean`'s
+    /// reference is measured later, [`Interventions::has_pending_means`]).
+    pub fn new(hook: HookPoint, method: &str) -> std::result::Result<Intervention, String> {
+        let bad = |methods: &str| Err(format!("{hook}: method {method:?} is not one of {methods}"));
+        match hook {
+            HookPoint::Expert { layer, expert } => match method {
+                "reroute" => Ok(Intervention::Expert { layer, expert, method: ExpertMethod::Reroute }),
+                "drop" => Ok(Intervention::Expert { layer, expert, method: ExpertMethod::Drop }),
+                _ => bad("reroute, drop"),
+            },
+            HookPoint::SharedExpert { layer } if method == "mute" => Ok(Intervention::SharedExpert { layer }),
+            HookPoint::DenseResidual { layer } if method == "mute" => Ok(Intervention::DenseResidual { layer }),
+            HookPoint::SharedExpert { .. } | HookPoint::DenseResidual { .. } => bad("mute"),
+            HookPoint::Head { layer, head } => {
+                Ok(Intervention::Head { layer, head, method: parse_head_method(method).map_err(|e| format!("{hook}: {e}"))? })
+            }
+            _ => Err(format!(
+                "{hook} is a captured tensor, not an intervention site (layers.L.attn.head.H, layers.L.experts.E, layers.L.shared_expert, layers.L.dense_residual)"
+            )),
+        }
+    }
+
+    /// The intervention as `HOOK:METHOD` (`layers.3.experts.5:reroute`), which
+    /// [`Intervention::from_str`] reads back.
     pub fn label(&self) -> String {
         let method = match self {
             Intervention::Expert { method: ExpertMethod::Reroute, .. } => "reroute".to_string(),
@@ -210,6 +236,36 @@ impl LayerEdits {
     }
 }
 
+impl std::fmt::Display for Intervention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+impl std::str::FromStr for Intervention {
+    type Err = String;
+
+    /// `HOOK:METHOD`, e.g. `layers.3.experts.5:drop`, `layers.0.attn.head.2:scale(0.5)`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (hook, method) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected HOOK:METHOD, e.g. layers.3.experts.5:drop"))?;
+        Intervention::new(hook.trim().parse()?, method.trim())
+    }
+}
+
+/// A head method as the CLI and labels write it: `zero`, `uniform`, `mean`, `scale=X` or
+/// `scale(X)`.
+fn parse_head_method(m: &str) -> std::result::Result<HeadMethod, String> {
+    Ok(match m {
+        "zero" => HeadMethod::Zero,
+        "uniform" => HeadMethod::Uniform,
+        "mean" => HeadMethod::Mean { reference: vec![] },
+        m => match m.strip_prefix("scale=").or_else(|| m.strip_prefix("scale(").and_then(|x| x.strip_suffix(')'))) {
+            Some(x) => HeadMethod::Scale { factor: x.parse().map_err(|_| format!("scale factor {x:?} is not a number"))? },
+            None => return Err(format!("head method {m:?} is not one of zero, uniform, mean, scale=X")),
+        },
+    })
+}
+
 /// Parses the CLI forms `L:E[:reroute|drop]` and `L:H[:zero|uniform|mean|scale=X]`.
 pub fn parse_expert_mask(s: &str) -> std::result::Result<Intervention, String> {
     let parts: Vec<&str> = s.split(':').collect();
@@ -230,18 +286,7 @@ pub fn parse_head_mask(s: &str) -> std::result::Result<Intervention, String> {
     let num = |p: &str, what: &str| p.trim().parse::<usize>().map_err(|_| format!("{s:?}: {what} {p:?} is not a number"));
     let (l, h, method) = match parts.as_slice() {
         [l, h] => (l, h, HeadMethod::Zero),
-        [l, h, m] => {
-            let method = match *m {
-                "zero" => HeadMethod::Zero,
-                "uniform" => HeadMethod::Uniform,
-                "mean" => HeadMethod::Mean { reference: vec![] },
-                m => match m.strip_prefix("scale=").or_else(|| m.strip_prefix("scale(").and_then(|x| x.strip_suffix(')'))) {
-                    Some(x) => HeadMethod::Scale { factor: x.parse().map_err(|_| format!("{s:?}: scale factor {x:?} is not a number"))? },
-                    None => return Err(format!("{s:?}: head method {m:?} is not one of zero, uniform, mean, scale=X")),
-                },
-            };
-            (l, h, method)
-        }
+        [l, h, m] => (l, h, parse_head_method(m).map_err(|e| format!("{s:?}: {e}"))?),
         _ => return Err(format!("{s:?}: expected LAYER:HEAD[:zero|uniform|mean|scale=X]")),
     };
     Ok(Intervention::Head { layer: num(l, "layer")?, head: num(h, "head")?, method })
@@ -260,6 +305,25 @@ mod tests {
         assert_eq!(parse_head_mask("2:7:scale=0.5").unwrap().label(), "layers.2.attn.head.7:scale(0.5)");
         assert_eq!(parse_head_mask("2:7").unwrap().label(), "layers.2.attn.head.7:zero");
         assert!(parse_head_mask("2:7:blur").is_err());
+    }
+
+    #[test]
+    fn hook_and_method_forms_round_trip() {
+        for s in [
+            "layers.3.experts.5:reroute",
+            "layers.0.experts.1:drop",
+            "layers.2.attn.head.7:scale(0.5)",
+            "layers.4.shared_expert:mute",
+            "layers.1.dense_residual:mute",
+            "layers.0.attn.head.0:uniform",
+        ] {
+            assert_eq!(s.parse::<Intervention>().unwrap().to_string(), s);
+        }
+        assert_eq!("layers.1.attn.head.2:scale=2".parse::<Intervention>().unwrap(), parse_head_mask("1:2:scale=2").unwrap());
+        let e = "layers.3.experts.5:zero".parse::<Intervention>().unwrap_err();
+        assert!(e.contains("layers.3.experts.5") && e.contains("reroute, drop"), "{e}");
+        let e = "layers.3.router.experts:drop".parse::<Intervention>().unwrap_err();
+        assert!(e.contains("not an intervention site"), "{e}");
     }
 
     #[test]

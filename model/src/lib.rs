@@ -14,12 +14,14 @@ pub mod decoder;
 pub mod error;
 pub mod families;
 pub mod gguf;
+pub mod hooks;
 pub mod interventions;
 pub mod layers;
 pub mod rope;
 pub mod sampling;
 pub mod session;
 pub mod source;
+pub mod store;
 pub mod tokenizer;
 pub mod weights;
 

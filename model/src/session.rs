@@ -1,26 +1,27 @@
 //! A loaded model with its tokenizer and chat template, and generation with capture.
 //!
-//! [`Session::run`] prefills the prompt, then samples and feeds back one token at a time.
-//! Every position (prompt and generated) gets a [`StepRecord`] with its routing and head
-//! statistics; heavier captures (logits, residual streams, full attention) are collected in
-//! the [`RunRecord`]. Captures are copied to the host once per forward call.
+//! [`Session::run`] prefills the prompt, then samples and feeds back one token at a time. What
+//! every position (prompt and generated) records is appended to the run's [`CaptureStore`],
+//! copied to the host once per forward call.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, TensorId};
 use routelab_kernels::capture_pack::pack_f32;
 use serde::{Deserialize, Serialize};
 
-use crate::capture::{CaptureSpec, HeadStats, LayerCapture, Layers};
+use crate::capture::{CapturePlan, CaptureSpec, Layers, Part};
 use crate::chat::{ChatTemplate, Message};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{FfnConfig, ModelConfig};
-use crate::decoder::{ForwardOptions, Model};
+use crate::decoder::{ForwardOptions, ForwardOutput, Model};
 use crate::error::{ModelError, Result};
+use crate::hooks::{HookPoint, Quantity};
 use crate::interventions::{HeadMethod, Intervention, Interventions};
 use crate::sampling::{Sampler, SamplingSettings};
 use crate::source::{LoadProgress, ModelSource};
+use crate::store::{CaptureStore, Values};
 use crate::tokenizer::{read_tokenizer_config, TextStream, Tokenizer};
 
 /// How to load: device and dtype (f32 on CPU; bf16 is the GPU default).
@@ -109,37 +110,6 @@ impl RunRequest {
     }
 }
 
-/// One layer's record at one position (empty vectors where not captured or not applicable).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct LayerRecord {
-    pub router_logits: Vec<f32>,
-    pub experts: Vec<u32>,
-    pub weights: Vec<f32>,
-    pub head_entropy: Vec<f32>,
-    pub head_argmax: Vec<u32>,
-    /// Each head's attention on key 0 (the sink).
-    #[serde(default)]
-    pub head_sink: Vec<f32>,
-    /// Each head's attention on the captured key span, when one was set.
-    #[serde(default)]
-    pub head_span: Vec<f32>,
-    /// L2 norms of the routed / shared / dense-residual contributions.
-    pub routed_norm: Option<f32>,
-    pub shared_norm: Option<f32>,
-    pub dense_norm: Option<f32>,
-}
-
-/// Everything recorded at one position.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StepRecord {
-    pub position: usize,
-    pub token: u32,
-    /// The token's text on its own.
-    pub piece: String,
-    pub generated: bool,
-    pub layers: Vec<LayerRecord>,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -149,36 +119,61 @@ pub enum StopReason {
     Cancelled,
 }
 
+impl StopReason {
+    /// How the CLI and the GUI say it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopReason::MaxTokens => "max tokens",
+            StopReason::EndOfSequence => "end of sequence",
+            StopReason::ContextFull => "context window full",
+            StopReason::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// A finished run: what was asked, what came out, what was recorded.
 #[derive(Clone, Debug)]
 pub struct RunRecord {
     pub request: RunRequest,
-    pub tokens: Vec<u32>,
+    /// Every position's tokens, text pieces and captures (logits at every position when
+    /// `capture` asks for `logits`).
+    pub store: CaptureStore,
     pub prompt_len: usize,
-    pub positions: Vec<StepRecord>,
     /// Generated text (special tokens kept).
     pub text: String,
     pub stop: StopReason,
-    /// Per position `[V]`, when `capture.logits`.
-    pub logits: Vec<Vec<f32>>,
-    /// Per captured layer, per position `[D]`.
-    pub hidden: BTreeMap<usize, Vec<Vec<f32>>>,
-    /// Per captured layer, per position `[H × (position + 1)]` (that query's row of every head).
-    pub probs: BTreeMap<usize, Vec<Vec<f32>>>,
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
 }
 
 impl RunRecord {
+    /// Prompt then generated token ids.
+    pub fn tokens(&self) -> &[u32] {
+        self.store.tokens()
+    }
+
     pub fn generated(&self) -> &[u32] {
-        &self.tokens[self.prompt_len..]
+        &self.tokens()[self.prompt_len..]
+    }
+
+    /// The output logits at position `t`, when all logits were captured.
+    pub fn logits_at(&self, t: usize) -> Option<&[f32]> {
+        self.store.row_f32(&HookPoint::Logits, t)
+    }
+
+    /// Logits at every position, when captured (`[T][V]`; empty otherwise).
+    pub fn logits(&self) -> Vec<&[f32]> {
+        (0..self.store.len()).map_while(|t| self.logits_at(t)).collect()
     }
 }
 
 /// Streaming events from [`Session::run`]; returning `false` from the callback cancels.
 pub enum RunEvent<'a> {
-    Prefilled { records: &'a [StepRecord] },
-    Token { record: &'a StepRecord, text: &'a str },
+    /// The prompt's positions are recorded in `store`.
+    Prefilled { store: &'a CaptureStore },
+    /// One more token is recorded, `store`'s last position; `text` is what it added to the
+    /// generated text.
+    Token { store: &'a CaptureStore, text: &'a str },
 }
 
 /// Architecture facts for display.
@@ -321,15 +316,16 @@ impl Session {
         }
         self.check_context(reference_tokens.len())?;
         let mut cache = self.model.new_cache();
+        let plan = CapturePlan::default();
         let out = self.model.forward(
             reference_tokens,
             &mut cache,
-            &ForwardOptions { capture: &CaptureSpec::none(), edits: &[], head_outputs: &Layers::Only(wanted) },
+            &ForwardOptions { head_outputs: &Layers::Only(wanted), ..ForwardOptions::new(&plan) },
         )?;
         for i in interventions.items.iter_mut() {
             if let Intervention::Head { layer, head, method: HeadMethod::Mean { reference } } = i {
                 if reference.is_empty() {
-                    let per_head = out.head_outputs[*layer].as_ref().expect("requested above");
+                    let per_head = out.layers[*layer].head_outputs.as_ref().expect("requested above");
                     if *head >= per_head.dim(1)? {
                         return Err(ModelError::Invalid(format!("head {head} out of range")));
                     }
@@ -348,27 +344,23 @@ impl Session {
         }
         self.check_context(prompt.len())?;
         let edits = self.model.edits(&request.interventions)?;
-        let cap = &request.capture;
-        let opts = ForwardOptions { capture: cap, edits: &edits, head_outputs: &Layers::None };
+        let plan = request.capture.plan(self.model.config.num_layers);
+        let opts = ForwardOptions { edits: &edits, ..ForwardOptions::new(&plan) };
         let mut cache = self.model.new_cache();
         let mut record = RunRecord {
             request: request.clone(),
-            tokens: prompt.clone(),
+            store: CaptureStore::new(self.model.config.num_layers),
             prompt_len: prompt.len(),
-            positions: Vec::with_capacity(prompt.len() + request.max_new_tokens),
             text: String::new(),
             stop: StopReason::MaxTokens,
-            logits: vec![],
-            hidden: BTreeMap::new(),
-            probs: BTreeMap::new(),
             prefill_seconds: 0.0,
             decode_seconds: 0.0,
         };
         let started = Instant::now();
         let out = self.model.forward(prompt, &mut cache, &opts)?;
-        let mut last = self.collect(&out.layers, &out.logits, prompt, 0, false, &mut record)?;
+        let mut last = self.collect(&out, prompt, 0, plan.logits, &mut record.store)?;
         record.prefill_seconds = started.elapsed().as_secs_f64();
-        if !on_event(RunEvent::Prefilled { records: &record.positions }) {
+        if !on_event(RunEvent::Prefilled { store: &record.store }) {
             record.stop = StopReason::Cancelled;
             return Ok(record);
         }
@@ -377,19 +369,18 @@ impl Session {
         let max = self.model.config.max_position_embeddings;
         let decode_start = Instant::now();
         for _ in 0..request.max_new_tokens {
-            if record.tokens.len() >= max {
+            let position = record.store.len();
+            if position >= max {
                 record.stop = StopReason::ContextFull;
                 break;
             }
             let token = sampler.sample(&last);
-            let position = record.tokens.len();
-            record.tokens.push(token);
             // Feed it back at once: its own routing and head stats, and the next logits.
             let out = self.model.forward(&[token], &mut cache, &opts)?;
-            last = self.collect(&out.layers, &out.logits, &[token], position, true, &mut record)?;
+            last = self.collect(&out, &[token], position, plan.logits, &mut record.store)?;
             let text = stream.push(token)?;
             record.text.push_str(&text);
-            let go_on = on_event(RunEvent::Token { record: record.positions.last().unwrap(), text: &text });
+            let go_on = on_event(RunEvent::Token { store: &record.store, text: &text });
             if request.stop_at_eos && self.eos_ids.contains(&token) {
                 record.stop = StopReason::EndOfSequence;
                 break;
@@ -404,114 +395,52 @@ impl Session {
         Ok(record)
     }
 
-    /// Copies one forward call's captures to the host; returns the last position's logits.
+    /// Copies one forward call's captures to the host and appends them, with the tokens and
+    /// their text, to `store`; returns the last position's logits.
     ///
-    /// Routing, head statistics, contribution norms and the logits travel as one f32 buffer
-    /// (ids as f32, exact below 2^24): on a GPU that is one device-to-host copy, and so one
-    /// synchronisation, per forward call instead of several per layer. Full attention
-    /// probabilities and residual streams (opt-in, large) are copied on their own.
-    fn collect(
-        &self,
-        layers: &[LayerCapture],
-        logits: &Tensor,
-        tokens: &[u32],
-        start: usize,
-        generated: bool,
-        record: &mut RunRecord,
-    ) -> Result<Vec<f32>> {
+    /// Everything travels as one f32 buffer (ids as f32, exact below 2^24): on a GPU that is
+    /// one device-to-host copy, and so one synchronisation, per forward call instead of several
+    /// per layer. Packed head statistics go once and are unpacked here.
+    fn collect(&self, out: &ForwardOutput, tokens: &[u32], start: usize, all_logits: bool, store: &mut CaptureStore) -> Result<Vec<f32>> {
         let t = tokens.len();
         let mut pack = Pack::default();
-        let mut slots: Vec<LayerSlots> = Vec::with_capacity(layers.len());
-        for lc in layers {
-            let mut s = LayerSlots::default();
-            if let Some(rc) = &lc.router {
-                s.router = Some((pack.add(&rc.logits), pack.add(&rc.experts), pack.add(&rc.weights)));
+        let mut slot_of: HashMap<TensorId, usize> = HashMap::new();
+        let mut parts = Vec::new();
+        for (l, lc) in out.layers.iter().enumerate() {
+            for c in &lc.items {
+                let slot = *slot_of.entry(c.tensor.id()).or_insert_with(|| pack.add(&c.tensor));
+                parts.push((l, c.quantity, c.part, slot, c.tensor.dims().to_vec()));
             }
-            if let Some(hs) = &lc.attn_stats {
-                s.heads = Some((pack.add(&hs.packed), hs.packed.dim(0)?, hs.has_span));
-            }
-            if let Some(c) = &lc.contributions {
-                let shared = c.shared.as_ref().map(|x| pack.add(x));
-                let dense = c.dense_residual.as_ref().map(|x| pack.add(x));
-                s.norms = Some((pack.add(&c.routed), shared, dense));
-            }
-            slots.push(s);
         }
-        let logits_slot = pack.add(logits);
-        let host = pack.fetch(logits.device())?;
-        // Row p of a slot holding T equal rows.
-        let row = |slot: usize, p: usize| -> &[f32] {
+        let logits_slot = pack.add(&out.logits);
+        let host = pack.fetch(out.logits.device())?;
+        let bad = |e: String| ModelError::Invalid(format!("internal: capture store: {e}"));
+        store.append(HookPoint::Tokens, &[], Values::U32(tokens.to_vec())).map_err(bad)?;
+        store.pieces.extend(tokens.iter().map(|&x| self.tokenizer.piece(x)));
+        for (l, quantity, part, slot, dims) in parts {
             let v = host.part(slot);
-            let w = v.len() / t.max(1);
-            &v[p * w..(p + 1) * w]
-        };
-        let ids = |x: &[f32]| -> Vec<u32> { x.iter().map(|&v| v as u32).collect() };
-        let mut per_layer: Vec<Vec<LayerRecord>> = vec![vec![LayerRecord::default(); layers.len()]; t];
-        for (l, s) in slots.iter().enumerate() {
-            for (p, layers_p) in per_layer.iter_mut().enumerate() {
-                let r = &mut layers_p[l];
-                if let Some((logits, experts, weights)) = s.router {
-                    r.router_logits = row(logits, p).to_vec();
-                    r.experts = ids(row(experts, p));
-                    r.weights = row(weights, p).to_vec();
-                }
-                if let Some((slot, heads, has_span)) = s.heads {
-                    // [H, T, 4]: head h's statistics at position p are at (h·T + p)·4.
-                    let v = host.part(slot);
-                    let col = |c: usize| -> Vec<f32> { (0..heads).map(|h| v[(h * t + p) * HeadStats::WIDTH + c]).collect() };
-                    r.head_entropy = col(HeadStats::ENTROPY);
-                    r.head_argmax = ids(&col(HeadStats::ARGMAX));
-                    r.head_sink = col(HeadStats::SINK);
-                    if has_span {
-                        r.head_span = col(HeadStats::SPAN);
-                    }
-                }
-                if let Some((routed, shared, dense)) = s.norms {
-                    r.routed_norm = Some(row(routed, p)[0]);
-                    r.shared_norm = shared.map(|b| row(b, p)[0]);
-                    r.dense_norm = dense.map(|b| row(b, p)[0]);
+            let hook = HookPoint::layer(l, quantity);
+            match (part, quantity) {
+                (Part::Whole, Quantity::AttnProbs) => store.append_probs(l, dims[0], start, t, dims[2], v),
+                (Part::Whole, _) => store.append_rows(hook, &dims[1..], v),
+                (Part::Column { index, width }, _) => {
+                    // [H, T, width]: head h's statistics at position p are at (h·T + p)·width.
+                    let heads = dims[0];
+                    let rows: Vec<f32> = (0..t).flat_map(|p| (0..heads).map(move |h| v[(h * t + p) * width + index])).collect();
+                    store.append_rows(hook, &[heads], &rows)
                 }
             }
-        }
-        for (l, lc) in layers.iter().enumerate() {
-            if let Some(h) = &lc.hidden {
-                record.hidden.entry(l).or_default().extend(h.to_dtype(DType::F32)?.to_vec2::<f32>()?);
-            }
-            if let Some(pr) = &lc.attn_probs {
-                // [H, T, S] → per query position, its row of every head.
-                let pr = pr.transpose(0, 1)?.contiguous()?.flatten_from(1)?.to_vec2::<f32>()?;
-                record.probs.entry(l).or_default().extend(pr);
-            }
-        }
-        for (i, layers) in per_layer.into_iter().enumerate() {
-            record.positions.push(StepRecord {
-                position: start + i,
-                token: tokens[i],
-                piece: self.tokenizer.piece(tokens[i]),
-                generated,
-                layers,
-            });
+            .map_err(bad)?;
         }
         // `[T, V]` when all logits were captured, else `[1, V]` (the last position).
         let all = host.part(logits_slot);
-        let n = logits.dim(0)?;
+        let n = out.logits.dim(0)?;
         let v = all.len() / n.max(1);
-        if record.request.capture.logits {
-            record.logits.extend(all.chunks_exact(v.max(1)).map(|r| r.to_vec()));
+        if all_logits {
+            store.append_rows(HookPoint::Logits, &[v], all).map_err(bad)?;
         }
         Ok(if n == 0 { vec![] } else { all[(n - 1) * v..].to_vec() })
     }
-}
-
-/// Where one layer's captures sit in a [`Pack`].
-#[derive(Default)]
-struct LayerSlots {
-    /// Router logits, experts, weights.
-    router: Option<(usize, usize, usize)>,
-    /// Packed head statistics ([`HeadStats`]), number of heads, whether a span was captured.
-    heads: Option<(usize, usize, bool)>,
-    /// Routed, shared-expert and dense-residual contribution norms.
-    norms: Option<(usize, Option<usize>, Option<usize>)>,
 }
 
 /// Device tensors gathered into one f32 buffer, fetched to the host with a single copy.

@@ -8,12 +8,9 @@ use crate::trace::Trace;
 
 /// Expert load per MoE layer over `positions`: (layer, load).
 pub fn expert_load(trace: &Trace, positions: std::ops::Range<usize>) -> Vec<(usize, Load)> {
-    trace
-        .layers
-        .iter()
-        .enumerate()
-        .filter_map(|(layer, lt)| {
-            let r = lt.router.as_ref()?;
+    (0..trace.num_layers())
+        .filter_map(|layer| {
+            let r = trace.router(layer)?;
             let k = r.top_k;
             let (a, b) = (positions.start * k, positions.end * k);
             Some((layer, load(&r.experts[a..b], &r.weights[a..b], r.num_experts)))

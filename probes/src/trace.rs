@@ -1,40 +1,29 @@
-//! Trace files, format `routelab-trace/1`: one safetensors file per run, readable with
-//! `safetensors.numpy.load_file` in Python.
+//! Trace files: one safetensors file per run, readable with `safetensors.numpy.load_file` in
+//! Python.
 //!
-//! T = positions (prompt then generated), E = experts, K = experts per token, H = heads,
-//! D = hidden size, V = vocabulary. Layer indices are decoder-layer indices; a dense layer of
-//! an MoE model simply has no `router.*`.
+//! A trace is a run's [`CaptureStore`] plus the run's metadata: its tensors are named by hook
+//! point ([`routelab_model::hooks`]: `tokens`, `logits`, `layers.{l}.router.experts`, …) with
+//! the dtypes and shapes of the hook table, T = positions (prompt then generated). A dense layer
+//! of an MoE model simply has no `layers.{l}.router.*`.
 //!
-//! | tensor | dtype, shape | meaning |
-//! |---|---|---|
-//! | `tokens` | U32 [T] | token ids |
-//! | `logits` | F32 [T, V] | optional: output logits |
-//! | `router.{l}.logits` | F32 [T, E] | raw router outputs, before softmax/sigmoid and before interventions |
-//! | `router.{l}.experts` | U32 [T, K] | selected experts, strongest first |
-//! | `router.{l}.weights` | F32 [T, K] | combine weights as applied (0 for a dropped expert) |
-//! | `attn.{l}.entropy` | F32 [T, H] | entropy (nats) of each head's attention at each query |
-//! | `attn.{l}.argmax` | U32 [T, H] | most-attended key position |
-//! | `attn.{l}.sink` | F32 [T, H] | attention on key 0, the attention sink (with the head statistics) |
-//! | `attn.{l}.span` | F32 [T, H] | optional: attention on the key span in `capture.attention_span` |
-//! | `attn.{l}.probs` | F32 [H, T, T] | optional: full attention probabilities (zero above the diagonal) |
-//! | `hidden.{l}` | F32 [T, D] | optional: residual stream after layer l |
-//! | `moe.{l}.routed_norm` | F32 [T] | L2 norm of the routed experts' contribution |
-//! | `moe.{l}.shared_norm` | F32 [T] | L2 norm of the shared expert(s)' contribution (Qwen2-MoE, DeepSeek) |
-//! | `moe.{l}.dense_norm` | F32 [T] | L2 norm of the parallel dense MLP's contribution (Arctic) |
-//!
-//! The `moe.*` norms and `attn.{l}.sink`/`.span` extend the table of shared/DESIGN.md (all are
-//! optional: files without them still load); everything else is as designed.
-//! `__metadata__`: `format`, `model`, `architecture`, `config` (JSON), `prompt`,
+//! `__metadata__`: `format` ([`FORMAT`]), `model`, `architecture`, `config` (JSON), `prompt`,
 //! `generated_from` (first generated position), `interventions` (JSON), `capture` (JSON),
 //! `sampling` (JSON), `routelab_version`, `token_text` (JSON list of each token's text, for
 //! labels).
+//!
+//! Files of the first format, [`FORMAT_V1`], still open: their tensors had the names in the
+//! hook table's `v1_name` column (`router.{l}.experts`, `attn.{l}.entropy`, `hidden.{l}`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::ops::Deref;
 use std::path::Path;
 
 use routelab_model::capture::CaptureSpec;
+use routelab_model::config::ModelConfig;
+use routelab_model::hooks::{Elem, HookPoint, Layout, Quantity, QUANTITIES};
 use routelab_model::interventions::Interventions;
 use routelab_model::session::RunRecord;
+use routelab_model::store::{probs_from_dense, CaptureStore, Values};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
@@ -42,7 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::write_atomic;
 use crate::error::{ProbeError, Result};
 
-pub const FORMAT: &str = "routelab-trace/1";
+pub const FORMAT: &str = "routelab-trace/2";
+/// The first format, read but no longer written.
+pub const FORMAT_V1: &str = "routelab-trace/1";
 
 /// Run metadata kept with every trace.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,121 +47,26 @@ pub struct TraceMeta {
     pub capture: CaptureSpec,
     pub sampling: serde_json::Value,
     pub routelab_version: String,
-    /// Each token's text (for labels); metadata `token_text`, a JSON list.
-    pub pieces: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RouterTrace {
-    pub num_experts: usize,
-    pub top_k: usize,
-    /// [T × E]
-    pub logits: Vec<f32>,
-    /// [T × K]
-    pub experts: Vec<u32>,
-    /// [T × K]
-    pub weights: Vec<f32>,
-}
-
-impl RouterTrace {
-    pub fn experts_at(&self, t: usize) -> &[u32] {
-        &self.experts[t * self.top_k..(t + 1) * self.top_k]
-    }
-    pub fn weights_at(&self, t: usize) -> &[f32] {
-        &self.weights[t * self.top_k..(t + 1) * self.top_k]
-    }
-    pub fn logits_at(&self, t: usize) -> &[f32] {
-        &self.logits[t * self.num_experts..(t + 1) * self.num_experts]
-    }
-}
-
-/// One decoder layer's recordings, row-major.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct LayerTrace {
-    pub router: Option<RouterTrace>,
-    pub heads: usize,
-    /// [T × H]
-    pub entropy: Option<Vec<f32>>,
-    /// [T × H]
-    pub argmax: Option<Vec<u32>>,
-    /// [T × H]: attention on key 0.
-    pub sink: Option<Vec<f32>>,
-    /// [T × H]: attention on the captured span.
-    pub span: Option<Vec<f32>>,
-    /// [H × T × T]
-    pub probs: Option<Vec<f32>>,
-    /// [T × D]
-    pub hidden: Option<Vec<f32>>,
-    pub routed_norm: Option<Vec<f32>>,
-    pub shared_norm: Option<Vec<f32>>,
-    pub dense_norm: Option<Vec<f32>>,
-}
-
+/// A run's captures and how they were produced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Trace {
     pub meta: TraceMeta,
-    pub tokens: Vec<u32>,
-    /// Vocabulary size and [T × V] logits.
-    pub logits: Option<(usize, Vec<f32>)>,
-    pub hidden_size: usize,
-    pub layers: Vec<LayerTrace>,
+    pub store: CaptureStore,
 }
 
-/// Collects `Option<Vec<_>>` per position into one row-major vector, if every position has it.
-fn stack<T: Clone>(rows: impl Iterator<Item = Option<Vec<T>>>) -> Option<Vec<T>> {
-    let mut out = Vec::new();
-    for r in rows {
-        let r = r?;
-        out.extend(r);
+/// A trace reads as its store: `trace.tokens()`, `trace.router(l)`, `trace.pieces`.
+impl Deref for Trace {
+    type Target = CaptureStore;
+    fn deref(&self) -> &CaptureStore {
+        &self.store
     }
-    Some(out)
 }
 
 impl Trace {
-    /// Builds a trace from a finished run.
-    pub fn from_run(run: &RunRecord, model: &str, config: &routelab_model::config::ModelConfig, prompt: &str) -> Trace {
-        let t = run.positions.len();
-        let heads = config.attention.num_heads;
-        let layers = (0..config.num_layers)
-            .map(|l| {
-                let at = |p: usize| &run.positions[p].layers[l];
-                let router = if t > 0 && !at(0).experts.is_empty() {
-                    let k = at(0).experts.len();
-                    Some(RouterTrace {
-                        num_experts: at(0).router_logits.len(),
-                        top_k: k,
-                        logits: (0..t).flat_map(|p| at(p).router_logits.clone()).collect(),
-                        experts: (0..t).flat_map(|p| at(p).experts.clone()).collect(),
-                        weights: (0..t).flat_map(|p| at(p).weights.clone()).collect(),
-                    })
-                } else {
-                    None
-                };
-                let probs = run.probs.get(&l).map(|rows| {
-                    let mut full = vec![0f32; heads * t * t];
-                    for (q, row) in rows.iter().enumerate() {
-                        let s = row.len() / heads;
-                        for h in 0..heads {
-                            full[h * t * t + q * t..h * t * t + q * t + s].copy_from_slice(&row[h * s..(h + 1) * s]);
-                        }
-                    }
-                    full
-                });
-                LayerTrace {
-                    router,
-                    heads,
-                    entropy: stack((0..t).map(|p| Some(at(p).head_entropy.clone()).filter(|v| !v.is_empty()))),
-                    argmax: stack((0..t).map(|p| Some(at(p).head_argmax.clone()).filter(|v| !v.is_empty()))),
-                    sink: stack((0..t).map(|p| Some(at(p).head_sink.clone()).filter(|v| !v.is_empty()))),
-                    span: stack((0..t).map(|p| Some(at(p).head_span.clone()).filter(|v| !v.is_empty()))),
-                    probs,
-                    hidden: run.hidden.get(&l).map(|rows| rows.concat()),
-                    routed_norm: stack((0..t).map(|p| at(p).routed_norm.map(|x| vec![x]))),
-                    shared_norm: stack((0..t).map(|p| at(p).shared_norm.map(|x| vec![x]))),
-                    dense_norm: stack((0..t).map(|p| at(p).dense_norm.map(|x| vec![x]))),
-                }
-            })
-            .collect();
+    /// The trace of a finished run.
+    pub fn from_run(run: RunRecord, model: &str, config: &ModelConfig, prompt: &str) -> Trace {
         Trace {
             meta: TraceMeta {
                 model: model.to_string(),
@@ -182,63 +78,35 @@ impl Trace {
                 capture: run.request.capture.clone(),
                 sampling: serde_json::to_value(&run.request.sampling).unwrap_or_default(),
                 routelab_version: env!("CARGO_PKG_VERSION").to_string(),
-                pieces: run.positions.iter().map(|p| p.piece.clone()).collect(),
             },
-            tokens: run.tokens.clone(),
-            logits: if run.logits.is_empty() { None } else { Some((config.vocab_size, run.logits.concat())) },
-            hidden_size: config.hidden_size,
-            layers,
+            store: run.store,
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
+    /// Hidden size, from the residual streams if recorded, else the model's config.
+    pub fn hidden_size(&self) -> usize {
+        (0..self.num_layers())
+            .find_map(|l| self.width(&HookPoint::layer(l, Quantity::Hidden)))
+            .or_else(|| self.meta.config.get("hidden_size").and_then(|v| v.as_u64()).map(|v| v as usize))
+            .unwrap_or(0)
     }
 
     /// Serialises to the safetensors bytes of the format.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let t = self.tokens.len();
-        let mut bufs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        let t = self.len();
         let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        bufs.push(("tokens".into(), Dtype::U32, vec![t], u32s(&self.tokens)));
-        if let Some((v, logits)) = &self.logits {
-            bufs.push(("logits".into(), Dtype::F32, vec![t, *v], f32s(logits)));
-        }
-        for (l, layer) in self.layers.iter().enumerate() {
-            if let Some(r) = &layer.router {
-                bufs.push((format!("router.{l}.logits"), Dtype::F32, vec![t, r.num_experts], f32s(&r.logits)));
-                bufs.push((format!("router.{l}.experts"), Dtype::U32, vec![t, r.top_k], u32s(&r.experts)));
-                bufs.push((format!("router.{l}.weights"), Dtype::F32, vec![t, r.top_k], f32s(&r.weights)));
-            }
-            let h = layer.heads;
-            if let Some(e) = &layer.entropy {
-                bufs.push((format!("attn.{l}.entropy"), Dtype::F32, vec![t, h], f32s(e)));
-            }
-            if let Some(a) = &layer.argmax {
-                bufs.push((format!("attn.{l}.argmax"), Dtype::U32, vec![t, h], u32s(a)));
-            }
-            if let Some(x) = &layer.sink {
-                bufs.push((format!("attn.{l}.sink"), Dtype::F32, vec![t, h], f32s(x)));
-            }
-            if let Some(x) = &layer.span {
-                bufs.push((format!("attn.{l}.span"), Dtype::F32, vec![t, h], f32s(x)));
-            }
-            if let Some(p) = &layer.probs {
-                bufs.push((format!("attn.{l}.probs"), Dtype::F32, vec![h, t, t], f32s(p)));
-            }
-            if let Some(x) = &layer.hidden {
-                bufs.push((format!("hidden.{l}"), Dtype::F32, vec![t, self.hidden_size], f32s(x)));
-            }
-            for (name, v) in [("routed_norm", &layer.routed_norm), ("shared_norm", &layer.shared_norm), ("dense_norm", &layer.dense_norm)] {
-                if let Some(v) = v {
-                    bufs.push((format!("moe.{l}.{name}"), Dtype::F32, vec![t], f32s(v)));
+        let mut bufs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (hook, stored) in self.store.iter() {
+            let (dtype, shape, bytes) = match (hook, &stored.values) {
+                (HookPoint::Layer { layer, quantity: Quantity::AttnProbs }, _) => {
+                    let p = self.probs(*layer).ok_or_else(|| ProbeError::Invalid(format!("{hook}: not f32")))?;
+                    (Dtype::F32, vec![p.heads, t, t], f32s(&p.to_dense()))
                 }
-            }
+                (_, Values::F32(v)) => (Dtype::F32, [&[t][..], &stored.row_shape].concat(), f32s(v)),
+                (_, Values::U32(v)) => (Dtype::U32, [&[t][..], &stored.row_shape].concat(), u32s(v)),
+            };
+            bufs.push((hook.to_string(), dtype, shape, bytes));
         }
         let views: Vec<(String, TensorView)> = bufs
             .iter()
@@ -258,7 +126,7 @@ impl Trace {
             ("capture", serde_json::to_string(&m.capture).unwrap_or_default()),
             ("sampling", m.sampling.to_string()),
             ("routelab_version", m.routelab_version.clone()),
-            ("token_text", serde_json::to_string(&m.pieces).unwrap_or_default()),
+            ("token_text", serde_json::to_string(&self.pieces).unwrap_or_default()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -283,9 +151,11 @@ impl Trace {
         let md = header.metadata().clone().unwrap_or_default();
         let get = |k: &str| md.get(k).cloned().ok_or_else(|| bad(format!("metadata field `{k}` is missing")));
         let format = get("format")?;
-        if format != FORMAT {
-            return Err(bad(format!("format is {format:?}; this RouteLab reads {FORMAT:?}")));
-        }
+        let v1 = match format.as_str() {
+            FORMAT => false,
+            FORMAT_V1 => true,
+            _ => return Err(bad(format!("format is {format:?}; this RouteLab reads {FORMAT:?} and {FORMAT_V1:?}"))),
+        };
         let parse = |k: &str| -> Result<serde_json::Value> {
             serde_json::from_str(&get(k)?).map_err(|e| bad(format!("metadata `{k}` is not valid JSON: {e}")))
         };
@@ -299,129 +169,98 @@ impl Trace {
             capture: serde_json::from_value(parse("capture")?).map_err(|e| bad(format!("metadata `capture`: {e}")))?,
             sampling: md.get("sampling").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default(),
             routelab_version: get("routelab_version")?,
-            pieces: md.get("token_text").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default(),
         };
-        let tensor = |name: &str, dtype: Dtype, rank: usize| -> Result<Option<(Vec<usize>, &[u8])>> {
-            match st.tensor(name) {
-                Ok(v) => {
-                    if v.dtype() != dtype || v.shape().len() != rank {
-                        return Err(bad(format!("tensor {name} is {:?} {:?}, expected {dtype:?} of rank {rank}", v.dtype(), v.shape())));
-                    }
-                    Ok(Some((v.shape().to_vec(), v.data())))
-                }
-                Err(_) => Ok(None),
+        let pieces: Vec<String> = md.get("token_text").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+        // Tensor names to hook points; names that are no hook (a newer RouteLab's) are skipped.
+        let hook_of = |name: &str| -> Option<HookPoint> {
+            if v1 {
+                from_v1_name(name)
+            } else {
+                name.parse::<HookPoint>().ok().filter(|h| h.is_captured())
             }
         };
-        let f32v = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
-        let u32v = |b: &[u8]| b.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<u32>>();
-        let (tshape, tb) = tensor("tokens", Dtype::U32, 1)?.ok_or_else(|| bad("tensor `tokens` is missing".into()))?;
-        let t = tshape[0];
-        if !meta.pieces.is_empty() && meta.pieces.len() != t {
-            return Err(bad(format!("token_text has {} entries for {t} tokens", meta.pieces.len())));
+        let tokens = st.tensor("tokens").map_err(|_| bad("tensor `tokens` is missing".into()))?;
+        if tokens.dtype() != Dtype::U32 || tokens.shape().len() != 1 {
+            return Err(bad(format!("tensor tokens is {:?} {:?}, expected U32 of rank 1", tokens.dtype(), tokens.shape())));
+        }
+        let t = tokens.shape()[0];
+        if !pieces.is_empty() && pieces.len() != t {
+            return Err(bad(format!("token_text has {} entries for {t} tokens", pieces.len())));
         }
         if meta.generated_from > t {
             return Err(bad(format!("generated_from {} is past the {t} tokens", meta.generated_from)));
         }
-        let expect_rows = |name: &str, shape: &[usize]| -> Result<()> {
-            if shape[0] != t {
-                return Err(bad(format!("tensor {name} has {} positions, the trace has {t} tokens", shape[0])));
+        let mut store = CaptureStore::new(0);
+        let mut names: Vec<(HookPoint, String)> = st.names().into_iter().filter_map(|n| Some((hook_of(n)?, n.to_string()))).collect();
+        names.sort();
+        for (hook, name) in names {
+            let view = st.tensor(&name).map_err(|e| bad(format!("tensor {name}: {e}")))?;
+            let (elem, layout) = hook.elem_layout().expect("captured hooks have a layout");
+            let (want, rank) = match (elem, layout) {
+                (Elem::F32, Layout::HeadsQueriesKeys) => (Dtype::F32, 3),
+                (Elem::F32, Layout::Rows) => (Dtype::F32, quantity_rank(&hook)),
+                (Elem::U32, _) => (Dtype::U32, quantity_rank(&hook)),
+            };
+            let shape = view.shape();
+            if view.dtype() != want || shape.len() != rank {
+                return Err(bad(format!("tensor {name} is {:?} {shape:?}, expected {want:?} of rank {rank}", view.dtype())));
             }
-            Ok(())
-        };
-        let logits = match tensor("logits", Dtype::F32, 2)? {
-            Some((s, b)) => {
-                expect_rows("logits", &s)?;
-                Some((s[1], f32v(b)))
+            let f32v = || view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
+            let u32v = || view.data().chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<u32>>();
+            let appended = match layout {
+                Layout::HeadsQueriesKeys => {
+                    if shape[1] != t || shape[2] != t {
+                        return Err(bad(format!("{name} has shape {shape:?}, expected [H, {t}, {t}]")));
+                    }
+                    store.append(hook, &[shape[0]], Values::F32(probs_from_dense(shape[0], t, &f32v())))
+                }
+                Layout::Rows => {
+                    if shape[0] != t {
+                        return Err(bad(format!("tensor {name} has {} positions, the trace has {t} tokens", shape[0])));
+                    }
+                    let values = if want == Dtype::U32 { Values::U32(u32v()) } else { Values::F32(f32v()) };
+                    store.append(hook, &shape[1..], values)
+                }
+            };
+            appended.map_err(|e| bad(format!("tensor {name}: {e}")))?;
+        }
+        store.pieces = pieces;
+        for l in 0..store.num_layers() {
+            let (experts, weights) = (HookPoint::layer(l, Quantity::RouterExperts), HookPoint::layer(l, Quantity::RouterWeights));
+            if let (Some(e), Some(w)) = (store.width(&experts), store.width(&weights)) {
+                if e != w {
+                    return Err(bad(format!("{experts} [{t}, {e}] and {weights} [{t}, {w}] disagree")));
+                }
             }
-            None => None,
-        };
-        // Layers: the highest index any per-layer tensor names.
-        let mut num_layers = 0;
-        for name in st.names() {
-            let mut parts = name.split('.');
-            if let (Some(_), Some(l)) = (parts.next(), parts.next()) {
-                if let Ok(l) = l.parse::<usize>() {
-                    num_layers = num_layers.max(l + 1);
+            if let (Some(n), Some(ids)) = (store.width(&HookPoint::layer(l, Quantity::RouterLogits)), store.u32(&experts)) {
+                if let Some(&e) = ids.iter().find(|&&e| e as usize >= n) {
+                    return Err(bad(format!("{experts} names expert {e} of {n}")));
                 }
             }
         }
-        let mut hidden_size = 0;
-        let mut layers = Vec::with_capacity(num_layers);
-        for l in 0..num_layers {
-            let mut lt = LayerTrace::default();
-            if let Some((s, b)) = tensor(&format!("router.{l}.logits"), Dtype::F32, 2)? {
-                expect_rows("router logits", &s)?;
-                let (es, eb) =
-                    tensor(&format!("router.{l}.experts"), Dtype::U32, 2)?.ok_or_else(|| bad(format!("router.{l}.experts is missing")))?;
-                let (ws, wb) =
-                    tensor(&format!("router.{l}.weights"), Dtype::F32, 2)?.ok_or_else(|| bad(format!("router.{l}.weights is missing")))?;
-                if es != ws || es[0] != t {
-                    return Err(bad(format!("router.{l}.experts {es:?} and weights {ws:?} disagree")));
-                }
-                let experts = u32v(eb);
-                if let Some(&e) = experts.iter().find(|&&e| e as usize >= s[1]) {
-                    return Err(bad(format!("router.{l}.experts names expert {e} of {}", s[1])));
-                }
-                lt.router = Some(RouterTrace { num_experts: s[1], top_k: es[1], logits: f32v(b), experts, weights: f32v(wb) });
-            }
-            if let Some((s, b)) = tensor(&format!("attn.{l}.entropy"), Dtype::F32, 2)? {
-                expect_rows("attention entropy", &s)?;
-                lt.heads = s[1];
-                lt.entropy = Some(f32v(b));
-            }
-            if let Some((s, b)) = tensor(&format!("attn.{l}.argmax"), Dtype::U32, 2)? {
-                expect_rows("attention argmax", &s)?;
-                lt.heads = s[1];
-                lt.argmax = Some(u32v(b));
-            }
-            for (name, slot) in [("sink", &mut lt.sink), ("span", &mut lt.span)] {
-                if let Some((s, b)) = tensor(&format!("attn.{l}.{name}"), Dtype::F32, 2)? {
-                    expect_rows(name, &s)?;
-                    lt.heads = s[1];
-                    *slot = Some(f32v(b));
-                }
-            }
-            if let Some((s, b)) = tensor(&format!("attn.{l}.probs"), Dtype::F32, 3)? {
-                if s[1] != t || s[2] != t {
-                    return Err(bad(format!("attn.{l}.probs has shape {s:?}, expected [H, {t}, {t}]")));
-                }
-                lt.heads = s[0];
-                lt.probs = Some(f32v(b));
-            }
-            if let Some((s, b)) = tensor(&format!("hidden.{l}"), Dtype::F32, 2)? {
-                expect_rows("hidden", &s)?;
-                hidden_size = s[1];
-                lt.hidden = Some(f32v(b));
-            }
-            for (name, slot) in
-                [("routed_norm", &mut lt.routed_norm), ("shared_norm", &mut lt.shared_norm), ("dense_norm", &mut lt.dense_norm)]
-            {
-                if let Some((s, b)) = tensor(&format!("moe.{l}.{name}"), Dtype::F32, 1)? {
-                    expect_rows(name, &s)?;
-                    *slot = Some(f32v(b));
-                }
-            }
-            layers.push(lt);
-        }
-        if hidden_size == 0 {
-            hidden_size = meta.config.get("hidden_size").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
-        }
-        Ok(Trace { meta, tokens: u32v(tb), logits, hidden_size, layers })
+        Ok(Trace { meta, store })
     }
+}
 
-    /// Number of positions where each (layer, expert) was among the selected.
-    pub fn expert_counts(&self) -> BTreeMap<usize, Vec<usize>> {
-        self.layers
-            .iter()
-            .enumerate()
-            .filter_map(|(l, lt)| {
-                let r = lt.router.as_ref()?;
-                let mut counts = vec![0usize; r.num_experts];
-                for &e in &r.experts {
-                    counts[e as usize] += 1;
-                }
-                Some((l, counts))
-            })
-            .collect()
+/// Rank of a `[T, …]` quantity's tensor in a file (from the hook table's shape).
+fn quantity_rank(hook: &HookPoint) -> usize {
+    match hook {
+        HookPoint::Layer { quantity, .. } => quantity.info().shape.split(',').count(),
+        HookPoint::Logits => 2,
+        _ => 1,
     }
+}
+
+/// The hook point a `routelab-trace/1` tensor name stands for.
+fn from_v1_name(name: &str) -> Option<HookPoint> {
+    match name {
+        "tokens" => return Some(HookPoint::Tokens),
+        "logits" => return Some(HookPoint::Logits),
+        _ => {}
+    }
+    QUANTITIES.iter().find_map(|q| {
+        let (prefix, suffix) = q.v1_name.split_once("{l}")?;
+        let layer = name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()?;
+        Some(HookPoint::layer(layer, q.quantity))
+    })
 }

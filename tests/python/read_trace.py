@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Read a RouteLab trace (format routelab-trace/1) with safetensors + numpy and print the
-routing of every token: which experts each MoE layer picked, with their weights.
+"""Read a RouteLab trace (routelab-trace/2, or /1 from earlier releases) with safetensors +
+numpy and print the routing of every token: which experts each MoE layer picked, with their
+weights.
 
     pip install safetensors numpy
     python3 tests/python/read_trace.py run.safetensors [--layer L]
 
-A trace is a plain safetensors file; its __metadata__ holds the run's settings as JSON.
+A trace is a plain safetensors file whose tensors are named by hook point
+(`layers.3.router.experts`; /1 files: `router.3.experts`); its __metadata__ holds the run's
+settings as JSON.
 """
 import argparse
 import json
@@ -26,11 +29,19 @@ def main() -> int:
     tensors = load_file(args.trace)
     with safe_open(args.trace, "np") as f:
         meta = f.metadata()
-    if meta.get("format") != "routelab-trace/1":
-        print(f"{args.trace}: not a routelab-trace/1 file (format={meta.get('format')!r})", file=sys.stderr)
+    fmt = meta.get("format")
+    if fmt == "routelab-trace/2":
+        def name(l, what):
+            return f"layers.{l}.router.{what}"
+    elif fmt == "routelab-trace/1":
+        def name(l, what):
+            return f"router.{l}.{what}"
+    else:
+        print(f"{args.trace}: not a RouteLab trace (format={fmt!r})", file=sys.stderr)
         return 1
     tokens = tensors["tokens"]
-    moe_layers = sorted(int(k.split(".")[1]) for k in tensors if k.startswith("router.") and k.endswith(".experts"))
+    layer_of = {name(l, "experts"): l for l in range(1 + max((int(k.split(".")[1]) for k in tensors if k.count(".") >= 2), default=0))}
+    moe_layers = sorted(layer_of[k] for k in tensors if k in layer_of)
     if args.layer is not None:
         moe_layers = [l for l in moe_layers if l == args.layer]
     summary = {
@@ -42,9 +53,9 @@ def main() -> int:
         "routing": {},
     }
     for l in moe_layers:
-        experts = tensors[f"router.{l}.experts"]
-        weights = tensors[f"router.{l}.weights"]
-        logits = tensors[f"router.{l}.logits"]
+        experts = tensors[name(l, "experts")]
+        weights = tensors[name(l, "weights")]
+        logits = tensors[name(l, "logits")]
         assert experts.shape == weights.shape and experts.shape[0] == tokens.shape[0]
         assert logits.shape[0] == tokens.shape[0]
         summary["routing"][l] = {"experts": experts.tolist(), "weights": np.round(weights, 6).tolist()}

@@ -25,7 +25,7 @@ fn trace(case: &str, iv: Interventions, new_tokens: usize) -> Trace {
         stop_at_eos: false,
     };
     let run = s.run(&req, &mut |_| true).unwrap();
-    Trace::from_run(&run, case, s.config(), "fixture")
+    Trace::from_run(run, case, s.config(), "fixture")
 }
 
 #[test]
@@ -80,9 +80,9 @@ fn every_trace_view_exports_png_svg_and_a_csv_that_round_trips() {
     // The expert-load table holds the loads computed from the trace's own routing.
     let csv = made[0].1.table();
     let (cl, ce, cs) = (csv.column("layer").unwrap(), csv.column("expert").unwrap(), csv.column("selections").unwrap());
-    for (l, lt) in t.layers.iter().enumerate() {
-        if let Some(r) = &lt.router {
-            let want = load(&r.experts, &r.weights, r.num_experts);
+    for l in 0..t.num_layers() {
+        if let Some(r) = t.router(l) {
+            let want = load(r.experts, r.weights, r.num_experts);
             for row in csv.rows.iter().filter(|row| row[cl] == l.to_string()) {
                 let e: usize = row[ce].parse().unwrap();
                 assert_eq!(row[cs].parse::<usize>().unwrap(), want.counts[e]);

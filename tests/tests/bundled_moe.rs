@@ -32,7 +32,7 @@ fn routing_class_labels_and_mutual_information_match_the_evaluation() {
     for text in e["eval_texts"]["texts"].as_array().unwrap() {
         let ids = ids_of(&text["token_ids"]);
         let domain = text["domain"].as_str().unwrap();
-        let req = RunRequest::forward(ids.clone(), CaptureSpec { router: true, ..CaptureSpec::none() }, Interventions::default());
+        let req = RunRequest::forward(ids.clone(), CaptureSpec::items(&["router"]), Interventions::default());
         let run = s.run(&req, &mut |_| true).unwrap();
         let want_classes: Vec<&str> = text["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
         for (i, &id) in ids.iter().enumerate() {
@@ -45,9 +45,11 @@ fn routing_class_labels_and_mutual_information_match_the_evaluation() {
         for l in 0..layers {
             let want = ids_of(&text["top1_expert"][l]);
             let margins: Vec<f64> = text["router_top1_top2_margin"][l].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
-            for (p, rec) in run.positions.iter().enumerate() {
+            let router = run.store.router(l).unwrap();
+            for p in 0..run.store.len() {
+                let experts = router.experts_at(p);
                 // Our top-1 is the first selected expert; ties are reported, not failed.
-                let got = rec.layers[l].experts[0];
+                let got = experts[0];
                 if got != want[p] {
                     if margins[p] < 1e-3 {
                         near_ties += 1;
@@ -56,10 +58,10 @@ fn routing_class_labels_and_mutual_information_match_the_evaluation() {
                     }
                 }
                 top1[l].push(got);
-                for &e in &rec.layers[l].experts {
+                for &e in experts {
                     counts[l][e as usize] += 1;
                 }
-                assert_eq!(rec.layers[l].experts.len(), k);
+                assert_eq!(experts.len(), k);
             }
         }
     }

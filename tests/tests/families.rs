@@ -5,8 +5,10 @@
 //! The references were produced by tests/fixtures/generate.py; see tests/fixtures/FORMAT.md.
 
 use candle_core::Tensor;
+use routelab_kernels::routing::Selection;
 use routelab_model::capture::{CaptureSpec, Layers};
 use routelab_model::decoder::{ForwardOptions, ForwardOutput, Model};
+use routelab_model::hooks::Quantity;
 use routelab_model::interventions::{ExpertMethod, HeadMethod, Intervention, Interventions};
 use routelab_tests::*;
 
@@ -17,7 +19,8 @@ const PROBS_TOL: f32 = 1e-5;
 fn run(model: &Model, tokens: &[u32], capture: &CaptureSpec, iv: &Interventions, head_outputs: &Layers) -> ForwardOutput {
     let edits = model.edits(iv).unwrap();
     let mut cache = model.new_cache();
-    model.forward(tokens, &mut cache, &ForwardOptions { capture, edits: &edits, head_outputs }).unwrap()
+    let plan = capture.plan(model.config.num_layers);
+    model.forward(tokens, &mut cache, &ForwardOptions { edits: &edits, head_outputs, ..ForwardOptions::new(&plan) }).unwrap()
 }
 
 fn vec_f32(t: &Tensor) -> Vec<f32> {
@@ -39,23 +42,36 @@ fn check_case(case: &str) {
     check_close(case, "logits", &vec_f32(&out.logits), &r.get("logits").f32, LOGITS_TOL);
 
     for (l, lc) in out.layers.iter().enumerate() {
+        let get = |q| lc.get(q).unwrap();
         let want = &r.get(&format!("hidden.{l}")).f32;
         let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
-        check_close(case, &format!("hidden.{l} (scale {scale:.1})"), &vec_f32(lc.hidden.as_ref().unwrap()), want, LOGITS_TOL * scale);
+        check_close(case, &format!("hidden.{l} (scale {scale:.1})"), &vec_f32(&get(Quantity::Hidden).unwrap()), want, LOGITS_TOL * scale);
         check_close(
             case,
             &format!("attn.{l}.probs"),
-            &vec_f32(lc.attn_probs.as_ref().unwrap()),
+            &vec_f32(&get(Quantity::AttnProbs).unwrap()),
             &r.get(&format!("attn.{l}.probs")).f32,
             PROBS_TOL,
         );
 
         let router_ref = r.tensors.get(&format!("router.{l}.logits"));
-        assert_eq!(lc.router.is_some(), router_ref.is_some(), "{case}: layer {l}: MoE-ness differs from the reference");
-        if let Some(rc) = &lc.router {
-            check_close(case, &format!("router.{l}.logits"), &vec_f32(&rc.logits), &router_ref.unwrap().f32, LOGITS_TOL);
-            let experts = rc.experts.flatten_all().unwrap().to_vec1::<u32>().unwrap();
-            let weights = vec_f32(&rc.weights);
+        let router_logits = get(Quantity::RouterLogits);
+        assert_eq!(router_logits.is_some(), router_ref.is_some(), "{case}: layer {l}: MoE-ness differs from the reference");
+        if let Some(router_logits) = router_logits {
+            check_close(case, &format!("router.{l}.logits"), &vec_f32(&router_logits), &router_ref.unwrap().f32, LOGITS_TOL);
+            let experts = get(Quantity::RouterExperts).unwrap().flatten_all().unwrap().to_vec1::<u32>().unwrap();
+            let weights = vec_f32(&get(Quantity::RouterWeights).unwrap());
+            // The decision margin: transformers' gap between the k-th and (k+1)-th selection
+            // score; RouteLab's is that gap, or the smaller of it and a second decision's gap
+            // (group-limited routers' group choice, sparsemixer's first round), so never more.
+            let margin = vec_f32(&get(Quantity::RouterMargin).unwrap());
+            let want_margin = &r.get(&format!("router.{l}.margin")).f32;
+            let plain_top_k = model.config.moe(l).is_some_and(|m| matches!(m.routing.selection, Selection::TopK));
+            for (pos, (g, w)) in margin.iter().zip(want_margin).enumerate() {
+                let tol = 1e-5 * (1.0 + w.abs());
+                let ok = if plain_top_k { (g - w).abs() <= tol } else { *g <= w + tol };
+                assert!(ok, "{case}: layer {l} position {pos}: router margin {g} vs transformers' {w}");
+            }
             let want_e = &r.get(&format!("router.{l}.experts")).i64;
             let want_w = &r.get(&format!("router.{l}.weights")).f32;
             let k = r.get(&format!("router.{l}.experts")).shape[1];
@@ -74,7 +90,7 @@ fn check_case(case: &str) {
             }
         }
         // Statistics are derived from the same probabilities the reference checks.
-        let ent = lc.attn_stats.as_ref().unwrap().entropy().unwrap().dims().to_vec();
+        let ent = get(Quantity::AttnEntropy).unwrap().dims().to_vec();
         assert_eq!(ent, vec![t, model.config.attention.num_heads], "{case}: entropy shape");
     }
 
@@ -87,8 +103,8 @@ fn check_case(case: &str) {
         _ => t / 2,
     };
     let mut cache = model.new_cache();
-    let none = CaptureSpec::none();
-    let opts = ForwardOptions { capture: &none, edits: &[], head_outputs: &Layers::None };
+    let none = CaptureSpec::none().plan(model.config.num_layers);
+    let opts = ForwardOptions::new(&none);
     let v = model.config.vocab_size;
     let ref_logits = &r.get("logits").f32;
     let o = model.forward(&ids[..prefill], &mut cache, &opts).unwrap();
@@ -119,7 +135,7 @@ fn check_interventions(case: &str, model: &Model, r: &Reference, ids: &[u32]) {
     let specs: serde_json::Value = serde_json::from_str(r.metadata.get("interventions").expect("interventions metadata")).unwrap();
     let specs = specs.as_object().unwrap();
     assert!(!specs.is_empty(), "{case}: no intervention references");
-    let logits_only = CaptureSpec { logits: true, ..CaptureSpec::none() };
+    let logits_only = CaptureSpec::items(&["logits"]);
     for (name, spec) in specs {
         let field = |k: &str| spec[k].as_u64().unwrap_or_else(|| panic!("{case}: {name}: no {k}")) as usize;
         let layer = field("layer");
@@ -139,7 +155,7 @@ fn check_interventions(case: &str, model: &Model, r: &Reference, ids: &[u32]) {
                 let head = field("head");
                 // The reference mean: this head's output averaged over the plain run's positions.
                 let plain = run(model, ids, &CaptureSpec::none(), &Interventions::default(), &Layers::Only(vec![layer]));
-                let per_head = plain.head_outputs[layer].as_ref().unwrap(); // [T, H, dv]
+                let per_head = plain.layers[layer].head_outputs.as_ref().unwrap(); // [T, H, dv]
                 let mean = per_head.narrow(1, head, 1).unwrap().mean(0).unwrap();
                 Intervention::Head { layer, head, method: HeadMethod::Mean { reference: vec_f32(&mean) } }
             }
@@ -216,16 +232,17 @@ fn empty_interventions_are_bit_identical_to_the_plain_forward() {
     for case in ["mixtral", "qwen2_moe", "deepseek_v3", "arctic", "llama"] {
         let model = load_model(case);
         let ids = Reference::load(case).ids("input_ids");
-        let spec = CaptureSpec::all();
+        let spec = CaptureSpec::all().plan(model.config.num_layers);
         let empty = Interventions::default();
         let resolved: Vec<_> = (0..model.config.num_layers).map(|l| empty.for_layer(l, &model.config)).collect();
         let mut c1 = model.new_cache();
         let mut c2 = model.new_cache();
-        let plain = model.forward(&ids, &mut c1, &ForwardOptions { capture: &spec, edits: &[], head_outputs: &Layers::None }).unwrap();
-        let with = model.forward(&ids, &mut c2, &ForwardOptions { capture: &spec, edits: &resolved, head_outputs: &Layers::None }).unwrap();
+        let plain = model.forward(&ids, &mut c1, &ForwardOptions::new(&spec)).unwrap();
+        let with = model.forward(&ids, &mut c2, &ForwardOptions { edits: &resolved, ..ForwardOptions::new(&spec) }).unwrap();
         assert_eq!(vec_f32(&plain.logits), vec_f32(&with.logits), "{case}");
         for (a, b) in plain.layers.iter().zip(&with.layers) {
-            assert_eq!(vec_f32(a.attn_probs.as_ref().unwrap()), vec_f32(b.attn_probs.as_ref().unwrap()), "{case}");
+            let probs = |x: &routelab_model::capture::LayerCapture| vec_f32(&x.get(Quantity::AttnProbs).unwrap().unwrap());
+            assert_eq!(probs(a), probs(b), "{case}");
         }
     }
 }

@@ -5,21 +5,20 @@
 //! path's (the CPU reference). What this covers without a GPU: the dispatch and intervention
 //! wrapper around the kernel, windows, grouped queries and MLA's d ≠ dv in real models; the
 //! kernel itself is checked against the same reference under the emulator (routelab-kernels).
-//!
-//! One test in this binary: the switch is process-wide.
 
-use routelab_model::capture::{CaptureSpec, HeadStats, Layers};
+use routelab_model::capture::CaptureSpec;
 use routelab_model::decoder::{ForwardOptions, ForwardOutput, Model};
+use routelab_model::hooks::Quantity;
 use routelab_model::interventions::{HeadMethod, Intervention, Interventions};
-use routelab_model::layers::attend::set_fused_on_cpu;
 use routelab_tests::*;
 
 const LOGITS_TOL: f32 = 1e-4;
 
-fn forward(model: &Model, tokens: &[u32], capture: &CaptureSpec, iv: &Interventions) -> ForwardOutput {
+fn forward(model: &Model, tokens: &[u32], capture: &CaptureSpec, iv: &Interventions, fused: bool) -> ForwardOutput {
     let edits = model.edits(iv).unwrap();
     let mut cache = model.new_cache();
-    model.forward(tokens, &mut cache, &ForwardOptions { capture, edits: &edits, head_outputs: &Layers::None }).unwrap()
+    let plan = capture.plan(model.config.num_layers);
+    model.forward(tokens, &mut cache, &ForwardOptions { edits: &edits, fused_attention: fused, ..ForwardOptions::new(&plan) }).unwrap()
 }
 
 fn f32s(t: &candle_core::Tensor) -> Vec<f32> {
@@ -39,22 +38,25 @@ fn every_family_through_the_fused_attention_path() {
         let ids = r.ids("input_ids");
         let (t, v) = (ids.len(), model.config.vocab_size);
         let ref_logits = &r.get("logits").f32;
-        let capture = CaptureSpec { logits: true, attention_span: Some((1, 4)), ..CaptureSpec::default() };
+        let capture = CaptureSpec::default().with("logits").with_span(1, 4);
 
-        set_fused_on_cpu(false);
-        let block = forward(&model, &ids, &capture, &Interventions::default());
-        set_fused_on_cpu(true);
-        let fused = forward(&model, &ids, &capture, &Interventions::default());
+        let block = forward(&model, &ids, &capture, &Interventions::default(), false);
+        let fused = forward(&model, &ids, &capture, &Interventions::default(), true);
         close(&case, "logits", &f32s(&fused.logits), ref_logits, LOGITS_TOL);
         for (l, (b, f)) in block.layers.iter().zip(&fused.layers).enumerate() {
-            let (b, f) = (b.attn_stats.as_ref().unwrap(), f.attn_stats.as_ref().unwrap());
-            assert!(b.has_span && f.has_span, "{case}: layer {l}: span missing");
-            for (c, name) in [(HeadStats::ENTROPY, "entropy"), (HeadStats::SINK, "sink"), (HeadStats::SPAN, "span")] {
-                close(&case, &format!("layer {l} {name}"), &f32s(&f.column(c).unwrap()), &f32s(&b.column(c).unwrap()), 1e-4);
+            let get = |x: &routelab_model::capture::LayerCapture, q| {
+                x.get(q)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{case}: layer {l}: {} missing", q.name()))
+                    .to_dtype(candle_core::DType::F32)
+                    .unwrap()
+            };
+            for q in [Quantity::AttnEntropy, Quantity::AttnSink, Quantity::AttnSpan] {
+                close(&case, &format!("layer {l} {}", q.name()), &f32s(&get(f, q)), &f32s(&get(b, q)), 1e-4);
             }
             // Argmax: identical unless the block path's own attention is nearly flat there.
-            let (ab, af) = (f32s(&b.column(HeadStats::ARGMAX).unwrap()), f32s(&f.column(HeadStats::ARGMAX).unwrap()));
-            let ent = f32s(&b.entropy().unwrap());
+            let (ab, af) = (f32s(&get(b, Quantity::AttnArgmax)), f32s(&get(f, Quantity::AttnArgmax)));
+            let ent = f32s(&get(b, Quantity::AttnEntropy));
             let h = model.config.attention.num_heads;
             for i in 0..ab.len() {
                 let flat = ent[i] > 0.99 * ((i / h + 1) as f32).ln();
@@ -70,8 +72,8 @@ fn every_family_through_the_fused_attention_path() {
         }
 
         // The KV-cache decode path: prefill half, then one token at a time.
-        let none = CaptureSpec::none();
-        let opts = ForwardOptions { capture: &none, edits: &[], head_outputs: &Layers::None };
+        let none = CaptureSpec::none().plan(model.config.num_layers);
+        let opts = ForwardOptions { fused_attention: true, ..ForwardOptions::new(&none) };
         let mut cache = model.new_cache();
         let prefill = match &model.config.rope.scaling {
             routelab_model::config::RopeScaling::LongRope { original_max_position_embeddings: o, .. } if *o < t => o + 1,
@@ -86,7 +88,7 @@ fn every_family_through_the_fused_attention_path() {
         // Head interventions, which the fused path splits between the kernel (uniform) and
         // its output (zero, scale).
         let specs: serde_json::Value = serde_json::from_str(r.metadata.get("interventions").unwrap()).unwrap();
-        let logits_only = CaptureSpec { logits: true, ..CaptureSpec::none() };
+        let logits_only = CaptureSpec::items(&["logits"]);
         for (name, spec) in specs.as_object().unwrap() {
             let field = |k: &str| spec[k].as_u64().unwrap() as usize;
             let method = match spec["kind"].as_str().unwrap() {
@@ -96,9 +98,8 @@ fn every_family_through_the_fused_attention_path() {
                 _ => continue, // expert interventions and the mean need nothing of attention
             };
             let iv = Interventions::new(vec![Intervention::Head { layer: field("layer"), head: field("head"), method }]);
-            let out = forward(&model, &ids, &logits_only, &iv);
+            let out = forward(&model, &ids, &logits_only, &iv, true);
             close(&case, &format!("intervention {name}"), &f32s(&out.logits), &r.get(&format!("iv.{name}.logits")).f32, LOGITS_TOL);
         }
-        set_fused_on_cpu(false);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use routelab_model::capture::CaptureSpec;
 use routelab_model::chat::Message;
+use routelab_model::hooks::Quantity;
 use routelab_model::interventions::Interventions;
 use routelab_model::sampling::SamplingSettings;
 use routelab_model::session::{LoadOptions, Prompt, RunRequest, Session};
@@ -66,8 +67,8 @@ fn prompt_logits_match_transformers() {
     let r = reference();
     for key in ["chat", "plain"] {
         let ids = ids_of(&r[key]["ids"]);
-        let rec = greedy(s, ids, 0, true, CaptureSpec { logits: true, ..CaptureSpec::none() });
-        let last = rec.logits.last().unwrap();
+        let rec = greedy(s, ids, 0, true, CaptureSpec::items(&["logits"]));
+        let last = *rec.logits().last().unwrap();
         let mut worst = 0f32;
         for pair in r[key]["prompt_forward"]["logits_top"].as_array().unwrap() {
             let (id, want) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap() as f32);
@@ -94,7 +95,8 @@ fn greedy_chat_continuation_matches_transformers_and_reads_as_english() {
     assert_eq!(rec.generated(), &ids_of(&r["chat"]["greedy"]["new_ids"])[..]);
     assert_eq!(rec.text, "The capital of France is Paris.<|im_end|>");
     // Every position carries head statistics for every layer.
-    assert!(rec.positions.iter().all(|p| p.layers.len() == 30 && p.layers.iter().all(|l| l.head_entropy.len() == 9)));
+    let entropy = |l| rec.store.layer_f32(l, Quantity::AttnEntropy).map(|e| e.len());
+    assert!(rec.store.num_layers() == 30 && (0..30).all(|l| entropy(l) == Some(9 * rec.store.len())));
 }
 
 #[test]

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use routelab_model::capture::{CaptureSpec, Layers};
+use routelab_model::capture::CaptureSpec;
 use routelab_model::decoder::ForwardOptions;
+use routelab_model::hooks::{HookPoint, Quantity};
 use routelab_model::session::{LoadOptions, Session};
 use routelab_model::source::{fetch_hf_in, ModelSource};
 use routelab_tests::*;
@@ -50,9 +51,9 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 fn logits(dir: &Path) -> Vec<f32> {
     let s = Session::load(&ModelSource::Dir(dir.to_path_buf()), &LoadOptions::default(), &mut |_| {}).unwrap();
     let ids = Reference::load("llama").ids("input_ids");
-    let spec = CaptureSpec { logits: true, ..CaptureSpec::none() };
+    let spec = CaptureSpec::items(&["logits"]).plan(s.model.config.num_layers);
     let mut cache = s.model.new_cache();
-    let out = s.model.forward(&ids, &mut cache, &ForwardOptions { capture: &spec, edits: &[], head_outputs: &Layers::None }).unwrap();
+    let out = s.model.forward(&ids, &mut cache, &ForwardOptions::new(&spec)).unwrap();
     out.logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
 
@@ -168,7 +169,8 @@ fn a_random_weight_model_loads_from_its_manifest() {
                     &mut |_| true,
                 )
                 .unwrap();
-            (r.positions.len(), r.positions[3].layers.iter().map(|l| l.experts.len()).sum::<usize>())
+            let experts = |l| r.store.row_u32(&HookPoint::layer(l, Quantity::RouterExperts), 3).map_or(0, |e| e.len());
+            (r.store.len(), (0..r.store.num_layers()).map(experts).sum::<usize>())
         };
         let a = load();
         let (positions, routed) = run(&a);

@@ -2,6 +2,7 @@
 //! reference, reads back, and loads in Python with safetensors + numpy.
 
 use routelab_model::capture::CaptureSpec;
+use routelab_model::hooks::{HookPoint, Quantity};
 use routelab_model::interventions::{ExpertMethod, Intervention, Interventions};
 use routelab_model::sampling::SamplingSettings;
 use routelab_model::session::{LoadOptions, RunRequest, Session};
@@ -21,20 +22,21 @@ fn forward_trace(case: &str, interventions: Interventions, new_tokens: usize) ->
         stop_at_eos: false,
     };
     let run = s.run(&req, &mut |_| true).unwrap();
-    (Trace::from_run(&run, case, s.config(), "fixture ids"), r)
+    (Trace::from_run(run, case, s.config(), "fixture ids"), r)
 }
 
 #[test]
 fn a_forward_trace_holds_the_reference_attention_routing_and_logits() {
     let (trace, r) = forward_trace("qwen2_moe", Interventions::default(), 0);
     let t = trace.len();
-    let (max_l, _) = max_abs_diff(&trace.logits.as_ref().unwrap().1, &r.get("logits").f32);
+    let (max_l, _) = max_abs_diff(trace.f32(&HookPoint::Logits).unwrap(), &r.get("logits").f32);
     assert!(max_l < 1e-4);
-    for (l, lt) in trace.layers.iter().enumerate() {
-        let (d, _) = max_abs_diff(lt.probs.as_ref().unwrap(), &r.get(&format!("attn.{l}.probs")).f32);
+    for l in 0..trace.num_layers() {
+        let probs = trace.probs(l).unwrap().to_dense();
+        let (d, _) = max_abs_diff(&probs, &r.get(&format!("attn.{l}.probs")).f32);
         assert!(d < 1e-5, "layer {l}: probs differ by {d}");
-        assert_eq!(lt.router.is_some(), r.tensors.contains_key(&format!("router.{l}.experts")));
-        if let Some(rt) = &lt.router {
+        assert_eq!(trace.router(l).is_some(), r.tensors.contains_key(&format!("router.{l}.experts")));
+        if let Some(rt) = trace.router(l) {
             let want = &r.get(&format!("router.{l}.experts")).i64;
             for p in 0..t {
                 let mut a: Vec<u32> = rt.experts_at(p).to_vec();
@@ -45,13 +47,13 @@ fn a_forward_trace_holds_the_reference_attention_routing_and_logits() {
             }
         }
         // The argmax recorded per query is the argmax of that query's probability row.
-        let probs = lt.probs.as_ref().unwrap();
-        let argmax = lt.argmax.as_ref().unwrap();
-        for h in 0..lt.heads {
+        let argmax = trace.layer_u32(l, Quantity::AttnArgmax).unwrap();
+        let heads = trace.heads(l);
+        for h in 0..heads {
             for q in 0..t {
                 let row = &probs[h * t * t + q * t..h * t * t + (q + 1) * t];
                 let best = (0..t).fold(0, |b, j| if row[j] > row[b] { j } else { b });
-                assert_eq!(argmax[q * lt.heads + h] as usize, best);
+                assert_eq!(argmax[q * heads + h] as usize, best);
                 assert!(row[q + 1..].iter().all(|&x| x == 0.0), "probabilities above the diagonal");
             }
         }
@@ -68,7 +70,29 @@ fn traces_round_trip_through_the_file() {
     let back = Trace::read(&p).unwrap();
     assert_eq!(back, trace);
     assert_eq!(back.meta.generated_from, 16);
-    assert_eq!(back.tokens.len(), 20);
+    assert_eq!(back.tokens().len(), 20);
+}
+
+/// A `routelab-trace/1` file written by the previous release (tests/fixtures/traces, made with
+/// `routelab forward --model tests/fixtures/models/mixtral --tokens 1,2,3,4,5,6,7,8 --capture
+/// all`) opens, and holds what today's run of the same forward records, value for value.
+#[test]
+fn first_format_traces_still_open() {
+    let old = Trace::read(&fixtures().join("traces/mixtral-v1.safetensors")).unwrap();
+    let s = Session::load(&ModelSource::Dir(case_dir("mixtral")), &LoadOptions::default(), &mut |_| {}).unwrap();
+    let run = s.run(&RunRequest::forward((1..9).collect(), CaptureSpec::all(), Interventions::default()), &mut |_| true).unwrap();
+    let now = Trace::from_run(run, "mixtral", s.config(), "1,2,3,4,5,6,7,8");
+    assert_eq!(old.tokens(), now.tokens());
+    assert_eq!(old.pieces, now.pieces);
+    assert_eq!(old.meta.capture.plan(2).layer(1), CaptureSpec::all().plan(2).layer(1).without(Quantity::RouterMargin));
+    let mut compared = 0;
+    for (hook, stored) in old.iter() {
+        assert_eq!(Some(stored), now.get(hook), "{hook}");
+        compared += 1;
+    }
+    // tokens, logits; per layer router logits/experts/weights, 3 head statistics, probs,
+    // hidden, routed norm (two layers; the margin is new since).
+    assert_eq!(compared, 2 + 2 * 9, "{:?}", old.iter().map(|(h, _)| h.to_string()).collect::<Vec<_>>());
 }
 
 #[test]
@@ -102,8 +126,8 @@ fn python_reads_a_trace_with_safetensors_and_numpy() {
     let out = std::process::Command::new(&python).arg(fixtures().join("../python/read_trace.py")).arg(&p).arg("--json").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(ids_of(&v["tokens"]), trace.tokens);
-    let layer0 = trace.layers[0].router.as_ref().unwrap();
+    assert_eq!(ids_of(&v["tokens"]), trace.tokens());
+    let layer0 = trace.router(0).unwrap();
     let py: Vec<u32> = v["routing"]["0"]["experts"].as_array().unwrap().iter().flat_map(ids_of).collect();
     assert_eq!(py, layer0.experts);
 }

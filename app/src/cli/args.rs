@@ -2,9 +2,9 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
-use routelab_model::capture::{CaptureSpec, Layers};
+use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::{parse_expert_mask, parse_head_mask, Interventions};
 use routelab_model::session::{parse_device, LoadOptions, Session};
 use routelab_model::source::{LoadProgress, ModelSource};
@@ -51,6 +51,11 @@ impl ModelArgs {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct InterventionArgs {
+    /// An intervention as HOOK:METHOD (repeatable): layers.L.experts.E:reroute|drop,
+    /// layers.L.attn.head.H:zero|uniform|mean|scale=X, layers.L.shared_expert:mute,
+    /// layers.L.dense_residual:mute. The options below are shorthands for the same.
+    #[arg(long, value_name = "HOOK:METHOD")]
+    pub intervene: Vec<String>,
     /// Mask an expert: LAYER:EXPERT[:reroute|drop] (repeatable).
     #[arg(long = "mask-expert", value_name = "L:E[:METHOD]")]
     pub mask_expert: Vec<String>,
@@ -69,6 +74,9 @@ impl InterventionArgs {
     /// The set; `mean` heads get their reference from a plain run over `reference_tokens`.
     pub fn build(&self, session: &Session, reference_tokens: &[u32]) -> anyhow::Result<Interventions> {
         let mut set = Interventions::default();
+        for s in &self.intervene {
+            set.push(s.parse().map_err(anyhow::Error::msg)?);
+        }
         for s in &self.mask_expert {
             set.push(parse_expert_mask(s).map_err(anyhow::Error::msg)?);
         }
@@ -89,31 +97,14 @@ impl InterventionArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct CaptureArgs {
-    /// What to record: default (routing, head statistics, contribution norms), all (also full
-    /// attention, residual streams, logits), none, or items router, stats, probs[:LAYERS],
-    /// hidden[:LAYERS], logits, contributions, span:A-B (each head's attention on key positions
-    /// A..=B, with the head statistics) (comma-separated or repeated; LAYERS like 3, 0-5 or 1+4).
+    /// What to record: default (routing, head statistics, contribution norms), all (also the
+    /// router margin, full attention, residual streams, logits), none, or items router, margin,
+    /// stats, contributions, logits, probs[:LAYERS], hidden[:LAYERS], span:A-B (each head's
+    /// attention on key positions A..=B), or hook names and patterns such as
+    /// layers.*.router.margin (`*` matches one segment); comma-separated or repeated; LAYERS like
+    /// 3, 0-5 or 1+4.
     #[arg(long, value_name = "WHAT")]
     pub capture: Vec<String>,
-}
-
-fn parse_layers(spec: Option<&str>) -> anyhow::Result<Layers> {
-    match spec {
-        None | Some("all") => Ok(Layers::All),
-        Some(s) => {
-            let mut v = vec![];
-            for part in s.split('+') {
-                match part.split_once('-') {
-                    Some((a, b)) => {
-                        let (a, b): (usize, usize) = (a.parse().context("layer range")?, b.parse().context("layer range")?);
-                        v.extend(a..=b);
-                    }
-                    None => v.push(part.parse().with_context(|| format!("layer {part:?}"))?),
-                }
-            }
-            Ok(Layers::Only(v))
-        }
-    }
 }
 
 impl CaptureArgs {
@@ -121,35 +112,7 @@ impl CaptureArgs {
         if self.capture.is_empty() {
             return Ok(default);
         }
-        let mut spec = CaptureSpec::none();
-        for item in self.capture.iter().flat_map(|c| c.split(',')) {
-            let (name, layers) = match item.split_once(':') {
-                Some((n, l)) => (n, Some(l)),
-                None => (item, None),
-            };
-            match name {
-                "default" => spec = CaptureSpec::default(),
-                "all" => spec = CaptureSpec::all(),
-                "none" => {}
-                "router" => spec.router = true,
-                "stats" => spec.attention_stats = true,
-                "probs" => spec.attention_probs = parse_layers(layers)?,
-                "hidden" => spec.hidden = parse_layers(layers)?,
-                "logits" => spec.logits = true,
-                "contributions" => spec.contributions = true,
-                "span" => {
-                    let range = layers.and_then(|r| r.split_once('-')).with_context(|| format!("--capture {item:?}: expected span:A-B (key positions, inclusive)"))?;
-                    let (a, b): (usize, usize) = (range.0.parse().context("span start")?, range.1.parse().context("span end")?);
-                    if b < a {
-                        bail!("--capture {item:?}: the span ends before it starts");
-                    }
-                    spec.attention_stats = true;
-                    spec.attention_span = Some((a, b + 1));
-                }
-                other => bail!("--capture {other:?}: expected default, all, none, router, stats, probs[:LAYERS], hidden[:LAYERS], logits, contributions, span:A-B"),
-            }
-        }
-        Ok(spec)
+        CaptureSpec::parse_items(&self.capture).map_err(anyhow::Error::msg)
     }
 }
 

@@ -68,7 +68,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     tokens.truncate(a.prompt_tokens);
     let max = session.config().max_position_embeddings;
     anyhow::ensure!(a.prompt_tokens + a.new_tokens <= max, "prompt + new tokens exceed the context window ({max})");
-    let router = CaptureSpec { router: true, ..CaptureSpec::none() };
+    let router = CaptureSpec::items(&["router"]);
     let mut configs = vec![("plain", CaptureSpec::none()), ("router", router), ("full", CaptureSpec::default())];
     if a.everything {
         configs.push(("everything", CaptureSpec::all()));

@@ -40,7 +40,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         "coactivation" => views::coactivation(&trace, a.layer)?,
         "router-entropy" => views::router_entropy(&trace)?,
         "contributions" => views::contributions(&trace)?,
-        "diff-routing" => views::diff_routing(&diff(&trace, &against()?)?, &trace.meta.pieces)?,
+        "diff-routing" => views::diff_routing(&diff(&trace, &against()?)?, &trace.pieces)?,
         "diff-kl" => views::diff_kl(&diff(&trace, &against()?)?)?,
         other => anyhow::bail!(
             "--view {other:?}: expected expert-load, routing, heads, coactivation, router-entropy, contributions, diff-routing, diff-kl"

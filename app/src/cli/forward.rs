@@ -47,11 +47,12 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
     let tokens = session.encode(&prompt)?;
     let interventions = a.interventions.build(&session, &tokens)?;
     // Logits are what a forward pass is for: always recorded.
-    let capture = CaptureSpec { logits: true, ..a.capture.spec(CaptureSpec::default())? };
+    let capture = a.capture.spec(CaptureSpec::default())?.with("logits");
     let request = RunRequest::forward(tokens, capture, interventions);
     let record = session.run(&request, &mut |_| true)?;
-    let trace = Trace::from_run(&record, &session.name, session.config(), &prompt.display());
+    let (positions, seconds) = (record.prompt_len, record.prefill_seconds);
+    let trace = Trace::from_run(record, &session.name, session.config(), &prompt.display());
     trace.write(&a.out).with_context(|| format!("writing trace {}", a.out.display()))?;
-    eprintln!("{} positions in {:.2}s; trace written to {}", record.prompt_len, record.prefill_seconds, a.out.display());
+    eprintln!("{positions} positions in {seconds:.2}s; trace written to {}", a.out.display());
     Ok(())
 }

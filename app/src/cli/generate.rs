@@ -8,7 +8,7 @@ use clap::Args;
 use routelab_model::capture::CaptureSpec;
 use routelab_model::chat::Message;
 use routelab_model::sampling::SamplingSettings;
-use routelab_model::session::{Prompt, RunEvent, RunRequest, StopReason};
+use routelab_model::session::{Prompt, RunEvent, RunRequest};
 use routelab_probes::summary::{expert_load, format_load_table};
 use routelab_probes::trace::Trace;
 
@@ -93,12 +93,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         true
     })?;
     let generated = record.generated().len();
-    let stop = match record.stop {
-        StopReason::MaxTokens => "max tokens",
-        StopReason::EndOfSequence => "end of sequence",
-        StopReason::ContextFull => "context window full",
-        StopReason::Cancelled => "cancelled",
-    };
+    let stop = record.stop.describe();
     writeln!(out)?;
     writeln!(
         out,
@@ -109,8 +104,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         record.decode_seconds,
         generated as f64 / record.decode_seconds.max(1e-9),
     )?;
-    let trace = Trace::from_run(&record, &session.name, session.config(), &prompt.display());
-    if request.capture.router {
+    let trace = Trace::from_run(record, &session.name, session.config(), &prompt.display());
+    if (0..trace.num_layers()).any(|l| trace.router(l).is_some()) {
         writeln!(out, "\nexpert load over all {} positions:", trace.len())?;
         write!(out, "{}", format_load_table(&expert_load(&trace, 0..trace.len()), 4))?;
     }

@@ -35,8 +35,9 @@ use routelab_kernels::capture_pack::pack_f32;
 use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
 use routelab_kernels::routing::{route, RoutingParams, Scoring};
 use routelab_model::capture::CaptureSpec;
+use routelab_model::hooks::{HookPoint, Quantity};
 use routelab_model::interventions::{parse_expert_mask, parse_head_mask, Interventions};
-use routelab_model::session::{parse_device, LayerRecord, LoadOptions, RunRecord, RunRequest, Session};
+use routelab_model::session::{parse_device, LoadOptions, RunRecord, RunRequest, Session};
 use routelab_model::source::ModelSource;
 
 #[derive(Args, Debug)]
@@ -122,29 +123,56 @@ fn expert_set(experts: &[u32]) -> Vec<u32> {
     v
 }
 
+/// One layer's record at one position, read from a run's store (empty where not recorded).
+struct At<'a> {
+    router_logits: &'a [f32],
+    experts: &'a [u32],
+    weights: &'a [f32],
+    head_entropy: &'a [f32],
+    head_argmax: &'a [u32],
+    head_sink: &'a [f32],
+    head_span: &'a [f32],
+}
+
+fn at(run: &RunRecord, l: usize, p: usize) -> At<'_> {
+    let f = |q| run.store.row_f32(&HookPoint::layer(l, q), p).unwrap_or(&[]);
+    let u = |q| run.store.row_u32(&HookPoint::layer(l, q), p).unwrap_or(&[]);
+    At {
+        router_logits: f(Quantity::RouterLogits),
+        experts: u(Quantity::RouterExperts),
+        weights: f(Quantity::RouterWeights),
+        head_entropy: f(Quantity::AttnEntropy),
+        head_argmax: u(Quantity::AttnArgmax),
+        head_sink: f(Quantity::AttnSink),
+        head_span: f(Quantity::AttnSpan),
+    }
+}
+
 /// The first position where some layer selected a different set of experts on the device, and
 /// that layer. From there the runs may legitimately part: that token's MoE output differs, and
 /// through attention so does every later position. (Whether the flip itself is allowed, a
 /// near-tie, is the routing check's business.)
 fn first_divergence(cpu: &RunRecord, dev: &RunRecord, tol: &Tolerance) -> Option<(usize, usize)> {
-    cpu.positions.iter().zip(&dev.positions).enumerate().find_map(|(i, (pc, pd))| {
-        pc.layers
-            .iter()
-            .zip(&pd.layers)
-            .position(|(a, b)| expert_set(&a.experts) != expert_set(&b.experts) || (!tol.strict && weight_jump(a, b)))
+    let positions = cpu.store.len().min(dev.store.len());
+    (0..positions).find_map(|i| {
+        (0..cpu.store.num_layers())
+            .position(|l| {
+                let (a, b) = (at(cpu, l, i), at(dev, l, i));
+                expert_set(a.experts) != expert_set(b.experts) || (!tol.strict && weight_jump(&a, &b))
+            })
             .map(|l| (i, l))
     })
 }
 
 /// The weight `rec` gave expert `e` (NaN when not selected).
-fn weight_of(rec: &LayerRecord, e: u32) -> f32 {
+fn weight_of(rec: &At, e: u32) -> f32 {
     rec.experts.iter().position(|&x| x == e).map(|j| rec.weights[j]).unwrap_or(f32::NAN)
 }
 
 /// A routing weight that moved by a third or more: the other side of a discontinuity
 /// (PhiMoE's sparsemixer masks experts whose logit is within a relative threshold of the best,
 /// and a weight jumps between ~0.5 and 1 when rounding crosses it) rather than rounding.
-fn weight_jump(a: &LayerRecord, b: &LayerRecord) -> bool {
+fn weight_jump(a: &At, b: &At) -> bool {
     a.experts.iter().any(|&e| (weight_of(a, e) - weight_of(b, e)).abs() > 0.33)
 }
 
@@ -152,15 +180,17 @@ fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, tie_margin
     // Everything is compared up to the first routing flip; at that position, the layers up to
     // and including the flipping one (their attention came before it); after it, nothing
     // (reported).
+    let positions = cpu.store.len();
     let split = first_divergence(cpu, dev, tol);
-    let until = split.map_or(cpu.positions.len(), |(p, _)| p);
+    let until = split.map_or(positions, |(p, _)| p);
     if let Some((p, l)) = split {
-        t.diverged.push(format!("{case}: position {p} layer {l} (of {})", cpu.positions.len()));
+        t.diverged.push(format!("{case}: position {p} layer {l} (of {positions})"));
     }
-    let rows = until.min(cpu.logits.len());
-    let scale = cpu.logits[..rows].iter().flatten().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    let (cpu_logits, dev_logits) = (cpu.logits(), dev.logits());
+    let rows = until.min(cpu_logits.len()).min(dev_logits.len());
+    let scale = cpu_logits[..rows].iter().copied().flatten().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
     // NaN is sticky here (f32::max would drop it): a NaN logit on the device is a failure.
-    let worst = cpu.logits[..rows].iter().flatten().zip(dev.logits[..rows].iter().flatten()).fold(0f32, |m, (x, y)| {
+    let worst = cpu_logits[..rows].iter().copied().flatten().zip(dev_logits[..rows].iter().copied().flatten()).fold(0f32, |m, (x, y)| {
         let d = (x - y).abs();
         if m.is_nan() || d.is_nan() {
             f32::NAN
@@ -174,59 +204,50 @@ fn compare(case: &str, s: &Session, cpu: &RunRecord, dev: &RunRecord, tie_margin
             tol.logits
         ));
     }
-    for (i, (pc, pd)) in cpu.positions.iter().zip(&dev.positions).enumerate().take(until + 1) {
+    for i in 0..positions.min(dev.store.len()).min(until + 1) {
         let layers = match split {
             Some((p, l)) if i == p => l + 1,
             _ if i >= until => 0,
-            _ => pc.layers.len(),
+            _ => cpu.store.num_layers(),
         };
-        for (l, (lc, ld)) in pc.layers.iter().zip(&pd.layers).enumerate().take(layers) {
+        for l in 0..layers {
+            let (lc, ld) = (at(cpu, l, i), at(dev, l, i));
             if let Some(moe) = s.config().moe(l) {
-                let r = route(&lc.router_logits, &moe.routing, s.model.router_bias(l), &[]);
+                let r = route(lc.router_logits, &moe.routing, s.model.router_bias(l), &[]);
                 t.compared_routes += 1;
                 if r.margin.first().is_some_and(|&m| m < tie_margin) {
                     t.near_ties += 1;
-                } else if expert_set(&lc.experts) != expert_set(&ld.experts) {
+                } else if expert_set(lc.experts) != expert_set(ld.experts) {
                     t.mismatch(
                         tol,
-                        format!(
-                            "{case}: layer {l} position {}: experts {:?} on the CPU, {:?} on the device",
-                            pc.position, lc.experts, ld.experts
-                        ),
+                        format!("{case}: layer {l} position {i}: experts {:?} on the CPU, {:?} on the device", lc.experts, ld.experts),
                     );
                 } else if lc.experts.iter().any(|&e| {
                     // Weights matched by expert (a swap among the selected is not a difference).
-                    let (x, y) = (weight_of(lc, e), weight_of(ld, e));
+                    let (x, y) = (weight_of(&lc, e), weight_of(&ld, e));
                     (x - y).abs() > tol.weights * (1.0 + x.abs()) || y.is_nan()
                 }) {
-                    t.mismatch(tol, format!("{case}: layer {l} position {}: weights {:?} vs {:?}", pc.position, lc.weights, ld.weights));
+                    t.mismatch(tol, format!("{case}: layer {l} position {i}: weights {:?} vs {:?}", lc.weights, ld.weights));
                 }
             }
-            for (what, c, d) in [("sink", &lc.head_sink, &ld.head_sink), ("span", &lc.head_span, &ld.head_span)] {
+            for (what, c, d) in [("sink", lc.head_sink, ld.head_sink), ("span", lc.head_span, ld.head_span)] {
                 if c.len() != d.len() {
                     t.failures.push(format!(
-                        "{case}: layer {l} position {}: {what} has {} heads on the CPU, {} on the device",
-                        pc.position,
+                        "{case}: layer {l} position {i}: {what} has {} heads on the CPU, {} on the device",
                         c.len(),
                         d.len()
                     ));
                 } else if let Some(h) = (0..c.len()).find(|&h| !((c[h] - d[h]).abs() <= tol.stats)) {
-                    t.mismatch(
-                        tol,
-                        format!("{case}: layer {l} head {h} position {}: {what} {} on the CPU, {} on the device", pc.position, c[h], d[h]),
-                    );
+                    t.mismatch(tol, format!("{case}: layer {l} head {h} position {i}: {what} {} on the CPU, {} on the device", c[h], d[h]));
                 }
             }
-            let uniform = ((pc.position + 1) as f32).ln();
-            for (h, (ac, ad)) in lc.head_argmax.iter().zip(&ld.head_argmax).enumerate() {
+            let uniform = ((i + 1) as f32).ln();
+            for (h, (ac, ad)) in lc.head_argmax.iter().zip(ld.head_argmax).enumerate() {
                 t.compared_heads += 1;
                 if lc.head_entropy[h] > 0.99 * uniform {
                     t.flat_heads += 1;
                 } else if ac != ad {
-                    t.mismatch(
-                        tol,
-                        format!("{case}: layer {l} head {h} position {}: argmax {ac} on the CPU, {ad} on the device", pc.position),
-                    );
+                    t.mismatch(tol, format!("{case}: layer {l} head {h} position {i}: argmax {ac} on the CPU, {ad} on the device"));
                 }
             }
         }
@@ -429,7 +450,7 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
     if dirs.is_empty() {
         bail!("{}: no fixture models (directories with a config.json)", a.fixtures.display());
     }
-    let capture = CaptureSpec { logits: true, attention_span: Some((2, 6)), ..CaptureSpec::default() };
+    let capture = CaptureSpec::default().with("logits").with_span(2, 6);
     let mut t = Tally::default();
     let dev = match parse_device(&a.device) {
         Ok(d) => d,
@@ -532,6 +553,7 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use routelab_model::store::Values;
 
     /// The machinery on the CPU against itself (CI has no GPU): every fixture loads twice,
     /// every comparison runs, nothing differs.
@@ -554,15 +576,17 @@ mod tests {
     #[test]
     fn comparison_stops_at_a_routing_flip() {
         let s = load(Path::new("../tests/fixtures/models/mixtral"), &Device::Cpu, candle_core::DType::F32).unwrap();
-        let capture = CaptureSpec { logits: true, ..CaptureSpec::default() };
+        let capture = CaptureSpec::default().with("logits");
         let cpu = s.run(&RunRequest::forward((1..9).collect(), capture, Interventions::default()), &mut |_| true).unwrap();
         let mut dev = cpu.clone();
-        let e = &mut dev.positions[3].layers[0].experts;
+        let k = dev.store.width(&HookPoint::layer(0, Quantity::RouterExperts)).unwrap();
+        let Some(Values::U32(experts)) = dev.store.values_mut(&HookPoint::layer(0, Quantity::RouterExperts)) else { panic!() };
+        let e = &mut experts[3 * k..4 * k];
         let other = (0..4).find(|x| !e.contains(x)).unwrap();
         e[1] = other;
-        for row in &mut dev.logits[3..] {
-            row.iter_mut().for_each(|x| *x += 10.0);
-        }
+        let v = dev.store.width(&HookPoint::Logits).unwrap();
+        let Some(Values::F32(logits)) = dev.store.values_mut(&HookPoint::Logits) else { panic!() };
+        logits[3 * v..].iter_mut().for_each(|x| *x += 10.0);
         let tol = Tolerance::for_dtype(candle_core::DType::F32);
         let mut t = Tally::default();
         compare("flip", &s, &cpu, &dev, f32::INFINITY, &tol, &mut t);
@@ -571,7 +595,8 @@ mod tests {
         let mut t = Tally::default();
         compare("flip", &s, &cpu, &dev, 0.0, &tol, &mut t);
         assert!(t.failures.len() == 1 && t.failures[0].contains("layer 0 position 3: experts"), "{:?}", t.failures);
-        dev.logits[1][0] += 10.0;
+        let Some(Values::F32(logits)) = dev.store.values_mut(&HookPoint::Logits) else { panic!() };
+        logits[v] += 10.0;
         let mut t = Tally::default();
         compare("flip", &s, &cpu, &dev, f32::INFINITY, &tol, &mut t);
         assert!(t.failures.len() == 1 && t.failures[0].contains("over positions 0..3"), "{:?}", t.failures);

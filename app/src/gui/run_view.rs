@@ -1,44 +1,30 @@
-//! What the views draw for one run: tokens, per-layer routing and head statistics, and running
-//! aggregates (expert load, router entropy) kept up to date as tokens stream in, so a frame
-//! never recomputes over the whole run.
+//! What the views draw for one run: the run's capture store (the same record the trace file
+//! holds, streamed in as tokens are generated) and small caches of aggregates over it (expert
+//! load, router entropy) kept up to date as rows arrive, so a frame never recomputes over the
+//! whole run.
 
-use routelab_model::session::StepRecord;
+use routelab_model::hooks::{HookPoint, Quantity};
+use routelab_model::store::CaptureStore;
+use routelab_probes::stats::routing;
 use routelab_probes::trace::Trace;
 
 #[derive(Clone, Debug, Default)]
 pub struct RunView {
-    pub tokens: Vec<u32>,
-    pub pieces: Vec<String>,
+    /// Tokens, their text and every captured tensor so far.
+    pub store: CaptureStore,
     pub prompt_len: usize,
     pub layers: usize,
     pub heads: usize,
     /// Routed experts per layer (0 for dense layers).
     pub experts: Vec<usize>,
-    pub top_k: usize,
-    /// Per layer `[T × K]`.
-    pub routing: Vec<Vec<u32>>,
-    pub weights: Vec<Vec<f32>>,
-    /// Per layer `[T × H]`.
-    pub entropy: Vec<Vec<f32>>,
-    pub argmax: Vec<Vec<u32>>,
-    /// Per layer `[T × H]`: attention on key 0 (empty for runs recorded without it).
-    pub sink: Vec<Vec<f32>>,
+    pub generated_text: String,
+    pub done: bool,
     /// Per layer, selections per expert so far.
     pub load: Vec<Vec<u32>>,
     /// Per layer, sum of router entropies (nats) so far.
-    pub router_entropy_sum: Vec<f64>,
-    pub generated_text: String,
-    pub done: bool,
-}
-
-fn softmax_entropy(logits: &[f32]) -> f64 {
-    if logits.is_empty() {
-        return 0.0;
-    }
-    let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let w: Vec<f64> = logits.iter().map(|&x| (x as f64 - m).exp()).collect();
-    let s: f64 = w.iter().sum();
-    w.iter().map(|x| x / s).filter(|&p| p > 0.0).map(|p| -p * p.ln()).sum()
+    router_entropy_sum: Vec<f64>,
+    /// Positions folded into `load` and `router_entropy_sum`.
+    aggregated: usize,
 }
 
 impl RunView {
@@ -48,22 +34,22 @@ impl RunView {
             heads,
             load: experts.iter().map(|&e| vec![0; e]).collect(),
             experts,
-            routing: vec![vec![]; layers],
-            weights: vec![vec![]; layers],
-            entropy: vec![vec![]; layers],
-            argmax: vec![vec![]; layers],
-            sink: vec![vec![]; layers],
             router_entropy_sum: vec![0.0; layers],
+            store: CaptureStore::new(layers),
             ..Default::default()
         }
     }
 
     pub fn len(&self) -> usize {
-        self.tokens.len()
+        self.store.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
+        self.store.is_empty()
+    }
+
+    pub fn pieces(&self) -> &[String] {
+        &self.store.pieces
     }
 
     pub fn is_moe(&self) -> bool {
@@ -74,129 +60,115 @@ impl RunView {
         self.experts.iter().cloned().max().unwrap_or(0)
     }
 
-    /// Adds one position.
-    pub fn push(&mut self, rec: &StepRecord) {
-        if !rec.generated {
-            self.prompt_len = self.tokens.len() + 1;
-        }
-        self.tokens.push(rec.token);
-        self.pieces.push(rec.piece.clone());
-        for (l, lr) in rec.layers.iter().enumerate().take(self.layers) {
-            if !lr.experts.is_empty() {
-                self.top_k = lr.experts.len();
-                for &e in &lr.experts {
-                    if let Some(c) = self.load[l].get_mut(e as usize) {
-                        *c += 1;
-                    }
-                }
-                self.router_entropy_sum[l] += softmax_entropy(&lr.router_logits);
+    /// Appends streamed rows (the next positions of the run) and updates the aggregates.
+    pub fn extend(&mut self, rows: &CaptureStore) -> Result<(), String> {
+        self.store.extend(rows)?;
+        self.aggregate();
+        Ok(())
+    }
+
+    /// Folds the positions not yet counted into the load and router-entropy caches.
+    fn aggregate(&mut self) {
+        let (from, to) = (self.aggregated, self.store.len());
+        for l in 0..self.layers {
+            let Some(r) = self.store.router(l) else { continue };
+            if r.experts.len() < to * r.top_k || r.logits.len() < to * r.num_experts {
+                continue;
             }
-            self.routing[l].extend_from_slice(&lr.experts);
-            self.weights[l].extend_from_slice(&lr.weights);
-            self.entropy[l].extend_from_slice(&lr.head_entropy);
-            self.argmax[l].extend_from_slice(&lr.head_argmax);
-            self.sink[l].extend_from_slice(&lr.head_sink);
+            let counts = &mut self.load[l];
+            for &e in &r.experts[from * r.top_k..to * r.top_k] {
+                if let Some(c) = counts.get_mut(e as usize) {
+                    *c += 1;
+                }
+            }
+            let logits = &r.logits[from * r.num_experts..to * r.num_experts];
+            self.router_entropy_sum[l] += routing::router_entropy(logits, r.num_experts).iter().sum::<f64>();
         }
+        self.aggregated = to;
     }
 
     /// Rebuilds a view from a saved trace.
     pub fn from_trace(t: &Trace) -> Self {
-        let layers = t.layers.len();
-        let heads = t.layers.iter().map(|l| l.heads).max().unwrap_or(0);
-        let experts: Vec<usize> = t.layers.iter().map(|l| l.router.as_ref().map(|r| r.num_experts).unwrap_or(0)).collect();
+        let layers = t.num_layers();
+        let heads = (0..layers).map(|l| t.heads(l)).max().unwrap_or(0);
+        let experts: Vec<usize> = (0..layers).map(|l| t.router(l).map(|r| r.num_experts).unwrap_or(0)).collect();
         let mut v = RunView::new(layers, heads, experts);
-        v.tokens = t.tokens.clone();
-        v.pieces = if t.meta.pieces.len() == t.len() { t.meta.pieces.clone() } else { t.tokens.iter().map(|x| format!("<{x}>")).collect() };
-        v.prompt_len = t.meta.generated_from;
-        for (l, lt) in t.layers.iter().enumerate() {
-            if let Some(r) = &lt.router {
-                v.top_k = r.top_k;
-                v.routing[l] = r.experts.clone();
-                v.weights[l] = r.weights.clone();
-                for &e in &r.experts {
-                    v.load[l][e as usize] += 1;
-                }
-                v.router_entropy_sum[l] = (0..t.len()).map(|p| softmax_entropy(r.logits_at(p))).sum();
-            }
-            v.entropy[l] = lt.entropy.clone().unwrap_or_default();
-            v.argmax[l] = lt.argmax.clone().unwrap_or_default();
-            v.sink[l] = lt.sink.clone().unwrap_or_default();
+        v.store = t.store.clone();
+        if v.store.pieces.len() != v.store.len() {
+            v.store.pieces = v.store.tokens().iter().map(|x| format!("<{x}>")).collect();
         }
-        v.generated_text = v.pieces[v.prompt_len.min(v.pieces.len())..].concat();
+        v.prompt_len = t.meta.generated_from;
+        v.aggregate();
+        v.generated_text = v.store.pieces[v.prompt_len.min(v.store.pieces.len())..].concat();
         v.done = true;
         v
     }
 
+    /// Experts per token (0 when no routing was recorded).
+    pub fn top_k(&self) -> usize {
+        (0..self.layers).find_map(|l| self.store.width(&HookPoint::layer(l, Quantity::RouterExperts))).unwrap_or(0)
+    }
+
     /// Top-1 expert of a position in a layer.
     pub fn top1(&self, layer: usize, pos: usize) -> Option<u32> {
-        if self.top_k == 0 {
-            return None;
-        }
-        self.routing.get(layer)?.get(pos * self.top_k).copied()
+        self.store.row_u32(&HookPoint::layer(layer, Quantity::RouterExperts), pos)?.first().copied()
     }
 
     pub fn experts_at(&self, layer: usize, pos: usize) -> (&[u32], &[f32]) {
-        let k = self.top_k;
-        let r = &self.routing[layer];
-        if k == 0 || r.len() < (pos + 1) * k {
-            return (&[], &[]);
+        let ex = self.store.row_u32(&HookPoint::layer(layer, Quantity::RouterExperts), pos);
+        let w = self.store.row_f32(&HookPoint::layer(layer, Quantity::RouterWeights), pos);
+        match (ex, w) {
+            (Some(ex), Some(w)) => (ex, w),
+            _ => (&[], &[]),
         }
-        (&r[pos * k..(pos + 1) * k], &self.weights[layer][pos * k..(pos + 1) * k])
     }
 
     pub fn head_entropy_at(&self, layer: usize, pos: usize) -> &[f32] {
-        let h = self.heads;
-        self.entropy.get(layer).and_then(|e| e.get(pos * h..(pos + 1) * h)).unwrap_or(&[])
+        self.store.row_f32(&HookPoint::layer(layer, Quantity::AttnEntropy), pos).unwrap_or(&[])
     }
 
     pub fn head_argmax_at(&self, layer: usize, pos: usize) -> &[u32] {
-        let h = self.heads;
-        self.argmax.get(layer).and_then(|e| e.get(pos * h..(pos + 1) * h)).unwrap_or(&[])
+        self.store.row_u32(&HookPoint::layer(layer, Quantity::AttnArgmax), pos).unwrap_or(&[])
     }
 
     /// Each head's attention on key 0 at `pos` (empty when not recorded).
     pub fn head_sink_at(&self, layer: usize, pos: usize) -> &[f32] {
-        let h = self.heads;
-        self.sink.get(layer).and_then(|e| e.get(pos * h..(pos + 1) * h)).unwrap_or(&[])
+        self.store.row_f32(&HookPoint::layer(layer, Quantity::AttnSink), pos).unwrap_or(&[])
     }
 
     /// Mean router entropy (nats) per layer so far (None for dense layers).
     pub fn mean_router_entropy(&self, layer: usize) -> Option<f64> {
-        (self.experts[layer] > 0 && !self.is_empty()).then(|| self.router_entropy_sum[layer] / self.len() as f64)
+        (self.experts[layer] > 0 && self.aggregated > 0).then(|| self.router_entropy_sum[layer] / self.aggregated as f64)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use routelab_model::session::LayerRecord;
+    use routelab_model::store::Values;
 
-    fn rec(token: u32, experts: Vec<u32>, generated: bool) -> StepRecord {
-        StepRecord {
-            position: 0,
-            token,
-            piece: format!("t{token}"),
-            generated,
-            layers: vec![LayerRecord {
-                router_logits: vec![0.0, 0.0],
-                experts,
-                weights: vec![1.0],
-                head_entropy: vec![0.5],
-                head_argmax: vec![0],
-                head_sink: vec![token as f32 / 10.0],
-                ..Default::default()
-            }],
-        }
+    /// One position of a one-layer, two-expert, one-head run.
+    fn row(token: u32, expert: u32) -> CaptureStore {
+        let mut s = CaptureStore::new(1);
+        let layer = |q| HookPoint::layer(0, q);
+        s.append(HookPoint::Tokens, &[], Values::U32(vec![token])).unwrap();
+        s.append(layer(Quantity::RouterLogits), &[2], Values::F32(vec![0.0, 0.0])).unwrap();
+        s.append(layer(Quantity::RouterExperts), &[1], Values::U32(vec![expert])).unwrap();
+        s.append(layer(Quantity::RouterWeights), &[1], Values::F32(vec![1.0])).unwrap();
+        s.append(layer(Quantity::AttnSink), &[1], Values::F32(vec![token as f32 / 10.0])).unwrap();
+        s.pieces.push(format!("t{token}"));
+        s
     }
 
     #[test]
-    fn pushing_records_updates_load_and_entropy() {
+    fn streamed_rows_update_load_and_entropy() {
         let mut v = RunView::new(1, 1, vec![2]);
-        v.push(&rec(5, vec![1], false));
-        v.push(&rec(6, vec![1], true));
+        v.extend(&row(5, 1)).unwrap();
+        v.prompt_len = 1;
+        v.extend(&row(6, 1)).unwrap();
         assert_eq!(v.load[0], vec![0, 2]);
-        assert_eq!(v.prompt_len, 1);
         assert_eq!(v.top1(0, 1), Some(1));
+        assert_eq!(v.pieces(), &["t5", "t6"]);
         assert_eq!((v.head_sink_at(0, 0), v.head_sink_at(0, 1), v.head_sink_at(0, 2)), (&[0.5f32][..], &[0.6f32][..], &[][..]));
         // Two equal logits: entropy ln 2 each.
         assert!((v.mean_router_entropy(0).unwrap() - 2f64.ln()).abs() < 1e-12);

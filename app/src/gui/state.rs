@@ -333,10 +333,11 @@ impl AppState {
                 self.queue.clear();
                 self.error(format!("loading {} failed: {m}", self.model.requested));
             }
-            Event::Prefilled { cell, records, layers, heads, experts } => {
+            Event::Prefilled { cell, rows, layers, heads, experts } => {
                 let mut v = RunView::new(layers, heads, experts);
-                for r in &records {
-                    v.push(r);
+                v.prompt_len = rows.len();
+                if let Err(e) = v.extend(&rows) {
+                    self.error(format!("internal: the run's rows do not fit its view: {e}"));
                 }
                 let ui = self.ui(cell);
                 ui.layer = ui.layer.min(layers.saturating_sub(1));
@@ -347,10 +348,13 @@ impl AppState {
                 }
                 self.runs.insert(cell, v);
             }
-            Event::Token { cell, record, text } => {
+            Event::Token { cell, rows, text } => {
                 if let Some(v) = self.runs.get_mut(&cell) {
-                    v.push(&record);
+                    let pushed = v.extend(&rows);
                     v.generated_text.push_str(&text);
+                    if let Err(e) = pushed {
+                        self.error(format!("internal: the run's rows do not fit its view: {e}"));
+                    }
                 }
             }
             Event::RunDone { cell, summary, trace, interventions } => {
@@ -689,7 +693,7 @@ impl AppState {
             (CellKind::Compare { a, b, .. }, _) => {
                 let (ta, tb) = (self.traces.get(a).ok_or("run cell A first")?, self.traces.get(b).ok_or("run cell B first")?);
                 let d = routelab_probes::analysis::diff::diff(ta, tb).map_err(|e| e.to_string())?;
-                views::diff_routing(&d, &ta.meta.pieces).map_err(|e| e.to_string())
+                views::diff_routing(&d, &ta.pieces).map_err(|e| e.to_string())
             }
             (CellKind::Prompt { .. }, k) => {
                 let t = self.traces.get(&cell).ok_or("run the cell first")?;
@@ -699,9 +703,7 @@ impl AppState {
                     ExportKind::Routing => views::routing_map(t),
                     ExportKind::Heads => views::heads_view(t),
                     ExportKind::RouterEntropy => views::router_entropy(t),
-                    ExportKind::Coactivation => {
-                        views::coactivation(t, layer.filter(|&l| t.layers.get(l).is_some_and(|x| x.router.is_some())))
-                    }
+                    ExportKind::Coactivation => views::coactivation(t, layer.filter(|&l| t.router(l).is_some())),
                     _ => return Err("not a view of a prompt cell".into()),
                 }
                 .map_err(|e| e.to_string())

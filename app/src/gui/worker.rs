@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::Interventions;
-use routelab_model::session::{parse_device, LoadOptions, ModelInfo, Prompt, RunEvent, RunRequest, Session, StepRecord, StopReason};
+use routelab_model::session::{parse_device, LoadOptions, ModelInfo, Prompt, RunEvent, RunRequest, Session};
 use routelab_model::source::{LoadProgress, ModelSource};
+use routelab_model::store::CaptureStore;
 use routelab_probes::analysis::ablation::kl_from_logits;
 use routelab_probes::analysis::corpus::{classes, read_corpus, route_corpus, specialization};
 use routelab_probes::analysis::diff::diff;
@@ -54,16 +55,51 @@ pub enum Command {
 
 pub enum Event {
     LoadProgress(LoadProgress),
-    Loaded { info: ModelInfo, has_chat_template: bool },
+    Loaded {
+        info: ModelInfo,
+        has_chat_template: bool,
+    },
     LoadFailed(String),
-    Prefilled { cell: u64, records: Vec<StepRecord>, layers: usize, heads: usize, experts: Vec<usize> },
-    Token { cell: u64, record: StepRecord, text: String },
-    RunDone { cell: u64, summary: RunSummary, trace: Box<Trace>, interventions: Interventions },
-    Progress { cell: u64, progress: Progress },
-    CompareDone { cell: u64, summary: CompareSummary },
-    ScanDone { cell: u64, summary: ScanSummary },
-    SpecializationDone { cell: u64, summary: SpecializationSummary },
-    Failed { cell: Option<u64>, message: String },
+    /// The prompt's rows of the run's capture store.
+    Prefilled {
+        cell: u64,
+        rows: CaptureStore,
+        layers: usize,
+        heads: usize,
+        experts: Vec<usize>,
+    },
+    /// One generated token's row, and the text it added.
+    Token {
+        cell: u64,
+        rows: CaptureStore,
+        text: String,
+    },
+    RunDone {
+        cell: u64,
+        summary: RunSummary,
+        trace: Box<Trace>,
+        interventions: Interventions,
+    },
+    Progress {
+        cell: u64,
+        progress: Progress,
+    },
+    CompareDone {
+        cell: u64,
+        summary: CompareSummary,
+    },
+    ScanDone {
+        cell: u64,
+        summary: ScanSummary,
+    },
+    SpecializationDone {
+        cell: u64,
+        summary: SpecializationSummary,
+    },
+    Failed {
+        cell: Option<u64>,
+        message: String,
+    },
 }
 
 /// The UI's handle on the worker.
@@ -186,7 +222,7 @@ impl WorkerState {
                     max_new_tokens: settings.max_new_tokens,
                     sampling: settings.sampling.clone(),
                     // Logits make compare cells possible.
-                    capture: CaptureSpec { logits: true, ..capture },
+                    capture: capture.with("logits"),
                     interventions: interventions.clone(),
                     stop_at_eos: settings.stop_at_eos,
                 };
@@ -197,35 +233,33 @@ impl WorkerState {
                 let record = s
                     .run(&req, &mut |ev| {
                         let e = match ev {
-                            RunEvent::Prefilled { records } => {
-                                Event::Prefilled { cell, records: records.to_vec(), layers, heads, experts: experts.clone() }
+                            RunEvent::Prefilled { store } => {
+                                Event::Prefilled { cell, rows: store.clone(), layers, heads, experts: experts.clone() }
                             }
-                            RunEvent::Token { record, text } => Event::Token { cell, record: record.clone(), text: text.to_string() },
+                            RunEvent::Token { store, text } => {
+                                Event::Token { cell, rows: store.slice(store.len() - 1, store.len()), text: text.to_string() }
+                            }
                         };
                         let _ = events.send(e);
                         wake();
                         !cancel.load(Ordering::SeqCst)
                     })
                     .map_err(|e| e.to_string())?;
-                let trace = Trace::from_run(&record, &s.name, s.config(), &prompt.display());
+                let (generated_text, prompt_tokens, generated_tokens) = (record.text.clone(), record.prompt_len, record.generated().len());
+                let (stop, prefill_seconds, decode_seconds) = (record.stop, record.prefill_seconds, record.decode_seconds);
+                let trace = Trace::from_run(record, &s.name, s.config(), &prompt.display());
                 if let Some(dir) = trace_path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                 }
                 trace.write(&trace_path).map_err(|e| e.to_string())?;
                 let summary = RunSummary {
                     trace: trace_rel,
-                    generated_text: record.text.clone(),
-                    prompt_tokens: record.prompt_len,
-                    generated_tokens: record.generated().len(),
-                    stop: match record.stop {
-                        StopReason::MaxTokens => "max tokens",
-                        StopReason::EndOfSequence => "end of sequence",
-                        StopReason::ContextFull => "context full",
-                        StopReason::Cancelled => "cancelled",
-                    }
-                    .into(),
-                    prefill_seconds: record.prefill_seconds,
-                    decode_seconds: record.decode_seconds,
+                    generated_text,
+                    prompt_tokens,
+                    generated_tokens,
+                    stop: stop.describe().into(),
+                    prefill_seconds,
+                    decode_seconds,
                     model: s.name.clone(),
                 };
                 self.emit(Event::RunDone { cell, summary, trace: Box::new(trace), interventions });
@@ -239,8 +273,9 @@ impl WorkerState {
                 // KL along a's sequence: b's interventions teacher-forced on a's tokens, so
                 // both distributions condition on the same context.
                 let forced = |iv: &Interventions| -> Result<Vec<Vec<f32>>, String> {
-                    let req = RunRequest::forward(ta.tokens.clone(), CaptureSpec { logits: true, ..CaptureSpec::none() }, iv.clone());
-                    Ok(s.run(&req, &mut |_| true).map_err(|e| e.to_string())?.logits)
+                    let req = RunRequest::forward(ta.tokens().to_vec(), CaptureSpec::items(&["logits"]), iv.clone());
+                    let run = s.run(&req, &mut |_| true).map_err(|e| e.to_string())?;
+                    Ok(run.logits().into_iter().map(|r| r.to_vec()).collect())
                 };
                 let la = forced(&ta.meta.interventions)?;
                 let lb = forced(&b_interventions)?;

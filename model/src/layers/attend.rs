@@ -20,7 +20,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 
@@ -29,16 +28,6 @@ use routelab_kernels::attention_op::{attention_with_stats, AttentionStats, MAX_H
 use crate::capture::HeadStats;
 use crate::error::Result;
 use crate::interventions::HeadMethod;
-
-/// Whether the CPU also takes the fused path (the fused op's CPU reference instead of the
-/// block path): process-wide, for tests and checks that run the GPU path's attention code on a
-/// machine without a GPU. Off by default: the block path is the CPU reference.
-static FUSED_ON_CPU: AtomicBool = AtomicBool::new(false);
-
-/// See [`FUSED_ON_CPU`].
-pub fn set_fused_on_cpu(on: bool) {
-    FUSED_ON_CPU.store(on, Ordering::Relaxed);
-}
 
 /// Budget of score elements per block (`H × block × S`), 8M f32 = 32 MB.
 const BLOCK_ELEMENTS: usize = 8 << 20;
@@ -104,6 +93,9 @@ pub struct AttendParams<'a> {
     /// Key positions `[start, end)` whose attention mass is reported in [`Attended::span`];
     /// empty for none.
     pub span: (usize, usize),
+    /// Take the fused kernel's path on the CPU too (its CPU reference instead of the block
+    /// path), to check the GPU path's code without a GPU.
+    pub fused: bool,
 }
 
 pub struct Attended {
@@ -159,7 +151,7 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
 
     // The kernel's limits (head dims, heads, one dtype); any other shape takes the block path.
     let fits = dk <= MAX_HEAD_DIM && dv <= MAX_HEAD_DIM && heads <= MAX_HEADS && q.dtype() == k.dtype() && k.dtype() == v.dtype();
-    if (device.is_cuda() || FUSED_ON_CPU.load(Ordering::Relaxed)) && !p.keep_probs && fits {
+    if (device.is_cuda() || p.fused) && !p.keep_probs && fits {
         return attend_fused(q, k, v, p);
     }
     let (keep, offset, uniform, any_out, any_uniform) = head_vectors(p.edits, heads, dv);
@@ -274,7 +266,16 @@ mod tests {
             &q,
             &k,
             &v,
-            &AttendParams { scale: 1.0, window: None, masks: &masks, edits: &[], stats: true, keep_probs: true, span: (0, 0) },
+            &AttendParams {
+                scale: 1.0,
+                window: None,
+                masks: &masks,
+                edits: &[],
+                stats: true,
+                keep_probs: true,
+                span: (0, 0),
+                fused: false,
+            },
         )
         .unwrap();
         let out = a.out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -301,7 +302,16 @@ mod tests {
             &q,
             &k,
             &v,
-            &AttendParams { scale: 1.0, window: Some(2), masks: &masks, edits: &edits, stats: false, keep_probs: false, span: (0, 0) },
+            &AttendParams {
+                scale: 1.0,
+                window: Some(2),
+                masks: &masks,
+                edits: &edits,
+                stats: false,
+                keep_probs: false,
+                span: (0, 0),
+                fused: false,
+            },
         )
         .unwrap();
         let out = a.out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -320,7 +330,16 @@ mod tests {
             &q,
             &k,
             &v,
-            &AttendParams { scale: 1.0, window: None, masks: &masks, edits: &edits, stats: false, keep_probs: false, span: (0, 0) },
+            &AttendParams {
+                scale: 1.0,
+                window: None,
+                masks: &masks,
+                edits: &edits,
+                stats: false,
+                keep_probs: false,
+                span: (0, 0),
+                fused: false,
+            },
         )
         .unwrap();
         assert_eq!(a.out.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![8.0, 0.0]);
@@ -350,7 +369,7 @@ mod tests {
             let masks = MaskCache::new(q_start, t, &Device::Cpu);
             let edits = [(1, HeadMethod::Uniform), (4, HeadMethod::Zero), (5, HeadMethod::Scale { factor: 0.5 })];
             let span = (2, 6);
-            let p = AttendParams { scale: 0.7, window, masks: &masks, edits: &edits, stats: true, keep_probs: false, span };
+            let p = AttendParams { scale: 0.7, window, masks: &masks, edits: &edits, stats: true, keep_probs: false, span, fused: false };
             let a = attend(&q, &k, &v, &p).unwrap();
             let uniform = (0..heads).map(|h| h == 1).collect();
             let r = attention_with_stats(&q, &k, &v, &AttentionStats { scale: 0.7, window, span, uniform }).unwrap();

@@ -10,15 +10,14 @@
 
 use candle_core::{Tensor, D};
 
-use crate::cache::LayerCache;
 use crate::config::{AttentionKind, MlaAttention, ModelConfig, NormConfig, NormKind, QkNorm, StandardAttention};
 use crate::error::Result;
 use crate::families::layout::{AttnNames, TensorLayout};
-use crate::interventions::HeadMethod;
-use crate::layers::attend::{attend, AttendParams, Attended, MaskCache};
+use crate::hooks::Quantity;
+use crate::layers::attend::{attend, AttendParams};
+use crate::layers::context::{LayerCtx, RotaryTables};
 use crate::layers::linear::Linear;
 use crate::layers::norm::Norm;
-use crate::rope::Rope;
 use crate::weights::Weights;
 
 #[derive(Clone, Debug)]
@@ -53,13 +52,6 @@ pub struct Attention {
     num_kv_heads: usize,
     scale: f64,
     window: Option<usize>,
-}
-
-/// What attention hands back besides its output.
-pub struct AttentionExtras {
-    pub attended: Attended,
-    /// `[T, H, dv]` per-head outputs before o_proj, when asked for (head means).
-    pub head_outputs: Option<Tensor>,
 }
 
 /// DeepSeek checkpoints lay rotary dimensions out as interleaved pairs; the half-split
@@ -154,24 +146,12 @@ impl Attention {
         Ok(Attention { proj, o, num_heads: h, num_kv_heads: hkv, scale: a.softmax_scale, window })
     }
 
-    /// `x` `[T, D]` at positions `masks.q_start..`; returns `[T, D]` and what was captured.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        rope: &Rope,
-        cos_sin: &(Tensor, Tensor),
-        cache: &mut LayerCache,
-        masks: &MaskCache,
-        edits: &[(usize, HeadMethod)],
-        stats: bool,
-        span: (usize, usize),
-        keep_probs: bool,
-        keep_head_outputs: bool,
-    ) -> Result<(Tensor, AttentionExtras)> {
+    /// `x` `[T, D]` at the positions after what `ctx.cache` holds; returns `[T, D]`, and pushes
+    /// the head statistics and probabilities `ctx` asks for.
+    pub fn forward(&self, x: &Tensor, ctx: &mut LayerCtx) -> Result<Tensor> {
         let t = x.dim(0)?;
         let (h, hkv) = (self.num_heads, self.num_kv_heads);
-        let (cos, sin) = cos_sin;
+        let RotaryTables { rope, cos, sin } = ctx.rotary;
         let (q, k, v) = match &self.proj {
             Projections::Standard { qkv, q_norm, k_norm, spec } => {
                 let hd = spec.head_dim;
@@ -226,14 +206,32 @@ impl Attention {
                 (q, k, v)
             }
         };
-        let (k_all, v_all) = cache.append(&k, &v)?;
-        let attended =
-            attend(&q, &k_all, &v_all, &AttendParams { scale: self.scale, window: self.window, masks, edits, stats, keep_probs, span })?;
+        let (k_all, v_all) = ctx.cache.append(&k, &v)?;
+        let plan = ctx.plan();
+        let params = AttendParams {
+            scale: self.scale,
+            window: self.window,
+            masks: ctx.masks,
+            edits: &ctx.edits.heads,
+            stats: plan.head_stats(),
+            keep_probs: plan.wants(Quantity::AttnProbs),
+            span: plan.span.unwrap_or((0, 0)),
+            fused: ctx.fused_attention,
+        };
+        let attended = attend(&q, &k_all, &v_all, &params)?;
+        if let Some(stats) = &attended.stats {
+            ctx.capture.push_head_stats(stats);
+        }
+        if let Some(probs) = &attended.probs {
+            ctx.capture.push(Quantity::AttnProbs, probs);
+        }
         let dv = attended.out.dim(2)?;
         let per_head = attended.out.transpose(0, 1)?.contiguous()?; // [T, H, dv]
         let out = self.o.forward(&per_head.reshape((t, h * dv))?)?;
-        let head_outputs = if keep_head_outputs { Some(per_head) } else { None };
-        Ok((out, AttentionExtras { attended, head_outputs }))
+        if ctx.keep_head_outputs {
+            ctx.capture.head_outputs = Some(per_head);
+        }
+        Ok(out)
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod attend;
 pub mod attention;
+pub mod context;
 pub mod linear;
 pub mod mlp;
 pub mod moe;

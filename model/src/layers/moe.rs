@@ -17,11 +17,11 @@ use candle_core::{DType, Tensor};
 use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
 use routelab_kernels::routing::{route, Routes, RoutingParams};
 
-use crate::capture::{Contributions, RouterCapture};
 use crate::config::{Activation, ModelConfig, MoeConfig};
 use crate::error::{ModelError, Result};
 use crate::families::layout::{ExpertNames, MlpNames, MoeNames, TensorLayout};
-use crate::interventions::LayerEdits;
+use crate::hooks::Quantity;
+use crate::layers::context::LayerCtx;
 use crate::layers::linear::Linear;
 use crate::layers::mlp::{activate, Mlp};
 use crate::weights::Weights;
@@ -60,13 +60,6 @@ const SORT_LIMIT: usize = 8192;
 /// offset; `force_contiguous` does not.)
 fn own_storage(t: Tensor) -> Result<Tensor> {
     Ok(if t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.force_contiguous()? })
-}
-
-pub struct MoeOutput {
-    pub out: Tensor,
-    pub router: Option<RouterCapture>,
-    pub routed_norm: Option<Tensor>,
-    pub shared_norm: Option<Tensor>,
 }
 
 /// Loads all experts' MLPs in whichever layout the checkpoint uses; stacked layouts are read
@@ -168,39 +161,42 @@ impl Moe {
         self.experts[0].activation
     }
 
-    pub fn forward(&self, x: &Tensor, edits: &LayerEdits, capture_router: bool, contributions: bool) -> Result<MoeOutput> {
+    /// `x` `[T, D]` (already normed); returns the routed (plus shared) experts' output and pushes
+    /// the routing and contribution norms `ctx` asks for.
+    pub fn forward(&self, x: &Tensor, ctx: &mut LayerCtx) -> Result<Tensor> {
         let (t, _) = x.dims2()?;
+        let edits = ctx.edits;
+        let plan = ctx.plan();
         let logits = x.to_dtype(DType::F32)?.matmul(&self.router.t()?)?;
-        let (mut out, router) = match &self.device_path {
-            Some(dp) if matches!(x.dtype(), DType::BF16 | DType::F16) => {
-                let (out, router) = self.routed_on_device(x, &logits, dp, edits)?;
-                (out, capture_router.then_some(router))
-            }
-            _ => self.routed_on_host(x, &logits, edits, capture_router)?,
+        let mut out = match &self.device_path {
+            Some(dp) if matches!(x.dtype(), DType::BF16 | DType::F16) => self.routed_on_device(x, &logits, dp, ctx)?,
+            _ => self.routed_on_host(x, &logits, ctx)?,
         };
-        let device = x.device();
-        let routed_norm = if contributions { Some(l2(&out)?) } else { None };
-        let mut shared_norm = None;
+        ctx.capture.push(Quantity::RouterLogits, &logits);
+        if plan.wants(Quantity::RoutedNorm) {
+            ctx.capture.push(Quantity::RoutedNorm, &l2(&out)?);
+        }
         if let Some(shared) = &self.shared {
             if !edits.mute_shared {
                 let mut s = shared.forward(x)?;
                 if let Some(g) = &self.shared_gate {
                     s = candle_nn::ops::sigmoid(&g.forward(x)?)?.broadcast_mul(&s)?;
                 }
-                if contributions {
-                    shared_norm = Some(l2(&s)?);
+                if plan.wants(Quantity::SharedNorm) {
+                    ctx.capture.push(Quantity::SharedNorm, &l2(&s)?);
                 }
                 out = (out + s)?;
-            } else if contributions {
-                shared_norm = Some(Tensor::zeros(t, DType::F32, device)?);
+            } else if plan.wants(Quantity::SharedNorm) {
+                ctx.capture.push(Quantity::SharedNorm, &Tensor::zeros(t, DType::F32, x.device())?);
             }
         }
-        Ok(MoeOutput { out, router, routed_norm, shared_norm })
+        Ok(out)
     }
 
     /// The GPU path: the router kernel, then two grouped GEMMs over the expert-sorted
     /// (token, slot) pairs; routing never leaves the device.
-    fn routed_on_device(&self, x: &Tensor, logits: &Tensor, dp: &DevicePath, edits: &LayerEdits) -> Result<(Tensor, RouterCapture)> {
+    fn routed_on_device(&self, x: &Tensor, logits: &Tensor, dp: &DevicePath, ctx: &mut LayerCtx) -> Result<Tensor> {
+        let edits = ctx.edits;
         let (t, d) = x.dims2()?;
         let k = self.routing.top_k;
         let ne = self.routing.num_experts;
@@ -230,16 +226,24 @@ impl Moe {
             first += len;
         }
         let out = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 0)? };
-        Ok((out, RouterCapture { logits: logits.clone(), experts: r.experts, weights: r.weights }))
+        ctx.capture.push(Quantity::RouterExperts, &r.experts);
+        ctx.capture.push(Quantity::RouterWeights, &r.weights);
+        if ctx.plan().wants(Quantity::RouterMargin) {
+            // A view of the op's output: one more launch, so only when asked for.
+            ctx.capture.push(Quantity::RouterMargin, &r.margin()?);
+        }
+        Ok(out)
     }
 
     /// The CPU path (and f32 on CUDA): routing on the host, then each selected expert on its
     /// tokens, in expert order. The routing is put back into tensors only when captured.
-    fn routed_on_host(&self, x: &Tensor, logits: &Tensor, edits: &LayerEdits, capture: bool) -> Result<(Tensor, Option<RouterCapture>)> {
+    fn routed_on_host(&self, x: &Tensor, logits: &Tensor, ctx: &mut LayerCtx) -> Result<Tensor> {
         let (t, _) = x.dims2()?;
         let k = self.routing.top_k;
+        let edits = ctx.edits;
         let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-        let Routes { experts, mut weights, .. } = route(&flat, &self.routing, self.correction_bias.as_deref(), &edits.excluded_experts);
+        let Routes { experts, mut weights, margin, .. } =
+            route(&flat, &self.routing, self.correction_bias.as_deref(), &edits.excluded_experts);
         for (e, w) in experts.iter().zip(weights.iter_mut()) {
             if edits.dropped_experts.get(*e as usize).copied().unwrap_or(false) {
                 *w = 0.0;
@@ -264,27 +268,23 @@ impl Moe {
             let y = y.broadcast_mul(&Tensor::from_vec(ws, (n, 1), device)?.to_dtype(y.dtype())?)?;
             out = out.index_add(&idx, &y, 0)?;
         }
-        let router = if capture {
-            Some(RouterCapture {
-                logits: logits.clone(),
-                experts: Tensor::from_vec(experts, (t, k), device)?,
-                weights: Tensor::from_vec(weights, (t, k), device)?,
-            })
-        } else {
-            None
-        };
-        Ok((out, router))
+        let plan = ctx.plan();
+        if plan.wants(Quantity::RouterExperts) {
+            ctx.capture.push(Quantity::RouterExperts, &Tensor::from_vec(experts, (t, k), device)?);
+        }
+        if plan.wants(Quantity::RouterWeights) {
+            ctx.capture.push(Quantity::RouterWeights, &Tensor::from_vec(weights, (t, k), device)?);
+        }
+        if plan.wants(Quantity::RouterMargin) {
+            ctx.capture.push(Quantity::RouterMargin, &Tensor::from_vec(margin, t, device)?);
+        }
+        Ok(out)
     }
 }
 
 /// Row-wise L2 norm, `[T, D]` → `[T]` f32 (one kernel on CUDA).
 pub fn l2(x: &Tensor) -> Result<Tensor> {
     Ok(routelab_kernels::row_norm::row_norm(x)?)
-}
-
-/// Contribution norms for capture.
-pub fn contributions(routed: Option<Tensor>, shared: Option<Tensor>, dense: Option<Tensor>) -> Option<Contributions> {
-    routed.map(|routed| Contributions { routed, shared, dense_residual: dense })
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::{HeadMethod, Intervention, Interventions};
 use routelab_model::sampling::SamplingSettings;
-use routelab_model::session::{RunRequest, Session};
+use routelab_model::session::{RunRecord, RunRequest, Session};
 use serde::{Deserialize, Serialize};
 
 use super::needle::Trial;
@@ -52,12 +52,12 @@ pub fn kl_from_logits(p: &[f32], q: &[f32]) -> f64 {
     lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum::<f64>().max(0.0)
 }
 
-fn greedy(session: &Session, tokens: &[u32], n: usize, iv: &Interventions, logits: bool) -> Result<routelab_model::session::RunRecord> {
+fn greedy(session: &Session, tokens: &[u32], n: usize, iv: &Interventions, logits: bool) -> Result<RunRecord> {
     let req = RunRequest {
         tokens: tokens.to_vec(),
         max_new_tokens: n,
         sampling: SamplingSettings::default(),
-        capture: CaptureSpec { logits, ..CaptureSpec::none() },
+        capture: if logits { CaptureSpec::items(&["logits"]) } else { CaptureSpec::none() },
         interventions: iv.clone(),
         stop_at_eos: false,
     };
@@ -70,7 +70,7 @@ pub fn compare_arms(session: &Session, prompts: &[Vec<u32>], arms: &[Arm], n: us
     for p in prompts {
         // Baseline: generated tokens, and the logits along prompt + generation.
         let gen = greedy(session, p, n, &Interventions::default(), false)?;
-        let forced = greedy(session, &gen.tokens, 0, &Interventions::default(), true)?;
+        let forced = greedy(session, gen.tokens(), 0, &Interventions::default(), true)?;
         baselines.push((gen, forced));
     }
     let mut out = vec![];
@@ -83,10 +83,10 @@ pub fn compare_arms(session: &Session, prompts: &[Vec<u32>], arms: &[Arm], n: us
             let (a, b) = (gen.generated(), ab.generated());
             agree += a.iter().zip(b).filter(|(x, y)| x == y).count();
             total += a.len();
-            let ab_forced = greedy(session, &gen.tokens, 0, &arm.interventions, true)?;
+            let ab_forced = greedy(session, gen.tokens(), 0, &arm.interventions, true)?;
             // Positions whose next token is a generated one: prompt_len − 1 .. len − 1.
-            let kl: Vec<f64> =
-                (p.len() - 1..gen.tokens.len() - 1).map(|q| kl_from_logits(&forced.logits[q], &ab_forced.logits[q])).collect();
+            let at = |r: &RunRecord, q: usize| r.logits_at(q).unwrap_or(&[]).to_vec();
+            let kl: Vec<f64> = (p.len() - 1..gen.tokens().len() - 1).map(|q| kl_from_logits(&at(forced, q), &at(&ab_forced, q))).collect();
             kls.push(kl);
         }
         let all: Vec<f64> = kls.iter().flatten().cloned().collect();

@@ -162,20 +162,20 @@ pub fn route_corpus(
         if !progress(Progress { done: done_tokens, total, elapsed_seconds: el, eta_seconds: eta }) {
             return Err(routelab_model::ModelError::Cancelled.into());
         }
-        let req = RunRequest::forward(ids.clone(), CaptureSpec { router: true, ..CaptureSpec::none() }, Interventions::default());
+        let req = RunRequest::forward(ids.clone(), CaptureSpec::items(&["router"]), Interventions::default());
         let run = session.run(&req, &mut |_| true)?;
         out.chunk_starts.push(out.tokens.len());
-        for rec in &run.positions {
-            out.tokens.push(rec.token);
-            out.pieces.push(session.tokenizer.decode(&[rec.token], false)?);
+        for &token in run.tokens() {
+            out.tokens.push(token);
+            out.pieces.push(session.tokenizer.decode(&[token], false)?);
             out.domain.push(di);
-            for (i, &l) in layers.iter().enumerate() {
-                let lr = &rec.layers[l];
-                out.experts[i].extend_from_slice(&lr.experts);
-                out.weights[i].extend_from_slice(&lr.weights);
-                out.entropy[i].extend(routing::router_entropy(&lr.router_logits, out.num_experts));
-                out.margin[i].extend(routing::top_k_margin(&lr.router_logits, out.num_experts, out.top_k));
-            }
+        }
+        for (i, &l) in layers.iter().enumerate() {
+            let r = run.store.router(l).ok_or_else(|| ProbeError::Invalid(format!("internal: layer {l}'s routing was not recorded")))?;
+            out.experts[i].extend_from_slice(r.experts);
+            out.weights[i].extend_from_slice(r.weights);
+            out.entropy[i].extend(routing::router_entropy(r.logits, out.num_experts));
+            out.margin[i].extend(routing::top_k_margin(r.logits, out.num_experts, out.top_k));
         }
         done_tokens += ids.len();
     }

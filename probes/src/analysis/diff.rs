@@ -11,6 +11,8 @@
 
 use serde::Serialize;
 
+use routelab_model::hooks::HookPoint;
+
 use super::ablation::kl_from_logits;
 use crate::error::{ProbeError, Result};
 use crate::trace::Trace;
@@ -36,14 +38,14 @@ impl RunDiff {
 }
 
 pub fn diff(a: &Trace, b: &Trace) -> Result<RunDiff> {
-    if a.layers.len() != b.layers.len() {
-        return Err(ProbeError::Invalid(format!("traces come from different models ({} vs {} layers)", a.layers.len(), b.layers.len())));
+    if a.num_layers() != b.num_layers() {
+        return Err(ProbeError::Invalid(format!("traces come from different models ({} vs {} layers)", a.num_layers(), b.num_layers())));
     }
     let t = a.len().min(b.len());
-    let first_divergence = (0..t).find(|&i| a.tokens[i] != b.tokens[i]);
+    let first_divergence = (0..t).find(|&i| a.tokens()[i] != b.tokens()[i]);
     let mut routing_flips = vec![];
-    for (l, (la, lb)) in a.layers.iter().zip(&b.layers).enumerate() {
-        if let (Some(ra), Some(rb)) = (&la.router, &lb.router) {
+    for l in 0..a.num_layers() {
+        if let (Some(ra), Some(rb)) = (a.router(l), b.router(l)) {
             let flips = (0..t)
                 .map(|p| {
                     let (mut x, mut y) = (ra.experts_at(p).to_vec(), rb.experts_at(p).to_vec());
@@ -55,13 +57,15 @@ pub fn diff(a: &Trace, b: &Trace) -> Result<RunDiff> {
             routing_flips.push((l, flips));
         }
     }
-    let (kl, top1_changed) = match (&a.logits, &b.logits) {
-        (Some((va, la)), Some((vb, lb))) if va == vb => {
-            let v = *va;
-            let rows = |x: &[f32], p: usize| -> Vec<f32> { x[p * v..(p + 1) * v].to_vec() };
-            let kl = (0..t).map(|p| kl_from_logits(&rows(la, p), &rows(lb, p))).collect();
+    let logits = HookPoint::Logits;
+    let (kl, top1_changed) = match (a.width(&logits), b.width(&logits)) {
+        (Some(va), Some(vb)) if va == vb => {
+            fn rows(x: &Trace, p: usize) -> &[f32] {
+                x.row_f32(&HookPoint::Logits, p).unwrap_or(&[])
+            }
+            let kl = (0..t).map(|p| kl_from_logits(rows(a, p), rows(b, p))).collect();
             let top =
-                (0..t).map(|p| routelab_model::sampling::argmax(&rows(la, p)) != routelab_model::sampling::argmax(&rows(lb, p))).collect();
+                (0..t).map(|p| routelab_model::sampling::argmax(rows(a, p)) != routelab_model::sampling::argmax(rows(b, p))).collect();
             (Some(kl), Some(top))
         }
         _ => (None, None),

@@ -22,9 +22,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use routelab_model::capture::CaptureSpec;
+use routelab_model::hooks::{HookPoint, Quantity};
 use routelab_model::interventions::Interventions;
 use routelab_model::sampling::SamplingSettings;
-use routelab_model::session::{RunRequest, Session, StepRecord};
+use routelab_model::session::{RunRequest, Session};
+use routelab_model::store::CaptureStore;
 use serde::{Deserialize, Serialize};
 
 use super::needle::Trial;
@@ -202,15 +204,15 @@ pub fn count_hits(
     copied.iter().map(|s| s.len() as u32).collect()
 }
 
-fn argmax_of(records: &[StepRecord], q: usize, l: usize, h: usize) -> Option<u32> {
-    records.get(q)?.layers.get(l)?.head_argmax.get(h).copied()
+fn argmax_of(store: &CaptureStore, q: usize, l: usize, h: usize) -> Option<u32> {
+    store.row_u32(&HookPoint::layer(l, Quantity::AttnArgmax), q)?.get(h).copied()
 }
 
 /// Runs one trial.
 pub fn run_trial(session: &Session, trial: &Trial, mode: ScanMode, interventions: &Interventions) -> Result<TrialResult> {
     let c = session.config();
     let (layers, heads) = (c.num_layers, c.attention.num_heads);
-    let capture = CaptureSpec { attention_stats: true, ..CaptureSpec::none() };
+    let capture = CaptureSpec::items(&["stats"]);
     let n = trial.answer.len();
     let prompt_len = trial.tokens.len();
     match mode {
@@ -225,19 +227,21 @@ pub fn run_trial(session: &Session, trial: &Trial, mode: ScanMode, interventions
             };
             let run = session.run(&req, &mut |_| true)?;
             // Step s reads the query at prompt_len − 1 + s and produces token prompt_len + s.
-            let pairs: Vec<(usize, u32)> = (prompt_len..run.tokens.len()).map(|p| (p - 1, run.tokens[p])).collect();
-            let hits = count_hits(&run.tokens, |j| trial.in_answer(j), &pairs, layers, heads, |q, l, h| argmax_of(&run.positions, q, l, h));
+            let tokens = run.tokens();
+            let pairs: Vec<(usize, u32)> = (prompt_len..tokens.len()).map(|p| (p - 1, tokens[p])).collect();
+            let hits = count_hits(tokens, |j| trial.in_answer(j), &pairs, layers, heads, |q, l, h| argmax_of(&run.store, q, l, h));
             let generated = session.tokenizer.decode(run.generated(), true)?;
             Ok(TrialResult { id: trial.id.clone(), hits, answer_len: n, correct: trial.is_correct(&generated), generated })
         }
         ScanMode::TeacherForced => {
             let mut tokens = trial.tokens.clone();
             tokens.extend_from_slice(&trial.answer);
-            let req = RunRequest::forward(tokens.clone(), CaptureSpec { logits: true, ..capture }, interventions.clone());
+            let req = RunRequest::forward(tokens.clone(), capture.with("logits"), interventions.clone());
             let run = session.run(&req, &mut |_| true)?;
             let pairs: Vec<(usize, u32)> = (0..n).map(|i| (prompt_len - 1 + i, trial.answer[i])).collect();
-            let hits = count_hits(&tokens, |j| trial.in_answer(j), &pairs, layers, heads, |q, l, h| argmax_of(&run.positions, q, l, h));
-            let predicted: Vec<u32> = pairs.iter().map(|&(q, _)| routelab_model::sampling::argmax(&run.logits[q])).collect();
+            let hits = count_hits(&tokens, |j| trial.in_answer(j), &pairs, layers, heads, |q, l, h| argmax_of(&run.store, q, l, h));
+            let predicted: Vec<u32> =
+                pairs.iter().map(|&(q, _)| routelab_model::sampling::argmax(run.logits_at(q).unwrap_or(&[]))).collect();
             let correct = predicted == trial.answer;
             let generated = session.tokenizer.decode(&predicted, true)?;
             Ok(TrialResult { id: trial.id.clone(), hits, answer_len: n, correct, generated })

@@ -14,6 +14,7 @@ use crate::analysis::retrieval::HeadScores;
 use crate::error::{ProbeError, Result};
 use crate::stats::{heads, routing};
 use crate::trace::Trace;
+use routelab_model::hooks::Quantity;
 
 /// A view: its table and its plot.
 pub enum View {
@@ -63,7 +64,7 @@ fn title_of(trace: &Trace, what: &str) -> String {
 }
 
 fn moe_layers(trace: &Trace) -> Vec<usize> {
-    trace.layers.iter().enumerate().filter(|(_, l)| l.router.is_some()).map(|(i, _)| i).collect()
+    (0..trace.num_layers()).filter(|&l| trace.router(l).is_some()).collect()
 }
 
 fn need_routing(trace: &Trace) -> Result<Vec<usize>> {
@@ -77,12 +78,11 @@ fn need_routing(trace: &Trace) -> Result<Vec<usize>> {
 /// Expert load: layer × expert share of top-k selections.
 pub fn expert_load(trace: &Trace) -> Result<View> {
     let layers = need_routing(trace)?;
-    let e = layers.iter().map(|&l| trace.layers[l].router.as_ref().unwrap().num_experts).max().unwrap_or(0);
+    let e = layers.iter().filter_map(|&l| trace.router(l)).map(|r| r.num_experts).max().unwrap_or(0);
     let mut t = Table::new(&["layer", "expert", "selections", "share", "weight_mass"]);
     let mut values = vec![];
-    for &l in &layers {
-        let r = trace.layers[l].router.as_ref().unwrap();
-        let load = routing::load(&r.experts, &r.weights, r.num_experts);
+    for (&l, r) in layers.iter().zip(layers.iter().filter_map(|&l| trace.router(l))) {
+        let load = routing::load(r.experts, r.weights, r.num_experts);
         let shares = load.shares();
         for x in 0..r.num_experts {
             t.push(vec![l.to_string(), x.to_string(), load.counts[x].to_string(), num(shares[x]), num(load.weight_mass[x])]);
@@ -110,16 +110,13 @@ pub fn expert_load(trace: &Trace) -> Result<View> {
 /// Token × layer map of each token's top-1 expert, with the text.
 pub fn routing_map(trace: &Trace) -> Result<View> {
     let layers = need_routing(trace)?;
-    let e = layers.iter().map(|&l| trace.layers[l].router.as_ref().unwrap().num_experts).max().unwrap_or(0);
-    let pieces: Vec<String> = if trace.meta.pieces.len() == trace.len() {
-        trace.meta.pieces.clone()
-    } else {
-        trace.tokens.iter().map(|t| t.to_string()).collect()
-    };
+    let e = layers.iter().filter_map(|&l| trace.router(l)).map(|r| r.num_experts).max().unwrap_or(0);
+    let pieces: Vec<String> =
+        if trace.pieces.len() == trace.len() { trace.pieces.clone() } else { trace.tokens().iter().map(|t| t.to_string()).collect() };
     let mut t = Table::new(&["position", "token", "text", "layer", "experts", "weights"]);
     let mut cells = vec![];
-    for l in 0..trace.layers.len() {
-        let Some(r) = &trace.layers[l].router else {
+    for l in 0..trace.num_layers() {
+        let Some(r) = trace.router(l) else {
             cells.push(vec![None; trace.len()]);
             continue;
         };
@@ -129,7 +126,7 @@ pub fn routing_map(trace: &Trace) -> Result<View> {
             row.push(Some(ex[0] as usize));
             t.push(vec![
                 p.to_string(),
-                trace.tokens[p].to_string(),
+                trace.tokens()[p].to_string(),
                 pieces[p].clone(),
                 l.to_string(),
                 ex.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" "),
@@ -145,7 +142,7 @@ pub fn routing_map(trace: &Trace) -> Result<View> {
             x_label: "token".into(),
             y_label: "layer".into(),
             col_labels: pieces,
-            row_labels: (0..trace.layers.len()).map(|l| format!("layer {l}")).collect(),
+            row_labels: (0..trace.num_layers()).map(|l| format!("layer {l}")).collect(),
             cells,
             category_names: (0..e).map(|x| format!("e{x}")).collect(),
         },
@@ -156,19 +153,20 @@ pub fn routing_map(trace: &Trace) -> Result<View> {
 /// full attention); with full attention also the previous-token score (table).
 pub fn heads_view(trace: &Trace) -> Result<View> {
     let t_len = trace.len();
-    let h = trace.layers.iter().map(|l| l.heads).max().unwrap_or(0);
-    if h == 0 || trace.layers.iter().all(|l| l.entropy.is_none()) {
+    let h = (0..trace.num_layers()).map(|l| trace.heads(l)).max().unwrap_or(0);
+    if h == 0 || (0..trace.num_layers()).all(|l| trace.layer_f32(l, Quantity::AttnEntropy).is_none()) {
         return Err(ProbeError::Invalid("this trace has no head statistics (capture stats was off)".into()));
     }
     let mut t = Table::new(&["layer", "head", "mean_entropy_nats", "sink", "previous_token"]);
     let mut values = vec![];
-    for (l, lt) in trace.layers.iter().enumerate() {
+    for l in 0..trace.num_layers() {
         let mut row = vec![f64::NAN; h];
-        let scores = lt.probs.as_ref().map(|p| heads::head_scores(p, lt.heads, t_len));
-        let sinks = lt.sink.as_ref().map(|s| heads::sink_scores(s, lt.heads, t_len));
-        if let Some(e) = &lt.entropy {
-            for (head, x) in row.iter_mut().enumerate().take(lt.heads) {
-                *x = (0..t_len).map(|p| e[p * lt.heads + head] as f64).sum::<f64>() / t_len.max(1) as f64;
+        let lh = trace.heads(l);
+        let scores = trace.probs(l).map(|p| heads::head_scores(&p.to_dense(), lh, t_len));
+        let sinks = trace.layer_f32(l, Quantity::AttnSink).map(|s| heads::sink_scores(s, lh, t_len));
+        if let Some(e) = trace.layer_f32(l, Quantity::AttnEntropy) {
+            for (head, x) in row.iter_mut().enumerate().take(lh) {
+                *x = (0..t_len).map(|p| e[p * lh + head] as f64).sum::<f64>() / t_len.max(1) as f64;
                 let prev = scores.as_ref().map(|s| num(s[head].previous_token)).unwrap_or_default();
                 let sink = match (&scores, &sinks) {
                     (Some(s), _) => num(s[head].sink),
@@ -186,9 +184,9 @@ pub fn heads_view(trace: &Trace) -> Result<View> {
             title: title_of(trace, "Mean attention entropy per head"),
             x_label: "head".into(),
             y_label: "layer".into(),
-            row_labels: (0..trace.layers.len()).map(|l| l.to_string()).collect(),
+            row_labels: (0..trace.num_layers()).map(|l| l.to_string()).collect(),
             col_labels: (0..h).map(|x| x.to_string()).collect(),
-            annotate: h <= 16 && trace.layers.len() <= 16,
+            annotate: h <= 16 && trace.num_layers() <= 16,
             values,
             scale_label: "entropy (nats)".into(),
             range: None,
@@ -200,12 +198,8 @@ pub fn heads_view(trace: &Trace) -> Result<View> {
 pub fn coactivation(trace: &Trace, layer: Option<usize>) -> Result<View> {
     let layers = need_routing(trace)?;
     let l = layer.unwrap_or(layers[0]);
-    let r = trace
-        .layers
-        .get(l)
-        .and_then(|x| x.router.as_ref())
-        .ok_or_else(|| ProbeError::Invalid(format!("layer {l} has no routing (MoE layers: {layers:?})")))?;
-    let m = routing::coactivation(&r.experts, r.top_k, r.num_experts);
+    let r = trace.router(l).ok_or_else(|| ProbeError::Invalid(format!("layer {l} has no routing (MoE layers: {layers:?})")))?;
+    let m = routing::coactivation(r.experts, r.top_k, r.num_experts);
     let mut t = Table::new(&["expert_a", "expert_b", "tokens_together"]);
     for (i, row) in m.iter().enumerate() {
         for (j, &c) in row.iter().enumerate() {
@@ -238,10 +232,9 @@ pub fn router_entropy(trace: &Trace) -> Result<View> {
     let layers = need_routing(trace)?;
     let mut t = Table::new(&["layer", "mean_router_entropy_nats", "max_entropy_nats", "mean_topk_logit_margin"]);
     let (mut ent, mut max) = (vec![], vec![]);
-    for &l in &layers {
-        let r = trace.layers[l].router.as_ref().unwrap();
-        let h = routing::mean(&routing::router_entropy(&r.logits, r.num_experts));
-        let m = routing::mean(&routing::top_k_margin(&r.logits, r.num_experts, r.top_k));
+    for (&l, r) in layers.iter().zip(layers.iter().filter_map(|&l| trace.router(l))) {
+        let h = routing::mean(&routing::router_entropy(r.logits, r.num_experts));
+        let m = routing::mean(&routing::top_k_margin(r.logits, r.num_experts, r.top_k));
         let lne = (r.num_experts as f64).ln();
         t.push(vec![l.to_string(), num(h), num(lne), num(m)]);
         ent.push((l as f64, h));
@@ -262,10 +255,10 @@ pub fn router_entropy(trace: &Trace) -> Result<View> {
 pub fn contributions(trace: &Trace) -> Result<View> {
     let mut t = Table::new(&["layer", "routed_norm", "shared_norm", "dense_norm"]);
     let (mut routed, mut shared, mut dense) = (vec![], vec![], vec![]);
-    let mean = |v: &Option<Vec<f32>>| v.as_ref().map(|v| v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64);
-    for (l, lt) in trace.layers.iter().enumerate() {
-        let Some(r) = mean(&lt.routed_norm) else { continue };
-        let (s, d) = (mean(&lt.shared_norm), mean(&lt.dense_norm));
+    let mean = |l: usize, q: Quantity| trace.layer_f32(l, q).map(|v| v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64);
+    for l in 0..trace.num_layers() {
+        let Some(r) = mean(l, Quantity::RoutedNorm) else { continue };
+        let (s, d) = (mean(l, Quantity::SharedNorm), mean(l, Quantity::DenseNorm));
         t.push(vec![l.to_string(), num(r), s.map(num).unwrap_or_default(), d.map(num).unwrap_or_default()]);
         routed.push((l as f64, r));
         if let Some(s) = s {

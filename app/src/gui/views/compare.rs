@@ -16,7 +16,7 @@ fn text_with_divergence(ui: &mut Ui, run: &RunView, from: Option<usize>) {
     let font = egui::FontId::monospace(13.0);
     let normal = ui.visuals().text_color();
     let weak = ui.visuals().weak_text_color();
-    for (i, p) in run.pieces.iter().enumerate() {
+    for (i, p) in run.pieces().iter().enumerate() {
         let diverged = from.is_some_and(|d| i >= d);
         let fmt = egui::TextFormat {
             font_id: font.clone(),

@@ -13,6 +13,7 @@ use super::{expert_color, export_buttons};
 use crate::gui::run_view::RunView;
 use crate::gui::state::{expert_mask, head_mask, Action, CellUi, ExportKind, MaskTarget};
 use crate::notebook::{GenerationSettings, RunSummary};
+use routelab_model::hooks::HookPoint;
 
 /// The editable parts of a prompt cell.
 pub fn editor(ui: &mut Ui, id: u64, prompt: &mut Prompt, settings: &mut GenerationSettings, has_chat: bool, actions: &mut Vec<Action>) {
@@ -180,7 +181,7 @@ fn load_view(ui: &mut Ui, id: u64, run: &RunView, cell_ui: &mut CellUi, actions:
         format!("layer {l}, expert {e}: {c} of {total} selections ({:.1}%)\nclick to mask", 100.0 * c as f32 / total.max(1) as f32)
     };
     let enabled = |l: usize| run.experts[l] > 0;
-    let marked = |l: usize, e: usize| cell_ui.pending.items.iter().any(|i| i.hook() == format!("layers.{l}.experts.{e}"));
+    let marked = |l: usize, e: usize| cell_ui.pending.items.iter().any(|i| i.hook() == HookPoint::Expert { layer: l, expert: e });
     let out = grid(
         ui,
         &GridSpec {
@@ -234,11 +235,11 @@ fn heads_view(ui: &mut Ui, id: u64, run: &RunView, pos: usize, cell_ui: &mut Cel
         let e = run.head_entropy_at(l, pos).get(h).copied().unwrap_or(f32::NAN);
         let a = run.head_argmax_at(l, pos).get(h).copied();
         let target =
-            a.map(|j| format!(", looks most at {j} {:?}", run.pieces.get(j as usize).cloned().unwrap_or_default())).unwrap_or_default();
+            a.map(|j| format!(", looks most at {j} {:?}", run.pieces().get(j as usize).cloned().unwrap_or_default())).unwrap_or_default();
         format!("layer {l}, head {h}: entropy {e:.2} nats{target}\nclick to mask")
     };
     let enabled = |_l: usize| true;
-    let marked = |l: usize, h: usize| cell_ui.pending.items.iter().any(|i| i.hook() == format!("layers.{l}.attn.head.{h}"));
+    let marked = |l: usize, h: usize| cell_ui.pending.items.iter().any(|i| i.hook() == HookPoint::Head { layer: l, head: h });
     let out = grid(
         ui,
         &GridSpec {

@@ -31,7 +31,7 @@ pub fn token_strip(ui: &mut Ui, run: &RunView, layer: usize, pinned: Option<usiz
     let prompt_fg = if dark { Color32::from_gray(170) } else { Color32::from_gray(90) };
     let mut starts = Vec::with_capacity(run.len());
     let mut chars = 0usize;
-    for (i, piece) in run.pieces.iter().enumerate() {
+    for (i, piece) in run.pieces().iter().enumerate() {
         starts.push(chars);
         let text = display_piece(piece);
         chars += text.chars().count();
@@ -86,9 +86,9 @@ pub fn token_strip(ui: &mut Ui, run: &RunView, layer: usize, pinned: Option<usiz
 
 /// The hover card: a token's routing in every MoE layer and its heads' entropy.
 pub fn token_details(ui: &mut Ui, run: &RunView, pos: usize) {
-    let piece = run.pieces.get(pos).cloned().unwrap_or_default();
+    let piece = run.pieces().get(pos).cloned().unwrap_or_default();
     let kind = if pos >= run.prompt_len { "generated" } else { "prompt" };
-    ui.strong(format!("position {pos} · token {} {:?} · {kind}", run.tokens.get(pos).copied().unwrap_or(0), piece));
+    ui.strong(format!("position {pos} · token {} {:?} · {kind}", run.store.tokens().get(pos).copied().unwrap_or(0), piece));
     if run.is_moe() {
         egui::Grid::new(("routing-card", pos)).striped(true).spacing([10.0, 2.0]).show(ui, |ui| {
             ui.label("layer");
@@ -128,7 +128,10 @@ pub fn token_details(ui: &mut Ui, run: &RunView, pos: usize) {
                     let mut tip = a
                         .get(h)
                         .map(|j| {
-                            format!("head {h}: entropy {x:.2}, looks at {j} {:?}", run.pieces.get(*j as usize).cloned().unwrap_or_default())
+                            format!(
+                                "head {h}: entropy {x:.2}, looks at {j} {:?}",
+                                run.pieces().get(*j as usize).cloned().unwrap_or_default()
+                            )
                         })
                         .unwrap_or_default();
                     if let Some(s) = sink.get(h) {
