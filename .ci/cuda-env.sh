@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Source this to build the `cuda` feature on a machine without a GPU:
-#   source .ci/cuda-env.sh   (a copy of the team's shared/gpu/cuda-env.sh, so a fresh clone has it)
+#   source .ci/cuda-env.sh
 # It installs NVIDIA's CUDA toolkit pieces from PyPI (nvcc, headers, cuBLAS, cuRAND, NVRTC) into a
 # venv under ~/.cache/routelab-cuda13.0, adds a link-time stub for the driver library
 # (libcuda.so; the real one comes with the GPU's driver at run time), and exports what candle's and

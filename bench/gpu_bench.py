@@ -1,13 +1,13 @@
 """RouteLab vs Hugging Face transformers: batch-1 decode speed on the GPU, side by side.
 
-Run on the GPU machine (see shared GPU.md), from the repository root, with the carried binary:
+Run on the GPU machine (README, "On a GPU"), from the repository root, with the carried binary:
 
     export LD_LIBRARY_PATH=/usr/local/cuda/lib64
     /opt/torch/.venv/bin/python3 bench/gpu_bench.py --routelab ./routelab [--models olmoe,llama3-8b]
 
 For each real configuration below (random weights, bf16, 512-token prompt, 64 greedy steps):
 
-- transformers, as researchers run it today (the peer figures in shared GPU.md were taken this
+- transformers, as researchers run it today (the peer figures this script prints were taken this
   way): plain decode with `set_experts_implementation("batched_mm")` after prefill (what
   `generate()` does); router capture = `output_router_logits=True` copied to host each step;
   router + attention capture = `attn_implementation="eager"` with `output_attentions=True` too,
@@ -18,7 +18,7 @@ For each real configuration below (random weights, bf16, 512-token prompt, 64 gr
   contributions);
 - the memory-bandwidth limit: measured device-to-device copy bandwidth (bytes read + written per
   second) / bytes of weights read per decoded token (active parameters × 2: unselected experts
-  and all but one embedding row excluded), KV cache excluded, as in shared GPU.md.
+  and all but one embedding row excluded), KV cache excluded.
 
 Prints one table with the ratios the project's goals are stated in (issue 7) and writes it as
 JSON next to the models (--out).

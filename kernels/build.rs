@@ -38,9 +38,7 @@ fn main() {
             .arg(&ptx)
             .arg(&src)
             .status()
-            .unwrap_or_else(|e| {
-                panic!("running {nvcc} for {}: {e} (source ../shared/gpu/cuda-env.sh or .ci/cuda-env.sh first)", src.display())
-            });
+            .unwrap_or_else(|e| panic!("running {nvcc} for {}: {e} (source .ci/cuda-env.sh first)", src.display()));
         assert!(status.success(), "nvcc failed on {}", src.display());
         // The driver assembles PTX only when a kernel is first loaded, on the GPU. Assembling
         // it here too makes an instruction or resource the target lacks (shared memory,
