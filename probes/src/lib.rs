@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod atomic;
 pub mod error;
 pub mod export;
+pub mod jobs;
 pub mod stats;
 pub mod summary;
 pub mod trace;

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use routelab_model::interventions::HeadMethod;
-use routelab_probes::analysis::ablation::retrieval_vs_random;
-use routelab_probes::analysis::corpus::{classes, read_corpus, route_corpus, specialization};
 use routelab_probes::analysis::retrieval::HeadScores;
 use routelab_probes::export::csv::{num, Table};
 use routelab_probes::export::views;
+use routelab_probes::jobs::ablation::{AblationJob, AblationSettings};
+use routelab_probes::jobs::specialization::{SpecializationJob, SpecializationOutput, SpecializationSettings};
+use routelab_probes::jobs::{Cancel, Job};
 
 use super::args::{print_progress, ModelArgs, NeedleArgs};
 
@@ -32,13 +33,13 @@ pub struct SpecializationArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Tokens per context chunk.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = SpecializationSettings::default().chunk_tokens)]
     pub chunk_tokens: usize,
     /// Stop after this many tokens.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = SpecializationSettings::default().max_tokens)]
     pub max_tokens: usize,
     /// Domains whose word tokens count as `code` (others: `prose`).
-    #[arg(long, value_delimiter = ',', default_values_t = vec!["code".to_string(), "rust".into(), "python".into()])]
+    #[arg(long, value_delimiter = ',', default_values_t = SpecializationSettings::default().code_domains)]
     pub code_domains: Vec<String>,
 }
 
@@ -50,10 +51,10 @@ pub struct AblationArgs {
     #[arg(long)]
     pub heads: PathBuf,
     /// How many heads to mask.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = AblationSettings::default().top)]
     pub top: usize,
     /// Random draws of non-retrieval heads.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = AblationSettings::default().draws)]
     pub draws: usize,
     /// Head mask method: uniform (as in the paper) or zero.
     #[arg(long, default_value = "uniform")]
@@ -74,16 +75,17 @@ pub fn run(cmd: AnalyzeCommand) -> anyhow::Result<()> {
 
 fn run_specialization(a: SpecializationArgs) -> anyhow::Result<()> {
     let session = a.model.load()?;
-    let (docs, skipped) = read_corpus(&a.corpus)?;
+    let settings = SpecializationSettings {
+        corpus: a.corpus.clone(),
+        chunk_tokens: a.chunk_tokens,
+        max_tokens: a.max_tokens,
+        code_domains: a.code_domains.clone(),
+    };
+    let SpecializationOutput { routing, report, skipped } =
+        SpecializationJob { settings }.execute(&session, &mut |p| print_progress("routing corpus", p), &Cancel::new())?;
     for s in skipped {
         eprintln!("skipped {} (not UTF-8 text or empty)", s.display());
     }
-    let routing = route_corpus(&session, &docs, a.chunk_tokens, a.max_tokens, &mut |p| {
-        print_progress("routing corpus", p);
-        true
-    })?;
-    let cls = classes(&routing, &a.code_domains);
-    let report = specialization(&routing, &cls);
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let model = session.name.clone();
     views::specialization_summary(&report, &model).write_all(&a.out, "summary")?;
@@ -167,21 +169,10 @@ fn run_ablation(a: AblationArgs) -> anyhow::Result<()> {
     let table = Table::read(&a.heads)?;
     let scores = HeadScores::from_table(&table, &a.heads)?;
     let session = a.model.load()?;
-    let c = session.config();
-    anyhow::ensure!(
-        scores.layers == c.num_layers && scores.heads == c.attention.num_heads,
-        "{} has {} layers × {} heads; the model has {} × {}",
-        a.heads.display(),
-        scores.layers,
-        scores.heads,
-        c.num_layers,
-        c.attention.num_heads
-    );
-    let trials = a.needle.trials(&session)?;
-    let r = retrieval_vs_random(&session, &scores, &trials, a.top, a.draws, method, a.needle.seed, &mut |p| {
-        print_progress("ablation", p);
-        true
-    })?;
+    let settings = AblationSettings { top: a.top, draws: a.draws, method, needle: a.needle.settings() };
+    let job = AblationJob { scores, settings };
+    job.check(&session).with_context(|| format!("head scores {}", a.heads.display()))?;
+    let r = job.execute(&session, &mut |p| print_progress("ablation", p), &Cancel::new())?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     views::retrieval_ablation(&r, &session.name).write_all(&a.out, "retrieval_ablation")?;
     routelab_probes::atomic::write_atomic(&a.out.join("retrieval_ablation.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;

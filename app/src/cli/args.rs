@@ -8,6 +8,7 @@ use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::{parse_expert_mask, parse_head_mask, Interventions};
 use routelab_model::session::{parse_device, LoadOptions, Session};
 use routelab_model::source::{LoadProgress, ModelSource};
+use routelab_probes::jobs::scan::NeedleSettings;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -153,19 +154,20 @@ pub fn fmt_secs(s: f64) -> String {
     }
 }
 
-/// Needle-in-a-haystack trial settings shared by the scan and the ablation.
+/// Needle-in-a-haystack trial settings shared by the scan and the ablation (defaults:
+/// [`NeedleSettings::default`]).
 #[derive(Args, Debug, Clone)]
 pub struct NeedleArgs {
     /// Context lengths in tokens, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![512usize, 1024])]
+    #[arg(long, value_delimiter = ',', default_values_t = NeedleSettings::default().lengths)]
     pub lengths: Vec<usize>,
     /// Needle depths (0 = start, 1 = end), comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![0.0f64, 0.25, 0.5, 0.75, 1.0])]
+    #[arg(long, value_delimiter = ',', default_values_t = NeedleSettings::default().depths)]
     pub depths: Vec<f64>,
     /// Trials per (length, depth).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = NeedleSettings::default().per_cell)]
     pub per_cell: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = NeedleSettings::default().seed)]
     pub seed: u64,
     /// Filler text (default: assets/texts/haystack.txt, prose from the Rust book).
     #[arg(long)]
@@ -177,24 +179,21 @@ pub struct NeedleArgs {
     #[arg(long)]
     pub question: Option<String>,
     /// Digits in each answer.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = NeedleSettings::default().digits)]
     pub digits: usize,
 }
 
 impl NeedleArgs {
-    pub fn trials(&self, session: &Session) -> anyhow::Result<Vec<routelab_probes::analysis::needle::Trial>> {
-        use routelab_probes::analysis::needle::{build_trials, NeedleFormat, NeedleGrid};
-        let path = self.haystack.clone().unwrap_or_else(|| routelab_model::source::assets_dir().join("texts/haystack.txt"));
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading haystack {}", path.display()))?;
-        // The bundled tiny models were trained on a passkey phrasing; others get the generic one.
-        let default = NeedleFormat::for_model(&session.name);
-        let format = NeedleFormat {
-            needle: self.needle.clone().unwrap_or(default.needle),
-            question: self.question.clone().map(|q| q.replace("\\n", "\n")).unwrap_or(default.question),
-            answer_digits: self.digits,
-            prefix_bos: default.prefix_bos,
-        };
-        let grid = NeedleGrid { lengths: self.lengths.clone(), depths: self.depths.clone(), per_cell: self.per_cell, seed: self.seed };
-        Ok(build_trials(session, &text, &format, &grid)?)
+    pub fn settings(&self) -> NeedleSettings {
+        NeedleSettings {
+            lengths: self.lengths.clone(),
+            depths: self.depths.clone(),
+            per_cell: self.per_cell,
+            seed: self.seed,
+            haystack: self.haystack.clone(),
+            needle: self.needle.clone(),
+            question: self.question.clone(),
+            digits: self.digits,
+        }
     }
 }

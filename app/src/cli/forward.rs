@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use routelab_model::capture::CaptureSpec;
-use routelab_model::session::{Prompt, RunRequest};
-use routelab_probes::trace::Trace;
+use routelab_model::session::Prompt;
+use routelab_probes::jobs::run::{GenerationSettings, RunJob};
+use routelab_probes::jobs::{Cancel, Job};
 
 use super::args::{CaptureArgs, InterventionArgs, ModelArgs};
 use super::generate::prompt_of;
@@ -45,14 +46,15 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
         _ => bail!("give either --tokens or --prompt"),
     };
     let tokens = session.encode(&prompt)?;
-    let interventions = a.interventions.build(&session, &tokens)?;
-    // Logits are what a forward pass is for: always recorded.
-    let capture = a.capture.spec(CaptureSpec::default())?.with("logits");
-    let request = RunRequest::forward(tokens, capture, interventions);
-    let record = session.run(&request, &mut |_| true)?;
-    let (positions, seconds) = (record.prompt_len, record.prefill_seconds);
-    let trace = Trace::from_run(record, &session.name, session.config(), &prompt.display());
-    trace.write(&a.out).with_context(|| format!("writing trace {}", a.out.display()))?;
-    eprintln!("{positions} positions in {seconds:.2}s; trace written to {}", a.out.display());
+    let job = RunJob {
+        interventions: a.interventions.build(&session, &tokens)?,
+        prompt,
+        settings: GenerationSettings { max_new_tokens: 0, ..Default::default() },
+        // Logits are what a forward pass is for: always recorded.
+        capture: a.capture.spec(CaptureSpec::default())?.with("logits"),
+    };
+    let run = job.execute(&session, &mut |_| {}, &Cancel::new())?;
+    run.trace.write(&a.out).with_context(|| format!("writing trace {}", a.out.display()))?;
+    eprintln!("{} positions in {:.2}s; trace written to {}", run.prompt_tokens, run.prefill_seconds, a.out.display());
     Ok(())
 }

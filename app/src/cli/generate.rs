@@ -8,9 +8,10 @@ use clap::Args;
 use routelab_model::capture::CaptureSpec;
 use routelab_model::chat::Message;
 use routelab_model::sampling::SamplingSettings;
-use routelab_model::session::{Prompt, RunEvent, RunRequest};
+use routelab_model::session::{Prompt, RunEvent};
+use routelab_probes::jobs::run::{GenerationSettings, RunJob};
+use routelab_probes::jobs::{Cancel, Job};
 use routelab_probes::summary::{expert_load, format_load_table};
-use routelab_probes::trace::Trace;
 
 use super::args::{CaptureArgs, InterventionArgs, ModelArgs};
 
@@ -27,17 +28,17 @@ pub struct RunArgs {
     /// System message (implies --chat).
     #[arg(long)]
     pub system: Option<String>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = GenerationSettings::default().max_new_tokens)]
     pub max_new_tokens: usize,
     /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = SamplingSettings::default().temperature)]
     pub temperature: f32,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = SamplingSettings::default().top_p)]
     pub top_p: f32,
     /// 0 = no limit.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SamplingSettings::default().top_k)]
     pub top_k: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SamplingSettings::default().seed)]
     pub seed: u64,
     /// Keep generating past end-of-sequence tokens.
     #[arg(long)]
@@ -68,46 +69,49 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let session = a.model.load()?;
     let prompt = prompt_of(&a.prompt, a.chat, a.system.as_deref());
     let tokens = session.encode(&prompt)?;
-    let interventions = a.interventions.build(&session, &tokens)?;
-    let request = RunRequest {
-        tokens,
-        max_new_tokens: a.max_new_tokens,
-        sampling: SamplingSettings { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
+    let job = RunJob {
+        interventions: a.interventions.build(&session, &tokens)?,
+        prompt,
+        settings: GenerationSettings {
+            max_new_tokens: a.max_new_tokens,
+            sampling: SamplingSettings { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
+            stop_at_eos: !a.ignore_eos,
+        },
         capture: a.capture.spec(CaptureSpec::default())?,
-        interventions,
-        stop_at_eos: !a.ignore_eos,
     };
-    if !request.interventions.is_empty() {
-        let labels: Vec<String> = request.interventions.items.iter().map(|i| i.label()).collect();
+    if !job.interventions.is_empty() {
+        let labels: Vec<String> = job.interventions.items.iter().map(|i| i.label()).collect();
         eprintln!("interventions: {}", labels.join(", "));
     }
     let mut out = std::io::stdout().lock();
-    let text = session.tokenizer.decode(&request.tokens, false)?;
-    write!(out, "{text}")?;
+    write!(out, "{}", session.tokenizer.decode(&tokens, false)?)?;
     out.flush()?;
-    let record = session.run(&request, &mut |ev| {
-        if let RunEvent::Token { text, .. } = ev {
-            let _ = write!(out, "{text}");
-            let _ = out.flush();
-        }
-        true
-    })?;
-    let generated = record.generated().len();
-    let stop = record.stop.describe();
+    let run = job.execute(
+        &session,
+        &mut |ev| {
+            if let RunEvent::Token { text, .. } = ev {
+                let _ = write!(out, "{text}");
+                let _ = out.flush();
+            }
+        },
+        &Cancel::new(),
+    )?;
     writeln!(out)?;
     writeln!(
         out,
-        "\n[{} prompt tokens in {:.2}s ({:.1} tok/s); {generated} generated in {:.2}s ({:.1} tok/s); stopped: {stop}]",
-        record.prompt_len,
-        record.prefill_seconds,
-        record.prompt_len as f64 / record.prefill_seconds.max(1e-9),
-        record.decode_seconds,
-        generated as f64 / record.decode_seconds.max(1e-9),
+        "\n[{} prompt tokens in {:.2}s ({:.1} tok/s); {} generated in {:.2}s ({:.1} tok/s); stopped: {}]",
+        run.prompt_tokens,
+        run.prefill_seconds,
+        run.prompt_tokens as f64 / run.prefill_seconds.max(1e-9),
+        run.generated_tokens,
+        run.decode_seconds,
+        run.generated_tokens as f64 / run.decode_seconds.max(1e-9),
+        run.stop.describe(),
     )?;
-    let trace = Trace::from_run(record, &session.name, session.config(), &prompt.display());
+    let trace = &run.trace;
     if (0..trace.num_layers()).any(|l| trace.router(l).is_some()) {
         writeln!(out, "\nexpert load over all {} positions:", trace.len())?;
-        write!(out, "{}", format_load_table(&expert_load(&trace, 0..trace.len()), 4))?;
+        write!(out, "{}", format_load_table(&expert_load(trace, 0..trace.len()), 4))?;
     }
     if let Some(path) = &a.trace {
         trace.write(path).with_context(|| format!("writing trace {}", path.display()))?;

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use routelab_model::interventions::Interventions;
 use routelab_probes::analysis::needle::accuracy_by_cell;
-use routelab_probes::analysis::retrieval::{scan, ScanMode, RETRIEVAL_THRESHOLD};
+use routelab_probes::analysis::retrieval::RETRIEVAL_THRESHOLD;
 use routelab_probes::export::views;
+use routelab_probes::jobs::scan::{ScanJob, ScanSettings};
+use routelab_probes::jobs::{Cancel, Job};
 
 use super::args::{print_progress, ModelArgs, NeedleArgs};
 
@@ -39,26 +40,29 @@ pub struct RetrievalArgs {
 
 pub fn run(cmd: ScanCommand) -> anyhow::Result<()> {
     let ScanCommand::Retrieval(a) = cmd;
-    let mode = match a.mode.as_str() {
-        "generate" => ScanMode::Generate,
-        "teacher-forced" | "teacher_forced" => ScanMode::TeacherForced,
+    let teacher_forced = match a.mode.as_str() {
+        "generate" => false,
+        "teacher-forced" | "teacher_forced" => true,
         other => anyhow::bail!("--mode {other:?}: expected generate or teacher-forced"),
     };
     let session = a.model.load()?;
-    let trials = a.needle.trials(&session)?;
     let state = a.state.clone().unwrap_or_else(|| PathBuf::from(format!("{}.state", a.out.display())));
+    let job = ScanJob {
+        settings: ScanSettings { needle: a.needle.settings(), teacher_forced },
+        state: Some(state.clone()),
+        ..Default::default()
+    };
+    let trials = job.settings.needle.trials(&session)?;
     eprintln!(
-        "{} trials ({} lengths × {} depths × {}), {mode:?}; progress kept in {}",
+        "{} trials ({} lengths × {} depths × {}), {:?}; progress kept in {}",
         trials.len(),
         a.needle.lengths.len(),
         a.needle.depths.len(),
         a.needle.per_cell,
+        job.settings.mode(),
         state.display()
     );
-    let result = scan(&session, &trials, mode, &Interventions::default(), Some(&state), &mut |p| {
-        print_progress("scan", p);
-        true
-    })?;
+    let result = job.execute(&session, &mut |p| print_progress("scan", p), &Cancel::new())?;
     let scores = result.head_scores();
     let view = views::head_scores(&scores, &session.name);
     view.write(&a.out).with_context(|| format!("writing {}", a.out.display()))?;

@@ -10,6 +10,7 @@ use routelab_model::session::{ModelInfo, Prompt};
 use routelab_model::source::LoadProgress;
 use routelab_probes::analysis::retrieval::Progress;
 use routelab_probes::export::views::{self, View};
+use routelab_probes::jobs::run::RunJob;
 use routelab_probes::trace::Trace;
 
 use super::dialogs::FileDialogs;
@@ -441,7 +442,9 @@ impl AppState {
                 if let Some(CellKind::Prompt { result, .. }) = self.notebook.cell_mut(id).map(|c| &mut c.kind) {
                     *result = None;
                 }
-                Command::Run { cell: id, prompt, settings, interventions, capture, trace_path: self.dir.join(&rel), trace_rel: rel }
+                // Logits make compare cells possible.
+                let job = RunJob { prompt, settings, interventions, capture: capture.with("logits") };
+                Command::Run { cell: id, job, trace_path: self.dir.join(&rel), trace_rel: rel }
             }
             CellKind::Compare { a, b, .. } => {
                 let trace = |c: u64| -> Option<PathBuf> {
@@ -557,19 +560,13 @@ impl AppState {
             }
             Action::AddSpecialization(after) => {
                 let id = self.notebook.fresh_id();
-                let corpus = dialogs
-                    .pick_folder("Corpus: one subdirectory of text files per domain")
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
+                let corpus = dialogs.pick_folder("Corpus: one subdirectory of text files per domain").unwrap_or_default();
                 self.notebook.insert_after(
                     after,
                     Cell {
                         id,
                         title: "Expert specialization".into(),
-                        kind: CellKind::Specialization {
-                            settings: SpecializationSettings { corpus, chunk_tokens: 256, max_tokens: 20_000 },
-                            result: None,
-                        },
+                        kind: CellKind::Specialization { settings: SpecializationSettings { corpus, ..Default::default() }, result: None },
                     },
                 );
                 self.mark_dirty();

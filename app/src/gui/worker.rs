@@ -7,22 +7,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
-use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::Interventions;
-use routelab_model::session::{parse_device, LoadOptions, ModelInfo, Prompt, RunEvent, RunRequest, Session};
+use routelab_model::session::{parse_device, LoadOptions, ModelInfo, RunEvent, Session};
 use routelab_model::source::{LoadProgress, ModelSource};
 use routelab_model::store::CaptureStore;
-use routelab_probes::analysis::ablation::kl_from_logits;
-use routelab_probes::analysis::corpus::{classes, read_corpus, route_corpus, specialization};
-use routelab_probes::analysis::diff::diff;
-use routelab_probes::analysis::needle::{build_trials, NeedleGrid};
-use routelab_probes::analysis::retrieval::{scan, Progress, ScanMode};
+use routelab_probes::analysis::retrieval::Progress;
+use routelab_probes::jobs::compare::{CompareJob, CompareSummary};
+use routelab_probes::jobs::run::RunJob;
+use routelab_probes::jobs::scan::{ScanJob, ScanSettings};
+use routelab_probes::jobs::specialization::{SpecializationJob, SpecializationSettings};
+use routelab_probes::jobs::{Cancel, Job};
 use routelab_probes::trace::Trace;
 
-use crate::notebook::{
-    CompareSummary, GenerationSettings, RunSummary, ScanSettings, ScanSummary, SpecializationSettings, SpecializationSummary,
-};
+use crate::notebook::{RunSummary, ScanSummary, SpecializationSummary};
 
+/// What the UI asks the worker to do: load a model, or run a job for a cell.
 pub enum Command {
     Load {
         model: String,
@@ -30,13 +29,11 @@ pub enum Command {
     },
     Run {
         cell: u64,
-        prompt: Prompt,
-        settings: GenerationSettings,
-        interventions: Interventions,
-        capture: CaptureSpec,
+        job: RunJob,
         trace_path: PathBuf,
         trace_rel: String,
     },
+    /// Compare the runs traced in `a` and `b`; `b` ran with `b_interventions`.
     Compare {
         cell: u64,
         a: PathBuf,
@@ -107,7 +104,7 @@ pub struct Worker {
     commands: Sender<Command>,
     pub events: Receiver<Event>,
     /// Set by the UI to stop the current job; cleared when a job starts.
-    pub cancel: Arc<AtomicBool>,
+    pub cancel: Cancel,
     /// A job is running.
     pub busy: Arc<AtomicBool>,
 }
@@ -117,7 +114,7 @@ impl Worker {
     pub fn spawn(wake: impl Fn() + Send + 'static) -> Worker {
         let (cmd_tx, cmd_rx) = channel::<Command>();
         let (ev_tx, ev_rx) = channel::<Event>();
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = Cancel::new();
         let busy = Arc::new(AtomicBool::new(false));
         let (c, b) = (cancel.clone(), busy.clone());
         std::thread::Builder::new()
@@ -126,7 +123,7 @@ impl Worker {
                 let mut state = WorkerState { session: None, events: ev_tx, wake: Box::new(wake), cancel: c };
                 for cmd in cmd_rx {
                     b.store(true, Ordering::SeqCst);
-                    state.cancel.store(false, Ordering::SeqCst);
+                    state.cancel.reset();
                     state.handle(cmd);
                     b.store(false, Ordering::SeqCst);
                     (state.wake)();
@@ -142,7 +139,7 @@ impl Worker {
     }
 
     pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
     }
 
     pub fn is_busy(&self) -> bool {
@@ -154,17 +151,13 @@ struct WorkerState {
     session: Option<Session>,
     events: Sender<Event>,
     wake: Box<dyn Fn() + Send>,
-    cancel: Arc<AtomicBool>,
+    cancel: Cancel,
 }
 
 impl WorkerState {
     fn emit(&self, e: Event) {
         let _ = self.events.send(e);
         (self.wake)();
-    }
-
-    fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::SeqCst)
     }
 
     fn handle(&mut self, cmd: Command) {
@@ -196,7 +189,7 @@ impl WorkerState {
                     Session::load_cancellable(&source, &LoadOptions::for_device(device), &mut |p| {
                         let _ = events.send(Event::LoadProgress(p));
                         (self.wake)();
-                        !cancel.load(Ordering::SeqCst)
+                        !cancel.is_cancelled()
                     })
                     .map_err(|e| e.to_string())
                 });
@@ -211,102 +204,58 @@ impl WorkerState {
                 }
                 Ok(())
             }
-            Command::Run { cell, prompt, settings, mut interventions, capture, trace_path, trace_rel } => {
+            Command::Run { cell, job, trace_path, trace_rel } => {
                 let s = self.session()?;
-                let tokens = s.encode(&prompt).map_err(|e| e.to_string())?;
-                s.fill_head_means(&mut interventions, &tokens).map_err(|e| e.to_string())?;
                 let c = s.config();
-                let experts: Vec<usize> = (0..c.num_layers).map(|l| c.moe(l).map(|m| m.routing.num_experts).unwrap_or(0)).collect();
-                let req = RunRequest {
-                    tokens,
-                    max_new_tokens: settings.max_new_tokens,
-                    sampling: settings.sampling.clone(),
-                    // Logits make compare cells possible.
-                    capture: capture.with("logits"),
-                    interventions: interventions.clone(),
-                    stop_at_eos: settings.stop_at_eos,
-                };
                 let (layers, heads) = (c.num_layers, c.attention.num_heads);
-                let events = self.events.clone();
-                let cancel = self.cancel.clone();
-                let wake = &self.wake;
-                let record = s
-                    .run(&req, &mut |ev| {
-                        let e = match ev {
-                            RunEvent::Prefilled { store } => {
-                                Event::Prefilled { cell, rows: store.clone(), layers, heads, experts: experts.clone() }
-                            }
-                            RunEvent::Token { store, text } => {
-                                Event::Token { cell, rows: store.slice(store.len() - 1, store.len()), text: text.to_string() }
-                            }
-                        };
-                        let _ = events.send(e);
-                        wake();
-                        !cancel.load(Ordering::SeqCst)
-                    })
+                let experts: Vec<usize> = (0..layers).map(|l| c.moe(l).map(|m| m.routing.num_experts).unwrap_or(0)).collect();
+                let out = job
+                    .execute(
+                        s,
+                        &mut |ev| {
+                            self.emit(match ev {
+                                RunEvent::Prefilled { store } => {
+                                    Event::Prefilled { cell, rows: store.clone(), layers, heads, experts: experts.clone() }
+                                }
+                                RunEvent::Token { store, text } => {
+                                    Event::Token { cell, rows: store.slice(store.len() - 1, store.len()), text: text.to_string() }
+                                }
+                            })
+                        },
+                        &self.cancel,
+                    )
                     .map_err(|e| e.to_string())?;
-                let (generated_text, prompt_tokens, generated_tokens) = (record.text.clone(), record.prompt_len, record.generated().len());
-                let (stop, prefill_seconds, decode_seconds) = (record.stop, record.prefill_seconds, record.decode_seconds);
-                let trace = Trace::from_run(record, &s.name, s.config(), &prompt.display());
                 if let Some(dir) = trace_path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                 }
-                trace.write(&trace_path).map_err(|e| e.to_string())?;
+                out.trace.write(&trace_path).map_err(|e| e.to_string())?;
                 let summary = RunSummary {
                     trace: trace_rel,
-                    generated_text,
-                    prompt_tokens,
-                    generated_tokens,
-                    stop: stop.describe().into(),
-                    prefill_seconds,
-                    decode_seconds,
+                    generated_text: out.text,
+                    prompt_tokens: out.prompt_tokens,
+                    generated_tokens: out.generated_tokens,
+                    stop: out.stop.describe().into(),
+                    prefill_seconds: out.prefill_seconds,
+                    decode_seconds: out.decode_seconds,
                     model: s.name.clone(),
                 };
-                self.emit(Event::RunDone { cell, summary, trace: Box::new(trace), interventions });
+                let interventions = out.trace.meta.interventions.clone();
+                self.emit(Event::RunDone { cell, summary, trace: Box::new(out.trace), interventions });
                 Ok(())
             }
             Command::Compare { cell, a, b, b_interventions } => {
                 let s = self.session()?;
-                let ta = Trace::read(&a).map_err(|e| e.to_string())?;
-                let tb = Trace::read(&b).map_err(|e| e.to_string())?;
-                let d = diff(&ta, &tb).map_err(|e| e.to_string())?;
-                // KL along a's sequence: b's interventions teacher-forced on a's tokens, so
-                // both distributions condition on the same context.
-                let forced = |iv: &Interventions| -> Result<Vec<Vec<f32>>, String> {
-                    let req = RunRequest::forward(ta.tokens().to_vec(), CaptureSpec::items(&["logits"]), iv.clone());
-                    let run = s.run(&req, &mut |_| true).map_err(|e| e.to_string())?;
-                    Ok(run.logits().into_iter().map(|r| r.to_vec()).collect())
-                };
-                let la = forced(&ta.meta.interventions)?;
-                let lb = forced(&b_interventions)?;
-                let kl = la.iter().zip(&lb).map(|(x, y)| kl_from_logits(x, y)).collect();
-                self.emit(Event::CompareDone {
-                    cell,
-                    summary: CompareSummary { kl, first_divergence: d.first_divergence, flip_rates: d.flip_rates() },
-                });
+                let a = Trace::read(&a).map_err(|e| e.to_string())?;
+                let b = Trace::read(&b).map_err(|e| e.to_string())?;
+                let summary = CompareJob { a, b, b_interventions }.execute(s, &mut |_| {}, &self.cancel).map_err(|e| e.to_string())?;
+                self.emit(Event::CompareDone { cell, summary });
                 Ok(())
             }
             Command::Scan { cell, settings } => {
                 let s = self.session()?;
-                let path = routelab_model::source::assets_dir().join("texts/haystack.txt");
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let grid = NeedleGrid {
-                    lengths: settings.lengths.clone(),
-                    depths: settings.depths.clone(),
-                    per_cell: settings.per_cell,
-                    seed: settings.seed,
-                };
-                let trials = build_trials(s, &text, &crate::gui::needle_format_for(s), &grid).map_err(|e| e.to_string())?;
-                let mode = if settings.teacher_forced { ScanMode::TeacherForced } else { ScanMode::Generate };
-                let events = self.events.clone();
-                let cancel = self.cancel.clone();
-                let wake = &self.wake;
-                let r = scan(s, &trials, mode, &Interventions::default(), None, &mut |p| {
-                    let _ = events.send(Event::Progress { cell, progress: p });
-                    wake();
-                    !cancel.load(Ordering::SeqCst)
-                })
-                .map_err(|e| e.to_string())?;
+                let job = ScanJob { settings, ..Default::default() };
+                let r =
+                    job.execute(s, &mut |p| self.emit(Event::Progress { cell, progress: p }), &self.cancel).map_err(|e| e.to_string())?;
                 if r.incomplete {
                     return Err("scan cancelled".into());
                 }
@@ -318,18 +267,10 @@ impl WorkerState {
             }
             Command::Specialization { cell, settings } => {
                 let s = self.session()?;
-                let (docs, _) = read_corpus(std::path::Path::new(&settings.corpus)).map_err(|e| e.to_string())?;
-                let events = self.events.clone();
-                let cancel = self.cancel.clone();
-                let wake = &self.wake;
-                let routing = route_corpus(s, &docs, settings.chunk_tokens, settings.max_tokens, &mut |p| {
-                    let _ = events.send(Event::Progress { cell, progress: p });
-                    wake();
-                    !cancel.load(Ordering::SeqCst)
-                })
-                .map_err(|e| e.to_string())?;
-                let code: Vec<String> = ["code", "rust", "python"].iter().map(|s| s.to_string()).collect();
-                let report = specialization(&routing, &classes(&routing, &code));
+                let out = SpecializationJob { settings }
+                    .execute(s, &mut |p| self.emit(Event::Progress { cell, progress: p }), &self.cancel)
+                    .map_err(|e| e.to_string())?;
+                let (routing, report) = (out.routing, out.report);
                 self.emit(Event::SpecializationDone {
                     cell,
                     summary: SpecializationSummary {
@@ -342,7 +283,6 @@ impl WorkerState {
                         model: s.name.clone(),
                     },
                 });
-                let _ = self.cancelled();
                 Ok(())
             }
         }

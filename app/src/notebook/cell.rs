@@ -2,24 +2,14 @@
 
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::Interventions;
-use routelab_model::sampling::SamplingSettings;
 use routelab_model::session::Prompt;
 use routelab_probes::analysis::retrieval::HeadScores;
+// A cell's settings are its job's settings (their defaults live with the jobs).
+pub use routelab_probes::jobs::compare::CompareSummary;
+pub use routelab_probes::jobs::run::GenerationSettings;
+pub use routelab_probes::jobs::scan::ScanSettings;
+pub use routelab_probes::jobs::specialization::SpecializationSettings;
 use serde::{Deserialize, Serialize};
-
-/// Generation settings of a prompt cell.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GenerationSettings {
-    pub max_new_tokens: usize,
-    pub sampling: SamplingSettings,
-    pub stop_at_eos: bool,
-}
-
-impl Default for GenerationSettings {
-    fn default() -> Self {
-        GenerationSettings { max_new_tokens: 48, sampling: SamplingSettings::default(), stop_at_eos: true }
-    }
-}
 
 /// What a finished prompt cell produced (its trace is in `traces/{cell id}.safetensors`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,46 +26,12 @@ pub struct RunSummary {
     pub model: String,
 }
 
-/// A compare cell's computed figures.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CompareSummary {
-    /// Next-token KL(a ‖ b) along a's sequence (b's interventions teacher-forced on a's
-    /// tokens), nats.
-    pub kl: Vec<f64>,
-    pub first_divergence: Option<usize>,
-    /// Per MoE layer, share of positions whose top-k set changed.
-    pub flip_rates: Vec<(usize, f64)>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ScanSettings {
-    pub lengths: Vec<usize>,
-    pub depths: Vec<f64>,
-    pub per_cell: usize,
-    pub teacher_forced: bool,
-    pub seed: u64,
-}
-
-impl Default for ScanSettings {
-    fn default() -> Self {
-        ScanSettings { lengths: vec![256], depths: vec![0.0, 0.25, 0.5, 0.75, 1.0], per_cell: 2, teacher_forced: false, seed: 0 }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScanSummary {
     pub scores: HeadScores,
     pub accuracy: f64,
     pub trials: usize,
     pub model: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SpecializationSettings {
-    /// Corpus directory (one subdirectory per domain).
-    pub corpus: String,
-    pub chunk_tokens: usize,
-    pub max_tokens: usize,
 }
 
 /// Per MoE layer: (layer, balance, MI class bits, MI domain bits, vocabulary specialization).

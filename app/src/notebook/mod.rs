@@ -2,7 +2,7 @@
 //! shows it (the GUI's views read it; only commands change it).
 //!
 //! A notebook is a directory: `notebook.json` (cells, settings, small results) and `traces/`
-//! (one `routelab-trace/1` file per prompt cell that has run). Reopening restores every cell
+//! (one trace file per prompt cell that has run). Reopening restores every cell
 //! with its results, without running anything.
 
 mod cell;

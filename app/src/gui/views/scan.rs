@@ -29,19 +29,20 @@ pub fn scan_settings(ui: &mut Ui, s: &mut ScanSettings, actions: &mut Vec<Action
     let mut changed = false;
     ui.horizontal_wrapped(|ui| {
         let l = ui.label("context lengths");
-        let mut lens = s.lengths.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        let needle = &mut s.needle;
+        let mut lens = needle.lengths.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
         if ui.add(egui::TextEdit::singleline(&mut lens).desired_width(90.0)).labelled_by(l.id).changed() {
-            s.lengths = lens.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            needle.lengths = lens.split(',').filter_map(|x| x.trim().parse().ok()).collect();
             changed = true;
         }
         let l = ui.label("depths");
-        let mut depths = s.depths.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        let mut depths = needle.depths.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
         if ui.add(egui::TextEdit::singleline(&mut depths).desired_width(140.0)).labelled_by(l.id).changed() {
-            s.depths = depths.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            needle.depths = depths.split(',').filter_map(|x| x.trim().parse().ok()).collect();
             changed = true;
         }
         let l = ui.label("trials per cell");
-        changed |= ui.add(egui::DragValue::new(&mut s.per_cell).range(1..=20)).labelled_by(l.id).changed();
+        changed |= ui.add(egui::DragValue::new(&mut needle.per_cell).range(1..=20)).labelled_by(l.id).changed();
         changed |= ui.checkbox(&mut s.teacher_forced, "teacher-forced (one prefill per trial)").changed();
     });
     if changed {
@@ -98,10 +99,15 @@ pub fn specialization_settings(ui: &mut Ui, s: &mut SpecializationSettings, acti
     let mut changed = false;
     ui.horizontal_wrapped(|ui| {
         let l = ui.label("corpus directory");
-        changed |= ui
-            .add(egui::TextEdit::singleline(&mut s.corpus).desired_width(320.0).hint_text("one subdirectory per domain"))
+        let mut corpus = s.corpus.display().to_string();
+        if ui
+            .add(egui::TextEdit::singleline(&mut corpus).desired_width(320.0).hint_text("one subdirectory per domain"))
             .labelled_by(l.id)
-            .changed();
+            .changed()
+        {
+            s.corpus = corpus.into();
+            changed = true;
+        }
         let l = ui.label("tokens per chunk");
         changed |= ui.add(egui::DragValue::new(&mut s.chunk_tokens).range(16..=4096)).labelled_by(l.id).changed();
         let l = ui.label("max tokens");
