@@ -176,11 +176,7 @@ pub struct Routes {
 
 impl Routes {
     pub fn num_tokens(&self) -> usize {
-        if self.top_k == 0 {
-            0
-        } else {
-            self.experts.len() / self.top_k
-        }
+        self.experts.len().checked_div(self.top_k).unwrap_or(0)
     }
 
     pub fn token(&self, t: usize) -> (&[u32], &[f32]) {
@@ -197,7 +193,7 @@ impl Routes {
 pub fn route(logits: &[f32], params: &RoutingParams, correction_bias: Option<&[f32]>, excluded: &[bool]) -> Routes {
     let e = params.num_experts;
     let k = params.top_k;
-    let tokens = if e == 0 { 0 } else { logits.len() / e };
+    let tokens = logits.len().checked_div(e).unwrap_or(0);
     let mut routes = Routes {
         top_k: k,
         experts: Vec::with_capacity(tokens * k),

@@ -206,7 +206,6 @@ pub fn open(path: &Path) -> Result<GgufModel> {
     };
     let chat_template = meta.opt_str("tokenizer.chat_template")?.map(str::to_string);
     let (bos_token, eos_token) = (token(bos), token(eos));
-    drop(meta);
     Ok(GgufModel {
         weights: GgufWeights { path: path.to_path_buf(), content, file: Mutex::new(file), names, num_heads, num_kv_heads },
         config,

@@ -11,7 +11,7 @@ use routelab_model::interventions::{HeadMethod, Interventions};
 use routelab_model::sampling::SamplingSettings;
 use routelab_model::session::{LoadOptions, RunRequest, Session};
 use routelab_model::source::ModelSource;
-use routelab_probes::analysis::ablation::retrieval_vs_random;
+use routelab_probes::analysis::ablation::{retrieval_vs_random, MaskArms};
 use routelab_probes::analysis::needle::Trial;
 use routelab_probes::analysis::retrieval::{scan, ScanMode, RETRIEVAL_THRESHOLD};
 use routelab_tests::*;
@@ -133,7 +133,8 @@ fn retrieval_heads_are_sparse_agree_with_transformers_and_are_causal() {
     // noisy in a 48-head model: a draw that lands 5 of layer 0's 8 heads together (as this
     // seed's second does) costs about 50 points on its own (assets/README.md has the figures).
     let n = ranked.len();
-    let ab = retrieval_vs_random(&s, &scores, &trials, n, 10, HeadMethod::Uniform, 7, &mut |_| true).unwrap();
+    let arms = MaskArms { n, draws: 10, method: HeadMethod::Uniform, seed: 7 };
+    let ab = retrieval_vs_random(&s, &scores, &trials, &arms, &mut |_| true).unwrap();
     let (drop_retrieval, drop_random) = ab.drops();
     eprintln!(
         "baseline {:.3}; {n} retrieval heads masked {:.3} (−{drop_retrieval:.0} pts); random draws {:?} (mean −{drop_random:.0} pts)",

@@ -32,6 +32,9 @@ use crate::interventions::HeadMethod;
 /// Budget of score elements per block (`H × block × S`), 8M f32 = 32 MB.
 const BLOCK_ELEMENTS: usize = 8 << 20;
 
+/// A mask block: (sliding window, first query of the block, queries in it).
+type MaskKey = (Option<usize>, usize, usize);
+
 /// Additive masks for one forward call, shared by all layers: built once per distinct sliding
 /// window and query block.
 pub struct MaskCache {
@@ -42,7 +45,7 @@ pub struct MaskCache {
     /// Number of keys (cache + new).
     pub k_len: usize,
     device: Device,
-    blocks: RefCell<HashMap<(Option<usize>, usize, usize), Option<Tensor>>>,
+    blocks: RefCell<HashMap<MaskKey, Option<Tensor>>>,
 }
 
 impl MaskCache {

@@ -139,18 +139,26 @@ impl RetrievalAblation {
     }
 }
 
+/// The arms of [`retrieval_vs_random`]: how many heads, how many random draws, how they are
+/// masked, and the seed of the draws.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskArms {
+    pub n: usize,
+    pub draws: usize,
+    pub method: HeadMethod,
+    pub seed: u64,
+}
+
 /// The paper's experiment: needle accuracy with the top-`n` retrieval heads masked, and with
 /// `n` random heads scoring at most the retrieval threshold masked (`draws` draws).
 pub fn retrieval_vs_random(
     session: &Session,
     scores: &HeadScores,
     trials: &[Trial],
-    n: usize,
-    draws: usize,
-    method: HeadMethod,
-    seed: u64,
+    arms: &MaskArms,
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<RetrievalAblation> {
+    let MaskArms { n, draws, ref method, seed } = *arms;
     let ranked = scores.ranked(0.0);
     let top: Vec<(usize, usize)> = ranked.iter().take(n).map(|&(l, h, _)| (l, h)).collect();
     if top.len() < n {
@@ -180,7 +188,7 @@ pub fn retrieval_vs_random(
     let (baseline, _) = needle_accuracy(session, trials, &Interventions::default())?;
     step += 1;
     tick(step)?;
-    let (masked_retrieval, _) = needle_accuracy(session, trials, &head_masks(&top, &method))?;
+    let (masked_retrieval, _) = needle_accuracy(session, trials, &head_masks(&top, method))?;
     step += 1;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut random_draws = vec![];
@@ -190,12 +198,12 @@ pub fn retrieval_vs_random(
         pick.shuffle(&mut rng);
         pick.truncate(n);
         pick.sort();
-        let (acc, _) = needle_accuracy(session, trials, &head_masks(&pick, &method))?;
+        let (acc, _) = needle_accuracy(session, trials, &head_masks(&pick, method))?;
         random_draws.push((pick, acc));
         step += 1;
     }
     tick(step)?;
-    Ok(RetrievalAblation { n, method, baseline, retrieval_heads: top, masked_retrieval, random_draws })
+    Ok(RetrievalAblation { n, method: method.clone(), baseline, retrieval_heads: top, masked_retrieval, random_draws })
 }
 
 #[cfg(test)]

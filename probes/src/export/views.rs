@@ -84,8 +84,8 @@ pub fn expert_load(trace: &Trace) -> Result<View> {
     for (&l, r) in layers.iter().zip(layers.iter().filter_map(|&l| trace.router(l))) {
         let load = routing::load(r.experts, r.weights, r.num_experts);
         let shares = load.shares();
-        for x in 0..r.num_experts {
-            t.push(vec![l.to_string(), x.to_string(), load.counts[x].to_string(), num(shares[x]), num(load.weight_mass[x])]);
+        for (x, ((count, share), mass)) in load.counts.iter().zip(&shares).zip(&load.weight_mass).enumerate() {
+            t.push(vec![l.to_string(), x.to_string(), count.to_string(), num(*share), num(*mass)]);
         }
         let mut row = shares;
         row.resize(e, f64::NAN);
@@ -121,13 +121,13 @@ pub fn routing_map(trace: &Trace) -> Result<View> {
             continue;
         };
         let mut row = vec![];
-        for p in 0..trace.len() {
+        for (p, (token, piece)) in trace.tokens().iter().zip(&pieces).enumerate() {
             let ex = r.experts_at(p);
             row.push(Some(ex[0] as usize));
             t.push(vec![
                 p.to_string(),
-                trace.tokens()[p].to_string(),
-                pieces[p].clone(),
+                token.to_string(),
+                piece.clone(),
                 l.to_string(),
                 ex.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" "),
                 r.weights_at(p).iter().map(|&w| num(w as f64)).collect::<Vec<_>>().join(" "),

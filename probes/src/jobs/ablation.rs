@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scan::NeedleSettings;
 use super::{Cancel, Job, Progress};
-use crate::analysis::ablation::{retrieval_vs_random, RetrievalAblation};
+use crate::analysis::ablation::{retrieval_vs_random, MaskArms, RetrievalAblation};
 use crate::analysis::retrieval::HeadScores;
 use crate::error::{ProbeError, Result};
 
@@ -59,7 +59,8 @@ impl Job for AblationJob {
         self.check(session)?;
         let a = &self.settings;
         let trials = a.needle.trials(session)?;
-        retrieval_vs_random(session, &self.scores, &trials, a.top, a.draws, a.method.clone(), a.needle.seed, &mut |p| {
+        let arms = MaskArms { n: a.top, draws: a.draws, method: a.method.clone(), seed: a.needle.seed };
+        retrieval_vs_random(session, &self.scores, &trials, &arms, &mut |p| {
             progress(p);
             !cancel.is_cancelled()
         })
