@@ -32,7 +32,7 @@ fn harness(dir: &Path, exports: &Path) -> (Harness<'static, WorkbenchApp>, Arc<M
     // Model output can hold any character; the app draws a box for glyphs no font has.
     let mut h = Harness::builder().with_size([1400.0, 1000.0]).allow_missing_glyphs().build_eframe(move |cc| {
         let mut app = WorkbenchApp::new(&cc.egui_ctx, dir, Some(model()), Box::new(FixedDialogs { dir: exports, given: g }));
-        app.state.show_timings = false;
+        app.state.ui.show_timings = false;
         app
     });
     wait(&mut h, "the model to load", |a| a.state.model.info.is_some() || a.state.model.error.is_some());
@@ -46,7 +46,7 @@ fn wait(h: &mut Harness<'_, WorkbenchApp>, what: &str, done: impl Fn(&WorkbenchA
     while !done(h.state()) {
         h.step();
         std::thread::sleep(Duration::from_millis(5));
-        assert!(start.elapsed() < Duration::from_secs(180), "timed out waiting for {what}; messages: {:?}", h.state().state.messages);
+        assert!(start.elapsed() < Duration::from_secs(180), "timed out waiting for {what}; messages: {:?}", h.state().state.ui.messages);
     }
     // Let the UI settle (layout after the last event).
     for _ in 0..3 {
@@ -77,17 +77,17 @@ fn click_at(h: &mut Harness<'_, WorkbenchApp>, pos: egui::Pos2) {
 }
 
 fn idle(a: &WorkbenchApp) -> bool {
-    !a.state.busy() && a.state.queue.is_empty()
+    !a.state.busy() && a.state.jobs.queue.is_empty()
 }
 
 fn prompt_ids(a: &WorkbenchApp) -> Vec<u64> {
-    a.state.notebook.cells.iter().filter(|c| matches!(c.kind, CellKind::Prompt { .. })).map(|c| c.id).collect()
+    a.state.doc.notebook.cells.iter().filter(|c| matches!(c.kind, CellKind::Prompt { .. })).map(|c| c.id).collect()
 }
 
 fn run_all(h: &mut Harness<'_, WorkbenchApp>) {
     h.get_by_label("▶▶ Run all").click();
     h.step();
-    wait(h, "the example cells", |a| idle(a) && prompt_ids(a).iter().all(|id| a.state.traces.contains_key(id)));
+    wait(h, "the example cells", |a| idle(a) && prompt_ids(a).iter().all(|id| a.state.results.traces.contains_key(id)));
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn example_notebook_runs_and_shows_routing_live() {
     assert_eq!(ids.len(), 3, "the example notebook has a prose, a code and a needle prompt");
     run_all(&mut h);
     for id in &ids {
-        let run = &h.state().state.runs[id];
+        let run = &h.state().state.results.runs[id];
         assert!(run.len() > run.prompt_len, "cell {id} generated nothing");
         assert!(run.is_moe() && run.load.iter().any(|l| l.iter().sum::<u32>() > 0), "cell {id} has no routing");
         assert!(h.query_by_label(&format!("token strip {id}")).is_some());
@@ -117,7 +117,7 @@ fn hovering_a_token_shows_its_routing_in_every_layer() {
     // A token on the second line of the strip.
     h.hover_at(strip.left_top() + egui::vec2(strip.width() * 0.4, 22.0));
     h.run_steps(3);
-    let p = h.state().state.cell_ui[&id].hovered.expect("a hovered token");
+    let p = h.state().state.ui.cells[&id].hovered.expect("a hovered token");
     assert!(p > 0);
     assert!(h.query_by_label_contains(&format!("position {p} · token")).is_some(), "no routing card for the hovered token");
     snapshot(&mut h, "token_hover");
@@ -131,26 +131,26 @@ fn masking_an_expert_and_rerunning_gives_a_compare_cell() {
     let id = prompt_ids(h.state())[0];
     // The busiest expert of the first MoE layer for this prompt.
     let (layer, expert) = {
-        let run = &h.state().state.runs[&id];
+        let run = &h.state().state.results.runs[&id];
         let l = run.experts.iter().position(|&e| e > 0).unwrap();
         let e = (0..run.experts[l]).max_by_key(|&e| run.load[l][e]).unwrap();
         (l, e)
     };
-    let geo = h.state().state.cell_ui[&id].load_grid.expect("load grid drawn");
+    let geo = h.state().state.ui.cells[&id].load_grid.expect("load grid drawn");
     h.get_by_label(&format!("expert load {id}")).scroll_to_me();
     h.run_steps(2);
-    let geo2 = h.state().state.cell_ui[&id].load_grid.unwrap_or(geo);
+    let geo2 = h.state().state.ui.cells[&id].load_grid.unwrap_or(geo);
     click_at(&mut h, geo2.center(layer, expert));
     h.run_steps(2);
     h.get_by_label("reroute").click();
     h.run_steps(2);
-    assert_eq!(h.state().state.cell_ui[&id].pending.items.len(), 1);
+    assert_eq!(h.state().state.ui.cells[&id].pending.items.len(), 1);
     h.get_by_label("⟳ Re-run with masks").click();
     h.step();
     wait(&mut h, "the masked run and its comparison", |a| {
-        idle(a) && a.state.notebook.cells.iter().any(|c| matches!(c.kind, CellKind::Compare { result: Some(_), .. }))
+        idle(a) && a.state.doc.notebook.cells.iter().any(|c| matches!(c.kind, CellKind::Compare { result: Some(_), .. }))
     });
-    let nb = &h.state().state.notebook;
+    let nb = &h.state().state.doc.notebook;
     let masked = nb
         .cells
         .iter()
@@ -169,7 +169,7 @@ fn masking_an_expert_and_rerunning_gives_a_compare_cell() {
     assert!(flips > 0.0, "no routing change in layer {layer}");
     assert!(r.kl.iter().any(|&k| k > 1e-4), "rerouting changed nothing downstream");
     // The masked expert is never selected in the masked run.
-    let masked_trace = &h.state().state.traces[&masked.id];
+    let masked_trace = &h.state().state.results.traces[&masked.id];
     assert!(!masked_trace.router(layer).unwrap().experts.contains(&(expert as u32)));
     h.get_by_label_contains("first different token").scroll_to_me();
     h.run_steps(3);
@@ -211,17 +211,20 @@ fn a_saved_notebook_reopens_with_its_results_without_running() {
         h.get_by_label("Save").click();
         h.run_steps(2);
         let s = &h.state().state;
-        assert!(s.dirty_since.is_none(), "{:?}", s.messages);
-        prompt_ids(h.state()).into_iter().map(|id| (id, s.runs[&id].store.tokens().to_vec(), s.runs[&id].load.clone())).collect::<Vec<_>>()
+        assert!(s.doc.dirty_since.is_none(), "{:?}", s.ui.messages);
+        prompt_ids(h.state())
+            .into_iter()
+            .map(|id| (id, s.results.runs[&id].store.tokens().to_vec(), s.results.runs[&id].load.clone()))
+            .collect::<Vec<_>>()
     };
     let (mut h, _) = harness(&dir, &dir);
     h.run_steps(3);
     assert!(!h.state().state.busy(), "reopening ran something");
     for (id, tokens, load) in before {
-        let run = &h.state().state.runs[&id];
+        let run = &h.state().state.results.runs[&id];
         assert_eq!(run.store.tokens(), tokens);
         assert_eq!(run.load, load);
-        assert!(h.state().state.notebook.cell(id).unwrap().has_result());
+        assert!(h.state().state.doc.notebook.cell(id).unwrap().has_result());
     }
 }
 
@@ -231,8 +234,8 @@ fn a_corrupt_notebook_opens_read_only_and_is_never_overwritten() {
     let garbage = "{\"format\": \"routelab-notebook\", \"version\": 1, \"cells\": [ {";
     std::fs::write(dir.join("notebook.json"), garbage).unwrap();
     let (mut h, _) = harness(&dir, &dir);
-    assert!(h.state().state.read_only.is_some());
-    assert!(h.state().state.messages.iter().any(|(_, m)| m.contains("notebook.json") && m.contains("read-only")));
+    assert!(h.state().state.doc.read_only.is_some());
+    assert!(h.state().state.ui.messages.iter().any(|(_, m)| m.contains("notebook.json") && m.contains("read-only")));
     h.get_by_label("Save").click();
     h.run_steps(2);
     assert_eq!(std::fs::read_to_string(dir.join("notebook.json")).unwrap(), garbage);

@@ -34,7 +34,7 @@ impl WorkbenchApp {
         let c = ctx.clone();
         let worker = Worker::spawn(move || c.request_repaint());
         let state = AppState::open(dir, model);
-        ctx.set_theme(if state.dark { egui::Theme::Dark } else { egui::Theme::Light });
+        ctx.set_theme(if state.ui.dark { egui::Theme::Dark } else { egui::Theme::Light });
         let mut app = WorkbenchApp { state, worker, dialogs };
         app.apply(Action::LoadModel);
         app
@@ -55,10 +55,10 @@ impl WorkbenchApp {
         ui.horizontal(|ui| {
             ui.label(RichText::new("RouteLab").strong().size(18.0));
             ui.separator();
-            ui.label(RichText::new(self.state.dir.display().to_string()).weak()).on_hover_text("notebook directory");
-            if self.state.read_only.is_some() {
+            ui.label(RichText::new(self.state.doc.dir.display().to_string()).weak()).on_hover_text("notebook directory");
+            if self.state.doc.read_only.is_some() {
                 ui.label(RichText::new("read-only").color(ui.visuals().warn_fg_color));
-            } else if self.state.dirty_since.is_some() {
+            } else if self.state.doc.dirty_since.is_some() {
                 ui.label(RichText::new("● unsaved").weak());
             }
             if ui.button("Save").clicked() {
@@ -78,10 +78,10 @@ impl WorkbenchApp {
                 actions.push(Action::Cancel);
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                let label = if self.state.dark { "☀ Light" } else { "☾ Dark" };
+                let label = if self.state.ui.dark { "☀ Light" } else { "☾ Dark" };
                 if ui.button(label).clicked() {
-                    self.state.dark = !self.state.dark;
-                    ui.ctx().set_theme(if self.state.dark { egui::Theme::Dark } else { egui::Theme::Light });
+                    self.state.ui.dark = !self.state.ui.dark;
+                    ui.ctx().set_theme(if self.state.ui.dark { egui::Theme::Dark } else { egui::Theme::Light });
                 }
                 ui.label(RichText::new(format!("zoom {:.0}%", ui.ctx().zoom_factor() * 100.0)).weak().small())
                     .on_hover_text("Ctrl + / Ctrl − / Ctrl 0");
@@ -91,12 +91,12 @@ impl WorkbenchApp {
 
     fn status_bar(&mut self, ui: &mut Ui) {
         ui.horizontal(|ui| {
-            if let Some(id) = self.state.running {
+            if let Some(id) = self.state.jobs.running {
                 ui.spinner();
-                let title = self.state.notebook.cell(id).map(|c| c.title.clone()).unwrap_or_default();
+                let title = self.state.doc.notebook.cell(id).map(|c| c.title.clone()).unwrap_or_default();
                 ui.label(format!("running “{title}”"));
-                if !self.state.queue.is_empty() {
-                    ui.label(RichText::new(format!("({} queued)", self.state.queue.len())).weak());
+                if !self.state.jobs.queue.is_empty() {
+                    ui.label(RichText::new(format!("({} queued)", self.state.jobs.queue.len())).weak());
                 }
             } else if self.state.model.loading.is_some() {
                 ui.spinner();
@@ -104,12 +104,12 @@ impl WorkbenchApp {
             } else if let Some(info) = &self.state.model.info {
                 ui.label(RichText::new(format!("{} ready", info.name)).weak());
             }
-            if let Some((sev, m)) = self.state.messages.last() {
+            if let Some((sev, m)) = self.state.ui.messages.last() {
                 ui.separator();
                 let color = if *sev == Severity::Error { ui.visuals().error_fg_color } else { ui.visuals().weak_text_color() };
                 ui.label(RichText::new(m).color(color)).on_hover_text(m);
                 if ui.small_button("✕").clicked() {
-                    self.state.messages.clear();
+                    self.state.ui.messages.clear();
                 }
             }
         });
@@ -129,7 +129,7 @@ impl WorkbenchApp {
             self.apply(a);
         }
         self.state.autosave();
-        if self.state.busy() || self.state.dirty_since.is_some() {
+        if self.state.busy() || self.state.doc.dirty_since.is_some() {
             // Keep polling the worker and the autosave timer.
             ui.ctx().request_repaint_after(std::time::Duration::from_millis(if self.state.busy() { 30 } else { 500 }));
         }
@@ -142,7 +142,7 @@ impl eframe::App for WorkbenchApp {
     }
 
     fn on_exit(&mut self) {
-        if self.state.dirty_since.is_some() {
+        if self.state.doc.dirty_since.is_some() {
             self.state.save();
         }
     }

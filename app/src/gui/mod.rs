@@ -1,22 +1,24 @@
 //! The workbench GUI (eframe/egui): a notebook of cells that run prompts on the loaded model
 //! and show, live, which experts the router picks and what the heads do.
 //!
-//! State and views are apart, as in rerun's viewer: [`state::AppState`] holds the notebook
-//! and what runs produced; each view in [`views`] draws one thing from it and returns
+//! State and views are apart, as in rerun's viewer: [`state::AppState`] holds the document,
+//! the jobs and what they produced, and the UI's own state; each view in [`views`] draws one thing from it and returns
 //! [`state::Action`]s; the app applies actions and talks to the [`worker::Worker`] thread,
 //! which owns the model.
 
 pub mod app;
 pub mod dialogs;
+pub mod document;
+pub mod export;
+pub mod jobs;
+pub mod results;
 pub mod run_view;
 pub mod state;
+pub mod ui_state;
 pub mod views;
 pub mod worker;
 
 use std::path::PathBuf;
-
-use routelab_model::session::Session;
-use routelab_probes::analysis::needle::NeedleFormat;
 
 pub use app::WorkbenchApp;
 
@@ -36,11 +38,6 @@ pub fn default_notebook_dir() -> PathBuf {
     data.join("routelab/notebooks/default")
 }
 
-/// The needle phrasing a model is scanned with (the bundled tiny models' own passkey format).
-pub fn needle_format_for(session: &Session) -> NeedleFormat {
-    NeedleFormat::for_model(&session.name)
-}
-
 /// Opens the workbench window.
 pub fn run(notebook: Option<PathBuf>, model: Option<String>, run_all: bool) -> anyhow::Result<()> {
     let dir = notebook.unwrap_or_else(default_notebook_dir);
@@ -56,7 +53,7 @@ pub fn run(notebook: Option<PathBuf>, model: Option<String>, run_all: bool) -> a
         options,
         Box::new(move |cc| {
             let mut app = WorkbenchApp::new(&cc.egui_ctx, dir, model, Box::new(dialogs::NativeDialogs));
-            app.state.run_all_when_loaded = run_all;
+            app.state.jobs.run_all_when_loaded = run_all;
             Ok(Box::new(app))
         }),
     )

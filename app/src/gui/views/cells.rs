@@ -3,12 +3,32 @@
 
 use egui::{RichText, Ui};
 
-use super::{compare, markdown, prompt, scan};
+use super::compare::CompareCell;
+use super::markdown::MarkdownCell;
+use super::prompt::PromptCell;
+use super::scan::{self, ScanCell, SpecializationCell};
+use crate::gui::results::Results;
 use crate::gui::state::{Action, AppState};
 use crate::notebook::CellKind;
 
+/// What a cell's view may read besides its own cell: the state of its job, of the model, and
+/// the results of other cells (a compare cell shows two runs).
+pub struct CellContext<'a> {
+    pub id: u64,
+    pub running: bool,
+    /// Some job or a load is running.
+    pub busy: bool,
+    pub model_ready: bool,
+    pub has_chat: bool,
+    /// Show timings (off for reproducible snapshots).
+    pub timings: bool,
+    pub results: &'a Results,
+    /// Every cell's title, by id.
+    pub titles: &'a std::collections::HashMap<u64, String>,
+}
+
 pub fn notebook(ui: &mut Ui, state: &mut AppState, actions: &mut Vec<Action>) {
-    let ids: Vec<u64> = state.notebook.cells.iter().map(|c| c.id).collect();
+    let ids: Vec<u64> = state.doc.notebook.cells.iter().map(|c| c.id).collect();
     egui::ScrollArea::vertical().id_salt("notebook").auto_shrink([false, false]).show(ui, |ui| {
         ui.set_width(ui.available_width());
         for id in ids {
@@ -37,20 +57,20 @@ pub fn add_buttons(ui: &mut Ui, after: Option<u64>, actions: &mut Vec<Action>) {
 }
 
 fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
-    let running = state.running == Some(id);
-    let queued = state.queue.contains(&id);
+    let running = state.jobs.running == Some(id);
+    let queued = state.jobs.queue.contains(&id);
     let busy = state.busy();
     let model_ready = state.model.info.is_some();
     let has_chat = state.model.has_chat_template;
-    let timings = state.show_timings;
-    let titles: std::collections::HashMap<u64, String> = state.notebook.cells.iter().map(|c| (c.id, c.title.clone())).collect();
+    let timings = state.ui.show_timings;
+    let titles: std::collections::HashMap<u64, String> = state.doc.notebook.cells.iter().map(|c| (c.id, c.title.clone())).collect();
     let frame = egui::Frame::group(ui.style()).inner_margin(8.0).fill(ui.visuals().faint_bg_color);
     frame.show(ui, |ui| {
-        let Some(i) = state.notebook.index_of(id) else { return };
+        let Some(i) = state.doc.notebook.index_of(id) else { return };
         // Header.
         ui.horizontal(|ui| {
-            let kind = state.notebook.cells[i].kind_name();
-            let runnable = !matches!(state.notebook.cells[i].kind, CellKind::Markdown { .. });
+            let kind = state.doc.notebook.cells[i].kind_name();
+            let runnable = !matches!(state.doc.notebook.cells[i].kind, CellKind::Markdown { .. });
             if runnable {
                 let label = if running {
                     "…"
@@ -64,7 +84,7 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
                     actions.push(Action::RunCell(id));
                 }
             }
-            let title = &mut state.notebook.cells[i].title;
+            let title = &mut state.doc.notebook.cells[i].title;
             let r = ui.add(egui::TextEdit::singleline(title).desired_width(260.0).font(egui::TextStyle::Heading));
             r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::TextInput, true, format!("title of cell {id}")));
             if r.changed() {
@@ -81,7 +101,7 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
                 if ui.small_button("↑").on_hover_text("Move up").clicked() {
                     actions.push(Action::MoveCell(id, -1));
                 }
-                if state.notebook.cells[i].has_result()
+                if state.doc.notebook.cells[i].has_result()
                     && ui.small_button("export cell").on_hover_text("Write every view of this cell (PNG, SVG, CSV) into a folder").clicked()
                 {
                     actions.push(Action::ExportCell(id));
@@ -90,9 +110,9 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
             });
         });
         if running {
-            if let Some(p) = state.progress.get(&id) {
+            if let Some(p) = state.jobs.progress.get(&id) {
                 scan::progress_bar(ui, Some(p), actions);
-            } else if !matches!(state.notebook.cells[i].kind, CellKind::Prompt { .. }) {
+            } else if !matches!(state.doc.notebook.cells[i].kind, CellKind::Prompt { .. }) {
                 scan::progress_bar(ui, None, actions);
             } else {
                 ui.horizontal(|ui| {
@@ -104,61 +124,16 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
                 });
             }
         }
-        let editing = state.cell_ui.get(&id).is_some_and(|u| u.editing);
-        let AppState { notebook, runs, cell_ui, progress: _, .. } = state;
-        let c = &mut notebook.cells[i];
-        match &mut c.kind {
-            CellKind::Markdown { text } => {
-                if editing {
-                    let r = ui.add(egui::TextEdit::multiline(text).desired_width(f32::INFINITY).desired_rows(4));
-                    r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::MultilineTextInput, true, format!("markdown of cell {id}")));
-                    if r.changed() {
-                        actions.push(Action::Edited);
-                    }
-                    if ui.button("Done").clicked() {
-                        cell_ui.entry(id).or_default().editing = false;
-                    }
-                } else {
-                    let r = ui.scope(|ui| markdown::render(ui, text)).response.interact(egui::Sense::click());
-                    if r.double_clicked() {
-                        cell_ui.entry(id).or_default().editing = true;
-                    }
-                }
+        let ctx = CellContext { id, running, busy, model_ready, has_chat, timings, results: &state.results, titles: &titles };
+        let cell_ui = state.ui.cells.entry(id).or_default();
+        match &mut state.doc.notebook.cells[i].kind {
+            CellKind::Markdown { text } => MarkdownCell { text }.ui(ui, &ctx, cell_ui, actions),
+            CellKind::Prompt { prompt, settings, interventions, result, .. } => {
+                PromptCell { prompt, settings, interventions, result: result.as_ref() }.ui(ui, &ctx, cell_ui, actions)
             }
-            CellKind::Prompt { prompt: p, settings, interventions, result, .. } => {
-                ui.add_enabled_ui(!running, |ui| prompt::editor(ui, id, p, settings, has_chat, actions));
-                prompt::interventions(ui, id, interventions, actions);
-                if let Some(run) = runs.get(&id) {
-                    let ui_state = cell_ui.entry(id).or_default();
-                    prompt::results(ui, id, run, result.as_ref(), timings, ui_state, actions);
-                } else if !model_ready && !busy {
-                    ui.label(RichText::new("Load a model to run this cell.").weak());
-                }
-            }
-            CellKind::Compare { a, b, result } => {
-                let name = |x: u64| {
-                    format!(
-                        "{}: {}",
-                        if x == *a { "A" } else { "B" },
-                        titles.get(&x).cloned().unwrap_or_else(|| format!("cell {x} (deleted)"))
-                    )
-                };
-                let (ta, tb) = (name(*a), name(*b));
-                let (ra, rb) = (runs.get(a), runs.get(b));
-                compare::compare(ui, id, ra.map(|r| (ta.as_str(), r)), rb.map(|r| (tb.as_str(), r)), result.as_ref(), actions);
-            }
-            CellKind::RetrievalScan { settings, result } => {
-                ui.add_enabled_ui(!running, |ui| scan::scan_settings(ui, settings, actions));
-                if let Some(r) = result {
-                    scan::scan_result(ui, id, r, actions);
-                }
-            }
-            CellKind::Specialization { settings, result } => {
-                ui.add_enabled_ui(!running, |ui| scan::specialization_settings(ui, settings, actions));
-                if let Some(r) = result {
-                    scan::specialization_result(ui, r);
-                }
-            }
+            CellKind::Compare { a, b, result } => CompareCell { a: *a, b: *b, result: result.as_ref() }.ui(ui, &ctx, actions),
+            CellKind::RetrievalScan { settings, result } => ScanCell { settings, result: result.as_ref() }.ui(ui, &ctx, actions),
+            CellKind::Specialization { settings, result } => SpecializationCell { settings, result: result.as_ref() }.ui(ui, &ctx, actions),
         }
     });
 }

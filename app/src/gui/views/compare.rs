@@ -4,6 +4,7 @@
 use egui::{Color32, RichText, Ui};
 use egui_plot::{Bar, BarChart, Line, Plot, PlotPoints};
 
+use super::cells::CellContext;
 use super::export_buttons;
 use super::tokens::display_piece;
 use crate::gui::run_view::RunView;
@@ -91,4 +92,24 @@ pub fn compare(
                 p.vline(egui_plot::VLine::new("end of prompt", prompt_end).style(egui_plot::LineStyle::dashed_dense()));
             });
     });
+}
+
+/// A compare cell: two prompt cells' runs side by side, and what changed.
+pub struct CompareCell<'a> {
+    pub a: u64,
+    pub b: u64,
+    pub result: Option<&'a CompareSummary>,
+}
+
+impl CompareCell<'_> {
+    pub fn ui(self, ui: &mut Ui, ctx: &CellContext, actions: &mut Vec<Action>) {
+        let name = |x: u64| {
+            let side = if x == self.a { "A" } else { "B" };
+            format!("{side}: {}", ctx.titles.get(&x).cloned().unwrap_or_else(|| format!("cell {x} (deleted)")))
+        };
+        let (ta, tb) = (name(self.a), name(self.b));
+        let runs = &ctx.results.runs;
+        let (ra, rb) = (runs.get(&self.a), runs.get(&self.b));
+        compare(ui, ctx.id, ra.map(|r| (ta.as_str(), r)), rb.map(|r| (tb.as_str(), r)), self.result, actions);
+    }
 }

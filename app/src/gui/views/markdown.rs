@@ -3,6 +3,9 @@
 
 use egui::{RichText, Ui};
 
+use super::cells::CellContext;
+use crate::gui::state::{Action, CellUi};
+
 fn inline(ui: &mut Ui, line: &str, size: Option<f32>) {
     // **bold** and `code` spans.
     let mut job = egui::text::LayoutJob::default();
@@ -68,6 +71,32 @@ pub fn render(ui: &mut Ui, text: &str) {
             ui.add_space(4.0);
         } else {
             inline(ui, t, None);
+        }
+    }
+}
+
+/// A markdown cell: rendered, or edited after a double click.
+pub struct MarkdownCell<'a> {
+    pub text: &'a mut String,
+}
+
+impl MarkdownCell<'_> {
+    pub fn ui(self, ui: &mut Ui, ctx: &CellContext, cell_ui: &mut CellUi, actions: &mut Vec<Action>) {
+        let id = ctx.id;
+        if cell_ui.editing {
+            let r = ui.add(egui::TextEdit::multiline(self.text).desired_width(f32::INFINITY).desired_rows(4));
+            r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::MultilineTextInput, true, format!("markdown of cell {id}")));
+            if r.changed() {
+                actions.push(Action::Edited);
+            }
+            if ui.button("Done").clicked() {
+                cell_ui.editing = false;
+            }
+        } else {
+            let r = ui.scope(|ui| render(ui, self.text)).response.interact(egui::Sense::click());
+            if r.double_clicked() {
+                cell_ui.editing = true;
+            }
         }
     }
 }

@@ -4,9 +4,10 @@
 
 use egui::{RichText, Ui};
 use egui_plot::{Line, Plot, PlotPoints};
-use routelab_model::interventions::{ExpertMethod, HeadMethod};
+use routelab_model::interventions::{ExpertMethod, HeadMethod, Interventions};
 use routelab_model::session::Prompt;
 
+use super::cells::CellContext;
 use super::grid::{grid, GridSpec};
 use super::tokens::{token_details, token_strip};
 use super::{expert_color, export_buttons};
@@ -347,5 +348,26 @@ fn mask_bar(ui: &mut Ui, id: u64, cell_ui: &mut CellUi, run: &RunView, actions: 
                 actions.push(Action::RerunWithMasks(id));
             }
         });
+    }
+}
+
+/// A prompt cell: its prompt and settings, its interventions, and its run's views.
+pub struct PromptCell<'a> {
+    pub prompt: &'a mut Prompt,
+    pub settings: &'a mut GenerationSettings,
+    pub interventions: &'a Interventions,
+    pub result: Option<&'a RunSummary>,
+}
+
+impl PromptCell<'_> {
+    pub fn ui(self, ui: &mut Ui, ctx: &CellContext, cell_ui: &mut CellUi, actions: &mut Vec<Action>) {
+        let id = ctx.id;
+        ui.add_enabled_ui(!ctx.running, |ui| editor(ui, id, self.prompt, self.settings, ctx.has_chat, actions));
+        interventions(ui, id, self.interventions, actions);
+        if let Some(run) = ctx.results.runs.get(&id) {
+            results(ui, id, run, self.result, ctx.timings, cell_ui, actions);
+        } else if !ctx.model_ready && !ctx.busy {
+            ui.label(RichText::new("Load a model to run this cell.").weak());
+        }
     }
 }

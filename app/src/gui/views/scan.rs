@@ -4,6 +4,7 @@
 use egui::{RichText, Ui};
 use routelab_probes::analysis::retrieval::{Progress, RETRIEVAL_THRESHOLD};
 
+use super::cells::CellContext;
 use super::export_buttons;
 use super::grid::{grid, GridSpec};
 use crate::gui::state::{Action, ExportKind};
@@ -134,4 +135,34 @@ pub fn specialization_result(ui: &mut Ui, r: &SpecializationSummary) {
             ui.end_row();
         }
     });
+}
+
+/// A retrieval-scan cell: its settings and, once run, the per-head scores.
+pub struct ScanCell<'a> {
+    pub settings: &'a mut ScanSettings,
+    pub result: Option<&'a ScanSummary>,
+}
+
+impl ScanCell<'_> {
+    pub fn ui(self, ui: &mut Ui, ctx: &CellContext, actions: &mut Vec<Action>) {
+        ui.add_enabled_ui(!ctx.running, |ui| scan_settings(ui, self.settings, actions));
+        if let Some(r) = self.result {
+            scan_result(ui, ctx.id, r, actions);
+        }
+    }
+}
+
+/// An expert-specialization cell: the corpus settings and, once run, the per-layer table.
+pub struct SpecializationCell<'a> {
+    pub settings: &'a mut SpecializationSettings,
+    pub result: Option<&'a SpecializationSummary>,
+}
+
+impl SpecializationCell<'_> {
+    pub fn ui(self, ui: &mut Ui, ctx: &CellContext, actions: &mut Vec<Action>) {
+        ui.add_enabled_ui(!ctx.running, |ui| specialization_settings(ui, self.settings, actions));
+        if let Some(r) = self.result {
+            specialization_result(ui, r);
+        }
+    }
 }
