@@ -45,7 +45,13 @@ pub fn category_color(i: usize) -> RGBColor {
 
 fn viridis(v: f64, min: f64, max: f64) -> RGBColor {
     let t = if max > min { ((v - min) / (max - min)).clamp(0.0, 1.0) } else { 0.5 };
-    ViridisRGB::get_color(t as f32)
+    scale_color(t as f32)
+}
+
+/// The colour scale of every heatmap (viridis), at `t` in 0..=1: exported plots and the live
+/// views use this one function.
+pub fn scale_color(t: f32) -> RGBColor {
+    ViridisRGB::get_color(t.clamp(0.0, 1.0))
 }
 
 /// A matrix shown as coloured cells with a colour scale.
