@@ -110,37 +110,62 @@ pub struct Attended {
     pub probs: Option<Tensor>,
 }
 
-/// Per-head multipliers and offsets for head interventions.
-fn head_vectors(edits: &[(usize, HeadMethod)], heads: usize, dv: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, bool, bool) {
-    let mut keep = vec![1f32; heads]; // multiplies the attention output
-    let mut offset = vec![0f32; heads * dv]; // added after (mean)
-    let mut uniform = vec![0f32; heads];
-    let (mut any_out, mut any_uniform) = (false, false);
-    for (h, m) in edits {
-        if *h >= heads {
-            continue;
+/// One layer's head interventions as per-head vectors: `out · keep + offset` after attention
+/// (zero, scale, mean), and which heads attend uniformly.
+struct HeadEdits {
+    /// Multiplies each head's output.
+    keep: Vec<f32>,
+    /// Added to each head's output after `keep` (`mean`), `[H × dv]`.
+    offset: Vec<f32>,
+    /// 1 for a uniform head.
+    uniform: Vec<f32>,
+    /// Some head's output is edited.
+    any_out: bool,
+    /// Some head attends uniformly.
+    any_uniform: bool,
+}
+
+impl HeadEdits {
+    fn new(edits: &[(usize, HeadMethod)], heads: usize, dv: usize) -> Self {
+        let mut e = HeadEdits {
+            keep: vec![1f32; heads],
+            offset: vec![0f32; heads * dv],
+            uniform: vec![0f32; heads],
+            any_out: false,
+            any_uniform: false,
+        };
+        for (h, m) in edits {
+            if *h >= heads {
+                continue;
+            }
+            match m {
+                HeadMethod::Zero => e.keep[*h] = 0.0,
+                HeadMethod::Scale { factor } => e.keep[*h] *= factor,
+                HeadMethod::Mean { reference } => {
+                    e.keep[*h] = 0.0;
+                    e.offset[h * dv..(h + 1) * dv].copy_from_slice(&reference[..dv.min(reference.len())]);
+                }
+                HeadMethod::Uniform => {
+                    e.uniform[*h] = 1.0;
+                    e.any_uniform = true;
+                    continue;
+                }
+            }
+            e.any_out = true;
         }
-        match m {
-            HeadMethod::Zero => {
-                keep[*h] = 0.0;
-                any_out = true;
-            }
-            HeadMethod::Scale { factor } => {
-                keep[*h] *= factor;
-                any_out = true;
-            }
-            HeadMethod::Mean { reference } => {
-                keep[*h] = 0.0;
-                offset[h * dv..(h + 1) * dv].copy_from_slice(&reference[..dv.min(reference.len())]);
-                any_out = true;
-            }
-            HeadMethod::Uniform => {
-                uniform[*h] = 1.0;
-                any_uniform = true;
-            }
-        }
+        e
     }
-    (keep, offset, uniform, any_out, any_uniform)
+
+    /// The `zero`, `scale` and `mean` head interventions applied to `out` `[H, T, dv]`.
+    fn apply(&self, out: Tensor) -> Result<Tensor> {
+        if !self.any_out {
+            return Ok(out);
+        }
+        let (heads, _, dv) = out.dims3()?;
+        let keep = Tensor::from_vec(self.keep.clone(), (heads, 1, 1), out.device())?.to_dtype(out.dtype())?;
+        let offset = Tensor::from_vec(self.offset.clone(), (heads, 1, dv), out.device())?.to_dtype(out.dtype())?;
+        Ok(out.broadcast_mul(&keep)?.broadcast_add(&offset)?)
+    }
 }
 
 /// `q` `[H, T, dk]`, `k` `[Hkv, S, dk]`, `v` `[Hkv, S, dv]`; S = positions so far.
@@ -157,10 +182,10 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
     if (device.is_cuda() || p.fused) && !p.keep_probs && fits {
         return attend_fused(q, k, v, p);
     }
-    let (keep, offset, uniform, any_out, any_uniform) = head_vectors(p.edits, heads, dv);
-    let uniform_sel = if any_uniform {
-        let u = Tensor::from_vec(uniform.clone(), (heads, 1, 1), device)?;
-        let not_u = Tensor::from_vec(uniform.iter().map(|x| 1.0 - x).collect::<Vec<_>>(), (heads, 1, 1), device)?;
+    let head_edits = HeadEdits::new(p.edits, heads, dv);
+    let uniform_sel = if head_edits.any_uniform {
+        let u = Tensor::from_vec(head_edits.uniform.clone(), (heads, 1, 1), device)?;
+        let not_u = Tensor::from_vec(head_edits.uniform.iter().map(|x| 1.0 - x).collect::<Vec<_>>(), (heads, 1, 1), device)?;
         Some((u, not_u))
     } else {
         None
@@ -208,7 +233,7 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
         first += len;
     }
     let out = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 1)? };
-    let out = edit_outputs(out, &keep, &offset, any_out)?;
+    let out = head_edits.apply(out)?;
     let cat1 = |v: Vec<Tensor>| -> Result<Tensor> { Ok(if v.len() == 1 { v.into_iter().next().unwrap() } else { Tensor::cat(&v, 1)? }) };
     Ok(Attended {
         out,
@@ -223,24 +248,14 @@ fn span_within(span: (usize, usize), s: usize) -> Option<(usize, usize)> {
     (b > a).then_some((a, b - a))
 }
 
-/// The `zero`, `scale` and `mean` head interventions: `out · keep + offset` per head.
-fn edit_outputs(out: Tensor, keep: &[f32], offset: &[f32], any_out: bool) -> Result<Tensor> {
-    if !any_out {
-        return Ok(out);
-    }
-    let (heads, _, dv) = out.dims3()?;
-    let keep = Tensor::from_vec(keep.to_vec(), (heads, 1, 1), out.device())?.to_dtype(out.dtype())?;
-    let offset = Tensor::from_vec(offset.to_vec(), (heads, 1, dv), out.device())?.to_dtype(out.dtype())?;
-    Ok(out.broadcast_mul(&keep)?.broadcast_add(&offset)?)
-}
-
 /// The fused path: one kernel computes the output and every statistic; `uniform` heads are
 /// handled inside it, the other interventions edit its output as on the block path.
 fn attend_fused(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<Attended> {
-    let (keep, offset, uniform, any_out, _) = head_vectors(p.edits, q.dim(0)?, v.dim(2)?);
-    let op = AttentionStats { scale: p.scale as f32, window: p.window, span: p.span, uniform: uniform.iter().map(|&u| u != 0.0).collect() };
+    let head_edits = HeadEdits::new(p.edits, q.dim(0)?, v.dim(2)?);
+    let uniform = head_edits.uniform.iter().map(|&u| u != 0.0).collect();
+    let op = AttentionStats { scale: p.scale as f32, window: p.window, span: p.span, uniform };
     let r = attention_with_stats(q, k, v, &op)?;
-    let out = edit_outputs(r.out.to_dtype(v.dtype())?, &keep, &offset, any_out)?;
+    let out = head_edits.apply(r.out.to_dtype(v.dtype())?)?;
     let has_span = span_within(p.span, k.dim(1)?).is_some();
     // The kernel's statistics columns are HeadStats' columns: one view, no copy here.
     Ok(Attended { out, stats: p.stats.then(|| HeadStats { packed: r.stats, has_span }), probs: None })
