@@ -88,7 +88,8 @@ impl CaptureSpec {
         CaptureSpec::items(ALL_GROUPS)
     }
 
-    /// The union of named groups (`router`, `stats`, `logits`, …; see [`CAPTURE_ITEMS`]).
+    /// The union of named groups (`router`, `stats`, `logits`, …; see [`CAPTURE_ITEMS`]), as
+    /// [`Self::with`] takes them.
     pub fn items(groups: &[&str]) -> Self {
         let mut spec = CaptureSpec::none();
         for g in groups {
@@ -97,7 +98,8 @@ impl CaptureSpec {
         spec
     }
 
-    /// Adds a group by name, or one pattern.
+    /// Adds a group by name, or one pattern. For names written in code: one that is neither a
+    /// group nor a valid pattern panics; what a user typed goes through [`Self::parse_items`].
     pub fn with(mut self, item: &str) -> Self {
         match GROUPS.iter().find(|(name, _)| *name == item) {
             Some((_, patterns)) => patterns.iter().for_each(|p| self.add(pattern(p))),
