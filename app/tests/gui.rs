@@ -33,6 +33,10 @@ fn harness(dir: &Path, exports: &Path) -> (Harness<'static, WorkbenchApp>, Arc<M
     let mut h = Harness::builder().with_size([1400.0, 1000.0]).allow_missing_glyphs().build_eframe(move |cc| {
         let mut app = WorkbenchApp::new(&cc.egui_ctx, dir, Some(model()), Box::new(FixedDialogs { dir: exports, given: g }));
         app.state.ui.show_timings = false;
+        // No autosave during a test: whether one happened before a snapshot would depend on how
+        // fast the machine ran (the top bar shows "unsaved" until it does). Saving is tested
+        // through the Save button.
+        app.state.doc.autosave_delay = Duration::from_secs(24 * 3600);
         app
     });
     wait(&mut h, "the model to load", |a| a.state.model.info.is_some() || a.state.model.error.is_some());

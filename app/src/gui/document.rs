@@ -9,7 +9,7 @@ use routelab_model::session::Prompt;
 use crate::notebook::{self, prompt_cell, Cell, CellKind, Notebook};
 
 /// Autosave this long after the last change.
-const AUTOSAVE_DELAY: Duration = Duration::from_secs(2);
+pub const AUTOSAVE_DELAY: Duration = Duration::from_secs(2);
 
 pub struct Document {
     pub notebook: Notebook,
@@ -17,6 +17,8 @@ pub struct Document {
     /// Why the notebook must not be written (corrupt or newer); saves are refused.
     pub read_only: Option<String>,
     pub dirty_since: Option<Instant>,
+    /// How long changes rest before they are saved ([`AUTOSAVE_DELAY`]).
+    pub autosave_delay: Duration,
 }
 
 impl Document {
@@ -32,7 +34,7 @@ impl Document {
             (example_notebook(model), None)
         };
         let why = read_only.clone();
-        (Document { notebook, dir, read_only, dirty_since: None }, why)
+        (Document { notebook, dir, read_only, dirty_since: None, autosave_delay: AUTOSAVE_DELAY }, why)
     }
 
     pub fn mark_dirty(&mut self) {
@@ -43,7 +45,7 @@ impl Document {
 
     /// Whether changes have rested long enough to be saved.
     pub fn autosave_due(&self) -> bool {
-        self.read_only.is_none() && self.dirty_since.is_some_and(|t| t.elapsed() >= AUTOSAVE_DELAY)
+        self.read_only.is_none() && self.dirty_since.is_some_and(|t| t.elapsed() >= self.autosave_delay)
     }
 
     /// Saves now, recording `model` as the notebook's model (refused for read-only notebooks).
