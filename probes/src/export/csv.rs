@@ -11,14 +11,6 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
 }
 
-fn quote(field: &str) -> String {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
-    }
-}
-
 impl Table {
     pub fn new(header: &[&str]) -> Self {
         Table { header: header.iter().map(|s| s.to_string()).collect(), rows: vec![] }
@@ -28,62 +20,36 @@ impl Table {
         self.rows.push(row);
     }
 
+    /// RFC 4180 with `\n` line ends; a field is quoted only when it holds a comma, a quote or
+    /// a line break.
     pub fn to_csv(&self) -> String {
-        let mut s = String::new();
+        // Flexible: a ragged table is written as it is (and refused when read back).
+        let mut w = ::csv::WriterBuilder::new().flexible(true).from_writer(vec![]);
         for row in std::iter::once(&self.header).chain(&self.rows) {
-            s.push_str(&row.iter().map(|f| quote(f)).collect::<Vec<_>>().join(","));
-            s.push('\n');
+            w.write_record(row).expect("writing CSV to memory cannot fail");
         }
-        s
+        let bytes = w.into_inner().expect("writing CSV to memory cannot fail");
+        String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
         write_atomic(path, self.to_csv().as_bytes())
     }
 
-    /// Parses RFC 4180 CSV (quoted fields with doubled quotes, embedded newlines).
+    /// Parses RFC 4180 CSV (quoted fields with doubled quotes, embedded newlines); every row
+    /// must have as many fields as the header.
     pub fn parse(text: &str, path: &Path) -> Result<Table> {
-        let mut rows: Vec<Vec<String>> = vec![];
-        let mut row = vec![];
-        let mut field = String::new();
-        let mut chars = text.chars().peekable();
-        let mut quoted = false;
-        let mut any = false;
-        while let Some(c) = chars.next() {
-            any = true;
-            if quoted {
-                match c {
-                    '"' if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    '"' => quoted = false,
-                    _ => field.push(c),
-                }
-                continue;
-            }
-            match c {
-                '"' => quoted = true,
-                ',' => row.push(std::mem::take(&mut field)),
-                '\r' => {}
-                '\n' => {
-                    row.push(std::mem::take(&mut field));
-                    rows.push(std::mem::take(&mut row));
-                    any = false;
-                }
-                _ => field.push(c),
-            }
-        }
-        if quoted {
+        // The reader ends a quoted field at the end of input without complaint; a well-formed
+        // file has an even number of quotes (each field's pair plus doubled ones).
+        if text.matches('"').count() % 2 == 1 {
             return Err(ProbeError::format(path, "unterminated quoted field"));
         }
-        if any {
-            row.push(field);
-            rows.push(row);
-        }
-        let mut it = rows.into_iter();
-        let header = it.next().ok_or_else(|| ProbeError::format(path, "empty CSV"))?;
-        let rows: Vec<Vec<String>> = it.collect();
+        let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+        let mut records = reader
+            .records()
+            .map(|r| r.map(|r| r.iter().map(str::to_string).collect::<Vec<String>>()).map_err(|e| ProbeError::format(path, e.to_string())));
+        let header = records.next().transpose()?.ok_or_else(|| ProbeError::format(path, "empty CSV"))?;
+        let rows = records.collect::<Result<Vec<_>>>()?;
         if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != header.len()) {
             return Err(ProbeError::format(path, format!("row {} has {} fields, the header {}", i + 2, r.len(), header.len())));
         }
@@ -127,5 +93,23 @@ mod tests {
         assert_eq!(back, t);
         assert_eq!(back.rows[0][2].parse::<f64>().unwrap(), 0.1);
         assert!(Table::parse("a,b\n1\n", Path::new("bad.csv")).unwrap_err().to_string().contains("bad.csv"));
+    }
+
+    #[test]
+    fn only_fields_with_commas_quotes_or_line_breaks_are_quoted() {
+        let mut t = Table::new(&["id", "text"]);
+        t.push(vec!["1".into(), "a, b".into()]);
+        t.push(vec!["2".into(), "say \"hi\"".into()]);
+        t.push(vec!["3".into(), "two\nlines\r".into()]);
+        t.push(vec!["4".into(), "plain 'text' with spaces".into()]);
+        t.push(vec!["".into(), "".into()]);
+        let csv = t.to_csv();
+        assert_eq!(csv, "id,text\n1,\"a, b\"\n2,\"say \"\"hi\"\"\"\n3,\"two\nlines\r\"\n4,plain 'text' with spaces\n,\n");
+        assert_eq!(Table::parse(&csv, Path::new("t.csv")).unwrap(), t);
+        // Windows line ends read the same.
+        assert_eq!(Table::parse(&csv.replace("s\n", "s\r\n"), Path::new("t.csv")).unwrap().rows[3][1], "plain 'text' with spaces");
+        let e = Table::parse("a,b\n1,\"open\n", Path::new("cut.csv")).unwrap_err().to_string();
+        assert!(e.contains("cut.csv") && e.contains("unterminated"), "{e}");
+        assert!(Table::parse("", Path::new("empty.csv")).unwrap_err().to_string().contains("empty CSV"));
     }
 }
