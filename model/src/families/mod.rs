@@ -20,14 +20,17 @@ pub mod raw;
 use std::path::Path;
 
 use serde::Serialize;
+use strum::{EnumIter, EnumString, IntoEnumIterator, IntoStaticStr};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use layout::TensorLayout;
 use raw::RawConfig;
 
-/// The supported families.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// The supported families; each is named by its config.json `model_type` (`qwen2_moe`), which
+/// `model_type()` gives, `str::parse` reads and `Family::iter()` lists in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, EnumIter, EnumString, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Family {
     Llama,
     Mistral,
@@ -46,49 +49,13 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 14] = [
-        Family::Llama,
-        Family::Mistral,
-        Family::Qwen2,
-        Family::Qwen3,
-        Family::Phi3,
-        Family::Mixtral,
-        Family::Qwen2Moe,
-        Family::Qwen3Moe,
-        Family::Olmoe,
-        Family::Phimoe,
-        Family::DeepseekV2,
-        Family::DeepseekV3,
-        Family::Dbrx,
-        Family::Arctic,
-    ];
-
     /// The `model_type` string of config.json.
     pub fn model_type(self) -> &'static str {
-        match self {
-            Family::Llama => "llama",
-            Family::Mistral => "mistral",
-            Family::Qwen2 => "qwen2",
-            Family::Qwen3 => "qwen3",
-            Family::Phi3 => "phi3",
-            Family::Mixtral => "mixtral",
-            Family::Qwen2Moe => "qwen2_moe",
-            Family::Qwen3Moe => "qwen3_moe",
-            Family::Olmoe => "olmoe",
-            Family::Phimoe => "phimoe",
-            Family::DeepseekV2 => "deepseek_v2",
-            Family::DeepseekV3 => "deepseek_v3",
-            Family::Dbrx => "dbrx",
-            Family::Arctic => "arctic",
-        }
-    }
-
-    pub fn from_model_type(model_type: &str) -> Option<Family> {
-        Family::ALL.into_iter().find(|f| f.model_type() == model_type)
+        self.into()
     }
 
     pub fn supported() -> Vec<&'static str> {
-        Family::ALL.iter().map(|f| f.model_type()).collect()
+        Family::iter().map(Family::model_type).collect()
     }
 
     /// Where this family's checkpoints keep their tensors.
@@ -131,7 +98,7 @@ impl Family {
 pub fn parse_config(path: &Path, value: &serde_json::Value) -> Result<ModelConfig> {
     let raw = RawConfig::new(path, value);
     let model_type = raw.opt_str("model_type")?.ok_or_else(|| raw.missing("model_type"))?;
-    let family = Family::from_model_type(model_type).ok_or_else(|| ModelError::UnknownArchitecture {
+    let family = model_type.parse::<Family>().map_err(|_| ModelError::UnknownArchitecture {
         path: path.to_path_buf(),
         found: model_type.to_string(),
         supported: Family::supported(),
@@ -174,4 +141,45 @@ fn validate(path: &Path, c: &ModelConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_named_by_transformers_model_types() {
+        // The `model_type` values of transformers' configuration classes.
+        let expected = [
+            "llama",
+            "mistral",
+            "qwen2",
+            "qwen3",
+            "phi3",
+            "mixtral",
+            "qwen2_moe",
+            "qwen3_moe",
+            "olmoe",
+            "phimoe",
+            "deepseek_v2",
+            "deepseek_v3",
+            "dbrx",
+            "arctic",
+        ];
+        assert_eq!(Family::supported(), expected);
+        for f in Family::iter() {
+            assert_eq!(f.model_type().parse::<Family>(), Ok(f));
+        }
+        assert!("Mixtral".parse::<Family>().is_err() && "qwen2moe".parse::<Family>().is_err());
+    }
+
+    #[test]
+    fn an_unknown_model_type_lists_the_supported_ones() {
+        let e = parse_config(Path::new("m/config.json"), &serde_json::json!({ "model_type": "gpt_neox_9000" })).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "m/config.json: unknown model_type \"gpt_neox_9000\"; supported model types: llama, mistral, qwen2, qwen3, phi3, mixtral, \
+             qwen2_moe, qwen3_moe, olmoe, phimoe, deepseek_v2, deepseek_v3, dbrx, arctic"
+        );
+    }
 }
