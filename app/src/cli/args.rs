@@ -1,9 +1,8 @@
 //! Arguments several subcommands share: model and device, capture, interventions.
 
-use std::io::Write;
-
 use anyhow::Context;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::{parse_expert_mask, parse_head_mask, Interventions};
 use routelab_model::session::{parse_device, LoadOptions, Session};
@@ -22,29 +21,47 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Loads the model, showing progress on stderr.
+    /// Loads the model, showing progress bars on stderr when it is a terminal (downloads with
+    /// their ETA, then the layers built); only the final "loaded" line otherwise.
     pub fn load(&self) -> anyhow::Result<Session> {
         let source = ModelSource::parse(&self.model)?;
         let device = parse_device(&self.device)?;
         let started = std::time::Instant::now();
-        let mut last = String::new();
-        let session = Session::load(&source, &LoadOptions::for_device(device), &mut |p| {
-            let line = match p {
+        // One bar per phase (each downloaded file, then the layers), with indicatif's ETA; drawn
+        // only when stderr is a terminal.
+        let mut bar: Option<(String, ProgressBar)> = None;
+        let loaded = Session::load(&source, &LoadOptions::for_device(device), &mut |p| {
+            let (phase, template, done, total) = match p {
                 LoadProgress::Download { file, done, total } => {
-                    format!("downloading {file}: {:.1}/{:.1} MB", done as f64 / 1e6, total as f64 / 1e6)
+                    (format!("downloading {file}"), "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}), ETA {eta}", done, total)
                 }
-                LoadProgress::Layers { done, total } => format!("loading {}: layer {done}/{total}", source.display_name()),
+                LoadProgress::Layers { done, total } => (
+                    format!("loading {}", source.display_name()),
+                    "{msg} [{bar:30}] layer {pos}/{len}, ETA {eta}",
+                    done as u64,
+                    total as u64,
+                ),
             };
-            if line != last && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                eprint!("\r{line:<70}");
-                let _ = std::io::stderr().flush();
-                last = line;
+            match &bar {
+                Some((current, b)) if *current == phase => {
+                    b.set_length(total);
+                    b.set_position(done);
+                }
+                _ => {
+                    if let Some((_, old)) = bar.take() {
+                        old.finish_and_clear();
+                    }
+                    let style = ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> ");
+                    let b = ProgressBar::new(total).with_style(style).with_message(phase.clone()).with_position(done);
+                    b.tick();
+                    bar = Some((phase, b));
+                }
             }
-        })
-        .with_context(|| format!("loading model {}", self.model))?;
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            eprint!("\r{:<70}\r", "");
+        });
+        if let Some((_, b)) = bar {
+            b.finish_and_clear();
         }
+        let session = loaded.with_context(|| format!("loading model {}", self.model))?;
         eprintln!("loaded {} in {:.1}s: {}", session.name, started.elapsed().as_secs_f64(), session.config().summary());
         Ok(session)
     }
@@ -117,33 +134,57 @@ impl CaptureArgs {
     }
 }
 
-/// Prints progress with ETA to stderr: a line redrawn in place on a terminal, otherwise a
-/// line per tenth of the work.
+/// Shows progress with ETA on stderr: a bar on a terminal, otherwise a plain line per tenth of
+/// the work. The elapsed time and ETA are the analysis's own (a resumed scan's ETA counts only
+/// the trials run now). A new `what`, or new work after a finished bar, starts a new bar; a
+/// repeated final report is ignored.
 pub fn print_progress(what: &str, p: routelab_probes::analysis::retrieval::Progress) {
     use std::io::IsTerminal;
+    let eta = match p.eta_seconds {
+        Some(s) if p.done < p.total => format!(", ETA {}", fmt_secs(s)),
+        _ => String::new(),
+    };
+    let timing = format!("{} elapsed{eta}", fmt_secs(p.elapsed_seconds));
     if !std::io::stderr().is_terminal() {
         let tenth = (p.total / 10).max(1);
         if !p.done.is_multiple_of(tenth) && p.done < p.total {
             return;
         }
+        let pct = if p.total > 0 { 100.0 * p.done as f64 / p.total as f64 } else { 100.0 };
+        eprintln!("{what}: {}/{} ({pct:.0}%), {timing}", p.done, p.total);
+        return;
     }
-    let eta = match p.eta_seconds {
-        Some(s) if p.done < p.total => format!(", ETA {}", fmt_secs(s)),
-        _ => String::new(),
-    };
-    let pct = if p.total > 0 { 100.0 * p.done as f64 / p.total as f64 } else { 100.0 };
-    let line = format!("{what}: {}/{} ({pct:.0}%), {} elapsed{eta}", p.done, p.total, fmt_secs(p.elapsed_seconds));
-    if std::io::stderr().is_terminal() {
-        eprint!("\r{line:<78}");
-        let _ = std::io::stderr().flush();
-        if p.done >= p.total {
-            eprintln!();
+    // The work reported last, with its bar while it is in progress (a finished bar stays drawn;
+    // indicatif pads its line to the terminal's width, so what follows starts on the next line).
+    static CURRENT: std::sync::Mutex<Option<(String, Option<ProgressBar>)>> = std::sync::Mutex::new(None);
+    let mut current = CURRENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let finished = p.done >= p.total;
+    let bar = match current.take() {
+        Some((name, Some(bar))) if name == what => bar,
+        Some((name, None)) if name == what && finished => {
+            // A repeated final report.
+            *current = Some((name, None));
+            return;
         }
+        _ => {
+            let style = ProgressStyle::with_template("{prefix}: [{bar:30}] {pos}/{len} ({percent}%), {msg}")
+                .expect("a valid template")
+                .progress_chars("=> ");
+            ProgressBar::new(p.total as u64).with_style(style).with_prefix(what.to_string()).with_message(timing.clone())
+        }
+    };
+    bar.set_message(timing);
+    bar.set_length(p.total as u64);
+    bar.set_position(p.done as u64);
+    if finished {
+        bar.finish();
+        *current = Some((what.to_string(), None));
     } else {
-        eprintln!("{line}");
+        *current = Some((what.to_string(), Some(bar)));
     }
 }
 
+/// Seconds as `42s`, `3m07s` or `2h05m`.
 pub fn fmt_secs(s: f64) -> String {
     if s < 60.0 {
         format!("{s:.0}s")
