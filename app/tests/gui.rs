@@ -142,8 +142,16 @@ fn masking_an_expert_and_rerunning_gives_a_compare_cell() {
     };
     let geo = h.state().state.ui.cells[&id].load_grid.expect("load grid drawn");
     h.get_by_label(&format!("expert load {id}")).scroll_to_me();
-    h.run_steps(2);
-    let geo2 = h.state().state.ui.cells[&id].load_grid.unwrap_or(geo);
+    // Scrolling animates: step until the grid stops moving before pointing at it.
+    let mut geo2 = geo;
+    for _ in 0..60 {
+        h.step();
+        let now = h.state().state.ui.cells[&id].load_grid.unwrap_or(geo2);
+        if now == geo2 {
+            break;
+        }
+        geo2 = now;
+    }
     click_at(&mut h, geo2.center(layer, expert));
     h.run_steps(2);
     h.get_by_label("reroute").click();
