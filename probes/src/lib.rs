@@ -1,6 +1,7 @@
 //! RouteLab's analyses over captures, trace files and export.
 //!
-//! - [`trace`]: the `routelab-trace/1` file format (write, read, validate);
+//! - [`trace`]: trace files, `routelab-trace/2` (write, read, validate; `/1` read too);
+//! - [`jobs`]: the typed jobs the CLI, the GUI and Python run;
 //! - [`summary`]: per-layer expert load of a run, as printed by `routelab run`;
 //! - [`atomic`]: atomic writes for everything a user keeps.
 

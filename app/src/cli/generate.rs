@@ -47,7 +47,7 @@ pub struct RunArgs {
     pub interventions: InterventionArgs,
     #[command(flatten)]
     pub capture: CaptureArgs,
-    /// Write the run as a routelab-trace/1 safetensors file.
+    /// Write the run as a trace (routelab-trace/2 safetensors file).
     #[arg(long)]
     pub trace: Option<PathBuf>,
 }
