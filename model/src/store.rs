@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::hooks::{Elem, HookPoint, Layout, Quantity};
+use crate::hooks::{Elem, HookPoint, Quantity};
 
 /// The values of one stored tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -274,11 +274,6 @@ impl CaptureStore {
             }
         }
         Ok(())
-    }
-
-    /// Whether `hook` is laid out per query over all keys (`[H, T, T]` in a file).
-    pub fn layout(hook: &HookPoint) -> Layout {
-        hook.elem_layout().map(|(_, l)| l).unwrap_or(Layout::Rows)
     }
 }
 
