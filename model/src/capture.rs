@@ -357,10 +357,15 @@ impl LayerCapture {
         let Some(c) = self.items.iter().find(|c| c.quantity == q) else { return Ok(None) };
         let t = match c.part {
             Part::Whole => c.tensor.clone(),
-            Part::Column { index, .. } => c.tensor.narrow(2, index, 1)?.squeeze(2)?.t()?.contiguous()?,
+            Part::Column { index, .. } => packed_column(&c.tensor, index)?,
         };
         Ok(Some(if q.info().elem == Elem::U32 { t.to_dtype(DType::U32)? } else { t }))
     }
+}
+
+/// Column `c` of packed `[H, T, width]` statistics as `[T, H]`.
+fn packed_column(packed: &Tensor, c: usize) -> candle_core::Result<Tensor> {
+    packed.narrow(2, c, 1)?.squeeze(2)?.t()?.contiguous()
 }
 
 /// One layer's head statistics for T queries, packed `[H, T, 4]` f32 as attention computes
@@ -383,7 +388,7 @@ impl HeadStats {
 
     /// Column `c` as `[T, H]` f32.
     pub fn column(&self, c: usize) -> candle_core::Result<Tensor> {
-        self.packed.narrow(2, c, 1)?.squeeze(2)?.t()?.contiguous()
+        packed_column(&self.packed, c)
     }
 
     /// `[T, H]` f32, nats.

@@ -234,14 +234,15 @@ impl ModelConfig {
 
     /// Largest number of routed experts in any layer (0 for dense models).
     pub fn max_experts(&self) -> usize {
-        self.layers
-            .iter()
-            .filter_map(|l| match &l.ffn {
-                FfnConfig::Moe(m) => Some(m.routing.num_experts),
-                FfnConfig::Dense(_) => None,
-            })
-            .max()
-            .unwrap_or(0)
+        self.moe_layers().map(|m| m.routing.num_experts).max().unwrap_or(0)
+    }
+
+    /// The MoE layers' configurations, in layer order.
+    pub fn moe_layers(&self) -> impl Iterator<Item = &MoeConfig> {
+        self.layers.iter().filter_map(|l| match &l.ffn {
+            FfnConfig::Moe(m) => Some(m),
+            FfnConfig::Dense(_) => None,
+        })
     }
 
     /// A one-line description: family, layers, heads, experts.
@@ -256,14 +257,7 @@ impl ModelConfig {
             a.num_kv_heads,
             self.vocab_size
         );
-        let moe: Vec<&MoeConfig> = self
-            .layers
-            .iter()
-            .filter_map(|l| match &l.ffn {
-                FfnConfig::Moe(m) => Some(m),
-                _ => None,
-            })
-            .collect();
+        let moe: Vec<&MoeConfig> = self.moe_layers().collect();
         if let Some(m) = moe.first() {
             s += &format!(" · {} MoE layers, top-{} of {} experts", moe.len(), m.routing.top_k, m.routing.num_experts);
             if let Some(sh) = m.shared {

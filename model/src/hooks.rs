@@ -292,12 +292,16 @@ impl fmt::Display for HookPoint {
     }
 }
 
+/// The per-layer quantities' names, comma-separated, for error messages.
+fn quantity_names() -> String {
+    QUANTITIES.iter().map(|q| q.name).collect::<Vec<_>>().join(",")
+}
+
 /// What every hook name looks like, for error messages.
 pub fn hook_forms() -> String {
-    let names: Vec<&str> = QUANTITIES.iter().map(|q| q.name).collect();
     format!(
         "tokens, logits, layers.L.{{{}}}, layers.L.attn.head.H, layers.L.experts.E, layers.L.shared_expert, layers.L.dense_residual",
-        names.join(",")
+        quantity_names()
     )
 }
 
@@ -401,10 +405,10 @@ impl FromStr for HookPattern {
         if any {
             Ok(p)
         } else {
-            Err(format!("{s:?} matches no captured hook point; they are tokens, logits, layers.L.{{{}}} (`*` matches any one segment)", {
-                let names: Vec<&str> = QUANTITIES.iter().map(|q| q.name).collect();
-                names.join(",")
-            }))
+            Err(format!(
+                "{s:?} matches no captured hook point; they are tokens, logits, layers.L.{{{}}} (`*` matches any one segment)",
+                quantity_names()
+            ))
         }
     }
 }

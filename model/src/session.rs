@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::capture::{CapturePlan, CaptureSpec, Layers, Part};
 use crate::chat::{ChatTemplate, Message};
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::{FfnConfig, ModelConfig};
+use crate::config::ModelConfig;
 use crate::decoder::{ForwardOptions, ForwardOutput, Model};
 use crate::error::{ModelError, Result};
 use crate::hooks::{HookPoint, Quantity};
@@ -247,14 +247,7 @@ impl Session {
 
     pub fn info(&self) -> ModelInfo {
         let c = &self.model.config;
-        let moe: Vec<_> = c
-            .layers
-            .iter()
-            .filter_map(|l| match &l.ffn {
-                FfnConfig::Moe(m) => Some(m),
-                _ => None,
-            })
-            .collect();
+        let moe: Vec<_> = c.moe_layers().collect();
         ModelInfo {
             name: self.name.clone(),
             model_type: c.family.model_type().to_string(),

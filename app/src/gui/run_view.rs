@@ -104,11 +104,6 @@ impl RunView {
         v
     }
 
-    /// Experts per token (0 when no routing was recorded).
-    pub fn top_k(&self) -> usize {
-        (0..self.layers).find_map(|l| self.store.width(&HookPoint::layer(l, Quantity::RouterExperts))).unwrap_or(0)
-    }
-
     /// Top-1 expert of a position in a layer.
     pub fn top1(&self, layer: usize, pos: usize) -> Option<u32> {
         self.store.row_u32(&HookPoint::layer(layer, Quantity::RouterExperts), pos)?.first().copied()

@@ -262,8 +262,7 @@ impl AppState {
             CellKind::Markdown { .. } => return false,
             CellKind::Prompt { prompt, settings, interventions, capture, .. } => {
                 let rel = notebook::trace_relpath(id);
-                self.results.runs.remove(&id);
-                self.results.traces.remove(&id);
+                self.results.remove(id);
                 if let Some(CellKind::Prompt { result, .. }) = self.doc.notebook.cell_mut(id).map(|c| &mut c.kind) {
                     *result = None;
                 }
@@ -326,9 +325,7 @@ impl AppState {
                 worker.send(Command::Load { model: self.model.requested.clone(), device: self.model.device.clone() });
             }
             Action::RunCell(id) => {
-                if !self.jobs.queue.contains(&id) && self.jobs.running != Some(id) {
-                    self.jobs.queue.push_back(id);
-                }
+                self.jobs.enqueue(id);
                 self.next_in_queue(worker);
             }
             Action::RunAll => {
@@ -348,8 +345,7 @@ impl AppState {
             Action::DeleteCell(id) => {
                 if let Some(i) = self.doc.notebook.index_of(id) {
                     self.doc.notebook.cells.remove(i);
-                    self.results.runs.remove(&id);
-                    self.results.traces.remove(&id);
+                    self.results.remove(id);
                     self.mark_dirty();
                 }
             }
