@@ -39,6 +39,8 @@ pub fn parse_tokens(s: &str) -> anyhow::Result<Vec<u32>> {
 }
 
 pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
+    // Arguments are checked before the model loads, so a typo fails in seconds.
+    let capture = a.capture.spec(CaptureSpec::default())?.with("logits");
     let session = a.model.load()?;
     let prompt = match (&a.tokens, &a.prompt) {
         (Some(t), None) => Prompt::Tokens { ids: parse_tokens(t)? },
@@ -51,7 +53,7 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
         prompt,
         settings: GenerationSettings { max_new_tokens: 0, ..Default::default() },
         // Logits are what a forward pass is for: always recorded.
-        capture: a.capture.spec(CaptureSpec::default())?.with("logits"),
+        capture,
     };
     let run = job.execute(&session, &mut |_| {}, &Cancel::new())?;
     run.trace.write(&a.out).with_context(|| format!("writing trace {}", a.out.display()))?;

@@ -66,6 +66,8 @@ pub fn prompt_of(text: &str, chat: bool, system: Option<&str>) -> Prompt {
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    // Arguments are checked before the model loads, so a typo fails in seconds.
+    let capture = a.capture.spec(CaptureSpec::default())?;
     let session = a.model.load()?;
     let prompt = prompt_of(&a.prompt, a.chat, a.system.as_deref());
     let tokens = session.encode(&prompt)?;
@@ -77,7 +79,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             sampling: SamplingSettings { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
             stop_at_eos: !a.ignore_eos,
         },
-        capture: a.capture.spec(CaptureSpec::default())?,
+        capture,
     };
     if !job.interventions.is_empty() {
         let labels: Vec<String> = job.interventions.items.iter().map(|i| i.label()).collect();
