@@ -29,6 +29,7 @@ pub mod cuda;
 #[cfg(test)]
 mod emulate;
 pub mod launch;
+pub mod matvec;
 pub mod router_op;
 pub mod routing;
 pub mod row_norm;

@@ -116,6 +116,8 @@ pub struct Model {
     rope: Rope,
     device: Device,
     dtype: DType,
+    /// The activations' dtype ([`Weights::compute_dtype`]).
+    compute: DType,
     parameters: usize,
 }
 
@@ -159,6 +161,7 @@ impl Model {
             lm_head,
             device: w.device().clone(),
             dtype: w.dtype(),
+            compute: w.compute_dtype(),
             config,
         })
     }
@@ -191,6 +194,18 @@ impl Model {
 
     /// Runs `tokens` at the positions after what `cache` holds, appending to it.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, opts: &ForwardOptions) -> Result<ForwardOutput> {
+        if self.device.is_cpu() {
+            // On a thread of the pool the kernels split their work across, so this thread
+            // takes its share of every split instead of sleeping until the pool has done it
+            // (three thread switches per matrix-vector product otherwise, a sixth of decode
+            // time on a small model). Not on a GPU: candle's CUDA streams are per thread.
+            rayon::scope(|_| self.forward_here(tokens, cache, opts))
+        } else {
+            self.forward_here(tokens, cache, opts)
+        }
+    }
+
+    fn forward_here(&self, tokens: &[u32], cache: &mut KvCache, opts: &ForwardOptions) -> Result<ForwardOutput> {
         let t = tokens.len();
         if t == 0 {
             return Err(ModelError::Invalid("forward called with no tokens".into()));
@@ -201,7 +216,7 @@ impl Model {
         }
         let start = cache.len();
         let ids = Tensor::from_vec(tokens.to_vec(), t, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?;
+        let mut x = self.embed.index_select(&ids, 0)?.to_dtype(self.compute)?;
         // In the model's dtype once per call, not per layer (four casts per layer on a GPU).
         let (cos, sin) = self.rope.cos_sin(start, t, &self.device)?;
         let rotary = RotaryTables { rope: &self.rope, cos: cos.to_dtype(x.dtype())?, sin: sin.to_dtype(x.dtype())? };
@@ -230,6 +245,24 @@ impl Model {
     /// Number of parameters in the checkpoint (tied embeddings counted once).
     pub fn parameter_count(&self) -> usize {
         self.parameters
+    }
+
+    /// Bytes of weights one decoded token reads: every projection, the selected share of the
+    /// experts, the LM head; not the embedding table (one row of it) nor norms. Divided into
+    /// the memory bandwidth, the most tokens per second a bandwidth-bound decode can reach.
+    pub fn active_weight_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                let ffn = match &l.ffn {
+                    FeedForward::Dense(m) => m.bytes(),
+                    FeedForward::Moe(m) => m.active_bytes(),
+                };
+                l.attn.bytes() + ffn + l.dense_residual.as_ref().map_or(0, |(_, m)| m.bytes())
+            })
+            .sum();
+        layers + self.lm_head.bytes()
     }
 
     /// Bytes of weight memory on the device (at the run dtype).

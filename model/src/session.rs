@@ -24,25 +24,37 @@ use crate::source::{LoadProgress, ModelSource};
 use crate::store::{CaptureStore, Values};
 use crate::tokenizer::{read_tokenizer_config, TextStream, Tokenizer};
 
-/// How to load: device and dtype (f32 on CPU; bf16 is the GPU default).
+/// How to load: device, the dtype weight matrices are kept in, and the dtype activations are
+/// computed in.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub device: Device,
+    /// Projections, experts, embeddings and the LM head.
     pub dtype: DType,
+    /// Activations, norm weights and biases. On the CPU this is f32 whatever `dtype` is: bf16
+    /// matrices are widened as they are read (half the bytes of f32, the f32 reference's
+    /// arithmetic).
+    pub compute: DType,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { device: Device::Cpu, dtype: DType::F32 }
+        LoadOptions::new(Device::Cpu, DType::F32)
     }
 }
 
 impl LoadOptions {
-    /// The run dtype RouteLab uses on `device`: bf16 weights on a GPU, the f32 reference on
+    /// The dtype RouteLab uses on `device` by default: bf16 on a GPU, the f32 reference on
     /// the CPU.
     pub fn for_device(device: Device) -> Self {
         let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
-        LoadOptions { device, dtype }
+        LoadOptions::new(device, dtype)
+    }
+
+    /// Weights in `dtype`; activations in `dtype` on a GPU and in f32 on the CPU.
+    pub fn new(device: Device, dtype: DType) -> Self {
+        let compute = if device.is_cpu() { DType::F32 } else { dtype };
+        LoadOptions { device, dtype, compute }
     }
 }
 
@@ -227,6 +239,7 @@ impl Session {
         };
         let (tokenizer, chat_template) = tokenizer_for(&ck)?;
         let Checkpoint { config, weights, .. } = ck;
+        let weights = weights.with_compute(opts.compute);
         let model = Model::load(config, &weights, &mut |done, total| progress(LoadProgress::Layers { done, total }))?;
         // candle queues CUDA work on the loading thread's own stream (`per_thread_stream`), and
         // weight uploads from pageable memory may still be in flight when the calls return. A

@@ -99,6 +99,8 @@ pub struct Weights {
     /// Where the weights live, for error messages (a directory or a file).
     location: PathBuf,
     dtype: DType,
+    /// The activations' dtype: norm weights and biases are loaded in it.
+    compute: DType,
     device: Device,
 }
 
@@ -114,12 +116,18 @@ impl Weights {
             }
             files.push(f);
         }
-        Ok(Weights { backend: Backend::Safetensors { files, index }, location: location.to_path_buf(), dtype, device: device.clone() })
+        Ok(Weights {
+            backend: Backend::Safetensors { files, index },
+            location: location.to_path_buf(),
+            dtype,
+            compute: dtype,
+            device: device.clone(),
+        })
     }
 
     pub fn from_gguf(gguf: GgufWeights, dtype: DType, device: &Device) -> Self {
         let location = gguf.path().to_path_buf();
-        Weights { backend: Backend::Gguf(Box::new(gguf)), location, dtype, device: device.clone() }
+        Weights { backend: Backend::Gguf(Box::new(gguf)), location, dtype, compute: dtype, device: device.clone() }
     }
 
     /// Random weights for a model directory holding `config.json` and `random_weights.json`
@@ -143,11 +151,23 @@ impl Weights {
         if !device.is_cpu() {
             device.set_seed(v["seed"].as_u64().unwrap_or(0))?;
         }
-        Ok(Weights { backend: Backend::Random { shapes }, location: manifest.to_path_buf(), dtype, device: device.clone() })
+        Ok(Weights { backend: Backend::Random { shapes }, location: manifest.to_path_buf(), dtype, compute: dtype, device: device.clone() })
     }
 
+    /// The dtype weight matrices are kept in.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The dtype activations are computed in (see [`crate::session::LoadOptions`]).
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+
+    /// Activations in `compute` (the matrices stay in [`Weights::dtype`]).
+    pub fn with_compute(mut self, compute: DType) -> Self {
+        self.compute = compute;
+        self
     }
 
     pub fn device(&self) -> &Device {

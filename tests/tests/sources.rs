@@ -49,7 +49,11 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn logits(dir: &Path) -> Vec<f32> {
-    let s = Session::load(&ModelSource::Dir(dir.to_path_buf()), &LoadOptions::default(), &mut |_| {}).unwrap();
+    logits_with(dir, &LoadOptions::default())
+}
+
+fn logits_with(dir: &Path, opts: &LoadOptions) -> Vec<f32> {
+    let s = Session::load(&ModelSource::Dir(dir.to_path_buf()), opts, &mut |_| {}).unwrap();
     let ids = Reference::load("llama").ids("input_ids");
     let spec = CaptureSpec::items(&["logits"]).plan(s.model.config.num_layers);
     let mut cache = s.model.new_cache();
@@ -109,6 +113,16 @@ fn half_precision_weights_are_widened_exactly() {
         write_st(&widened.path().join("model.safetensors"), &wide_t);
         let (a, b) = (logits(narrow.path()), logits(widened.path()));
         assert_eq!(a, b, "{dtype:?}");
+        if dtype == Dtype::BF16 {
+            // Kept as bf16 on the CPU (`--dtype bf16`): the matrices stay bf16 in memory and are
+            // widened in registers, activations stay f32, so the arithmetic is the f32 run's on
+            // the widened weights, to the bit (at this length every product takes the same
+            // kernel in both runs).
+            let kept = LoadOptions::new(candle_core::Device::Cpu, candle_core::DType::BF16);
+            let s = Session::load(&ModelSource::Dir(narrow.path().to_path_buf()), &kept, &mut |_| {}).unwrap();
+            assert_eq!(s.info().dtype, "BF16");
+            assert_eq!(logits_with(narrow.path(), &kept), b, "bf16 kept as bf16");
+        }
         // And rounding the weights really changed something.
         assert_ne!(a, logits(&case_dir("llama")));
     }

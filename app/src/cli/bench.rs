@@ -8,6 +8,7 @@
 //! beside transformers'.
 
 use clap::Args;
+use routelab_kernels::matvec;
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::Interventions;
 use routelab_model::sampling::SamplingSettings;
@@ -34,6 +35,10 @@ pub struct BenchArgs {
     /// Write the medians as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Skip measuring the CPU's memory read bandwidth (and the share of its limit decode
+    /// reaches).
+    #[arg(long)]
+    pub no_bandwidth: bool,
 }
 
 const TEXT: &str = "The history of the city begins with a small settlement on the river, where traders \
@@ -108,6 +113,20 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         100.0 * (1.0 - fd / pd),
         100.0 * (1.0 - fp / pp)
     );
+    let active = session.model.active_weight_bytes();
+    // The bandwidth limit: decode reads every active weight once per token.
+    let bandwidth = (session.model.device().is_cpu() && !a.no_bandwidth).then(|| matvec::read_bandwidth(1 << 30));
+    if let Some(bw) = bandwidth {
+        let limit = bw / active as f64;
+        println!(
+            "memory read bandwidth (matrix-vector product over 1 GiB, {} threads): {:.1} GB/s; {:.1} MB of weights per token: \
+             limit {limit:.1} tok/s, plain decode reaches {:.0}%",
+            matvec::threads(),
+            bw / 1e9,
+            active as f64 / 1e6,
+            100.0 * pd / limit
+        );
+    }
     if let Some(path) = &a.json {
         let info = session.info();
         let rows: serde_json::Map<String, serde_json::Value> = configs
@@ -118,6 +137,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let doc = serde_json::json!({
             "model": session.name, "device": info.device, "dtype": info.dtype,
             "parameters": info.parameters, "weight_bytes": info.weight_bytes,
+            "active_weight_bytes": active, "read_bandwidth": bandwidth,
             "prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens, "repeats": a.repeats.max(1),
             "configs": rows,
         });

@@ -110,9 +110,11 @@ impl Tally {
     }
 }
 
+/// Loads with activations in `dtype` too, on the CPU as well: the CPU's bf16 pass rehearses
+/// the GPU's numerics, not the CPU's own bf16 mode (bf16 weights, f32 activations).
 fn load(dir: &Path, device: &Device, dtype: candle_core::DType) -> anyhow::Result<Session> {
     let source = ModelSource::parse(&dir.to_string_lossy())?;
-    Session::load(&source, &LoadOptions { device: device.clone(), dtype }, &mut |_| {})
+    Session::load(&source, &LoadOptions { device: device.clone(), dtype, compute: dtype }, &mut |_| {})
         .with_context(|| format!("loading {}", dir.display()))
 }
 

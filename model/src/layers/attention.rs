@@ -146,6 +146,21 @@ impl Attention {
         Ok(Attention { proj, o, num_heads: h, num_kv_heads: hkv, scale: a.softmax_scale, window })
     }
 
+    /// Bytes of projection weights one token reads.
+    pub fn bytes(&self) -> usize {
+        let proj = match &self.proj {
+            Projections::Standard { qkv, .. } => qkv.bytes(),
+            Projections::Mla { q, kv_a, kv_b, .. } => {
+                let q = match q {
+                    MlaQuery::Direct(p) => p.bytes(),
+                    MlaQuery::LowRank { a, b, .. } => a.bytes() + b.bytes(),
+                };
+                q + kv_a.bytes() + kv_b.bytes()
+            }
+        };
+        proj + self.o.bytes()
+    }
+
     /// `x` `[T, D]` at the positions after what `ctx.cache` holds; returns `[T, D]`, and pushes
     /// the head statistics and probabilities `ctx` asks for.
     pub fn forward(&self, x: &Tensor, ctx: &mut LayerCtx) -> Result<Tensor> {

@@ -2,6 +2,8 @@
 
 use candle_core::Tensor;
 
+use routelab_kernels::matvec;
+
 use crate::error::Result;
 use crate::weights::Weights;
 
@@ -15,7 +17,7 @@ pub struct Linear {
 impl Linear {
     pub fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
-        let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
+        let bias = if bias { Some(w.get_as(&format!("{prefix}.bias"), &[out_dim], w.compute_dtype())?) } else { None };
         Ok(Linear { weight, bias })
     }
 
@@ -39,13 +41,28 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
+    /// Bytes of weight (and bias) a forward call reads.
+    pub fn bytes(&self) -> usize {
+        let b = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        b(&self.weight) + self.bias.as_ref().map_or(0, b)
+    }
+
     pub fn out_dim(&self) -> usize {
         self.weight.dims()[0]
     }
 
-    /// `x`: `[T, in]` → `[T, out]`.
+    /// `x`: `[T, in]` → `[T, out]`, in `x`'s dtype.
+    ///
+    /// On the CPU, bf16 weights and a few rows of f32 ones (decode, an expert's tokens) go
+    /// through [`matvec`], which splits the weight rows across threads and reads bf16 weights
+    /// as stored; more rows of f32 weights through candle's GEMM.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.t()?)?;
+        let w = &self.weight;
+        let ours = x.device().is_cpu()
+            && x.rank() == 2
+            && matvec::supports(x.dtype(), w.dtype())
+            && (w.dtype() != x.dtype() || x.dim(0)? <= matvec::MAX_ROWS);
+        let y = if ours { matvec::matmul_t(&x.contiguous()?, w)? } else { x.matmul(&w.t()?)? };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,

@@ -1,7 +1,8 @@
 //! The gated MLP (SwiGLU and friends): `down(act(gate(x)) ⊙ up(x))`, with gate and up fused
 //! into one `[2I, D]` projection so each token costs two matmuls.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
+use routelab_kernels::matvec;
 
 use crate::config::Activation;
 use crate::error::Result;
@@ -48,12 +49,28 @@ impl Mlp {
         Ok(Mlp { gate_up: Linear { weight: gate_up, bias: None }, down: Linear { weight: down, bias: None }, intermediate, activation })
     }
 
+    /// Bytes of weights one token reads.
+    pub fn bytes(&self) -> usize {
+        self.gate_up.bytes() + self.down.bytes()
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gu = self.gate_up.forward(x)?;
+        self.down.forward(&self.gated(&self.gate_up.forward(x)?)?)
+    }
+
+    /// `act(gate) ⊙ up` from the fused projection's output `[T, 2I]`.
+    pub fn gated(&self, gu: &Tensor) -> Result<Tensor> {
         let gate = gu.narrow(D::Minus1, 0, self.intermediate)?;
         let up = gu.narrow(D::Minus1, self.intermediate, self.intermediate)?;
-        let h = (activate(&gate, self.activation)? * up)?;
-        self.down.forward(&h)
+        Ok((activate(&gate, self.activation)? * up)?)
+    }
+
+    /// Whether [`routelab_kernels::matvec`] can run both projections on `x`'s dtype (no biases).
+    pub fn fits_matvec(&self, x: DType) -> bool {
+        self.gate_up.bias.is_none()
+            && self.down.bias.is_none()
+            && matvec::supports(x, self.gate_up.weight.dtype())
+            && matvec::supports(x, self.down.weight.dtype())
     }
 }
 

@@ -14,6 +14,7 @@
 //! the CPU path and the fallback for f32 on CUDA.
 
 use candle_core::{DType, Tensor};
+use routelab_kernels::matvec;
 use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
 use routelab_kernels::routing::{route, Routes, RoutingParams};
 
@@ -122,7 +123,7 @@ impl Moe {
             (Some(s), Some((prefix, mlp_names))) => {
                 let mlp = Mlp::load(w, &format!("{block}.{prefix}"), mlp_names, d, s.intermediate_size, false, c.activation)?;
                 let gate = match (s.gated, names.shared_gate) {
-                    (true, Some(g)) => Some(Linear { weight: w.get(&format!("{block}.{g}"), &[1, d])?, bias: None }),
+                    (true, Some(g)) => Some(Linear { weight: w.get_as(&format!("{block}.{g}"), &[1, d], w.compute_dtype())?, bias: None }),
                     _ => None,
                 };
                 (Some(mlp), gate)
@@ -150,6 +151,15 @@ impl Moe {
         let aux = aux_tensor(ne, self.correction_bias.as_deref(), &[], &[], gate_up.device())?;
         self.device_path = Some(DevicePath { gate_up, down, aux });
         Ok(())
+    }
+
+    /// Bytes of weights one token reads: the router, `top_k` experts (of average size) and the
+    /// shared expert and its gate.
+    pub fn active_bytes(&self) -> usize {
+        let experts: usize = self.experts.iter().map(Mlp::bytes).sum();
+        let selected = experts * self.routing.top_k / self.experts.len().max(1);
+        let router = self.router.elem_count() * self.router.dtype().size_in_bytes();
+        router + selected + self.shared.as_ref().map_or(0, Mlp::bytes) + self.shared_gate.as_ref().map_or(0, Linear::bytes)
     }
 
     /// The router's selection bias (DeepSeek-V3's `e_score_correction_bias`), if any.
@@ -250,21 +260,39 @@ impl Moe {
             }
         }
         let device = x.device();
-        let mut out = x.zeros_like()?;
-        for (e, expert) in self.experts.iter().enumerate() {
-            let (mut rows, mut ws) = (Vec::new(), Vec::new());
-            for (slot, (&ex, &wt)) in experts.iter().zip(&weights).enumerate() {
-                if ex as usize == e && wt != 0.0 {
+        // Each expert's tokens and weights, in expert order, gathered in one pass.
+        let mut picked: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); self.experts.len()];
+        for (slot, (&ex, &wt)) in experts.iter().zip(&weights).enumerate() {
+            if wt != 0.0 {
+                if let Some((rows, ws)) = picked.get_mut(ex as usize) {
                     rows.push((slot / k) as u32);
                     ws.push(wt);
                 }
             }
-            if rows.is_empty() {
-                continue;
-            }
-            let n = rows.len();
-            let idx = Tensor::from_vec(rows, n, device)?;
-            let y = expert.forward(&x.index_select(&idx, 0)?)?;
+        }
+        let picked: Vec<(usize, Tensor, Vec<f32>)> = picked
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (rows, _))| !rows.is_empty())
+            .map(|(e, (rows, ws))| Ok((e, Tensor::from_vec(rows, ws.len(), device)?, ws)))
+            .collect::<Result<_>>()?;
+        let most = picked.iter().map(|(_, _, ws)| ws.len()).max().unwrap_or(0);
+        let fits = device.is_cpu() && self.experts.iter().all(|e| e.fits_matvec(x.dtype()));
+        let bf16 = self.experts.first().is_some_and(|e| e.gate_up.weight.dtype() != x.dtype());
+        let ys: Vec<Tensor> = if fits && (bf16 || most <= matvec::MAX_ROWS) {
+            // All selected experts' projections in one parallel region each (decode, bf16).
+            let xs = picked.iter().map(|(_, idx, _)| x.index_select(idx, 0)).collect::<candle_core::Result<Vec<_>>>()?;
+            let pairs: Vec<_> = picked.iter().zip(&xs).map(|((e, ..), xe)| (xe, &self.experts[*e].gate_up.weight)).collect();
+            let gu = matvec::matmul_t_grouped(&pairs)?;
+            let hs = picked.iter().zip(&gu).map(|((e, ..), g)| self.experts[*e].gated(g)).collect::<Result<Vec<_>>>()?;
+            let pairs: Vec<_> = picked.iter().zip(&hs).map(|((e, ..), h)| (h, &self.experts[*e].down.weight)).collect();
+            matvec::matmul_t_grouped(&pairs)?
+        } else {
+            picked.iter().map(|(e, idx, _)| self.experts[*e].forward(&x.index_select(idx, 0)?)).collect::<Result<_>>()?
+        };
+        let mut out = x.zeros_like()?;
+        for ((_, idx, ws), y) in picked.into_iter().zip(ys) {
+            let n = ws.len();
             let y = y.broadcast_mul(&Tensor::from_vec(ws, (n, 1), device)?.to_dtype(y.dtype())?)?;
             out = out.index_add(&idx, &y, 0)?;
         }
