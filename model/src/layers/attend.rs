@@ -32,6 +32,9 @@ use crate::interventions::HeadMethod;
 /// Budget of score elements per block (`H × block × S`), 8M f32 = 32 MB.
 const BLOCK_ELEMENTS: usize = 8 << 20;
 
+/// Queries per block when scores stop at each block's last query (no probabilities kept).
+const CAUSAL_BLOCK: usize = 128;
+
 /// A mask block: (sliding window, first query of the block, queries in it).
 type MaskKey = (Option<usize>, usize, usize);
 
@@ -193,14 +196,19 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
 
     let kt = k.t()?;
     let (mut outs, mut stats, mut probs) = (Vec::new(), Vec::new(), Vec::new());
-    let span = span_within(p.span, s);
+    // Causal blocks: a block's queries see no key after its last one, so its scores stop
+    // there (half the work of a prompt, in blocks of CAUSAL_BLOCK queries). Kept
+    // probabilities are returned over all keys, so then the block spans them all.
+    let block = if p.keep_probs { block } else { block.min(CAUSAL_BLOCK) };
     let mut first = 0;
     while first < t {
         let len = block.min(t - first);
+        let keys = if p.keep_probs { s } else { (p.masks.q_start + first + len).min(s) };
+        let span = span_within(p.span, keys);
         let qb = q.narrow(1, first, len)?.contiguous()?.reshape((kv_heads, rep * len, dk))?;
-        let scores = (qb.matmul(&kt)? * p.scale)?.reshape((heads, len, s))?;
+        let scores = (qb.matmul(&kt.narrow(2, 0, keys)?)? * p.scale)?.reshape((heads, len, keys))?;
         let scores = scores.to_dtype(DType::F32)?;
-        let mask = p.masks.block(p.window, first, len)?;
+        let mask = p.masks.block(p.window, first, len)?.map(|m| m.narrow(1, 0, keys)).transpose()?;
         let scores = match &mask {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
@@ -209,8 +217,8 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
         if let Some((u, not_u)) = &uniform_sel {
             // softmax of the 0/−∞ mask is exactly the uniform distribution over visible keys.
             let flat = match &mask {
-                Some(m) => candle_nn::ops::softmax_last_dim(m)?,
-                None => Tensor::full(1.0 / s as f32, (len, s), device)?,
+                Some(m) => candle_nn::ops::softmax_last_dim(&m.contiguous()?)?,
+                None => Tensor::full(1.0 / keys as f32, (len, keys), device)?,
             };
             pr = (pr.broadcast_mul(not_u)? + flat.unsqueeze(0)?.broadcast_mul(u)?)?;
         }
@@ -225,7 +233,7 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
             // [H, len, 4], the columns of HeadStats.
             stats.push(Tensor::stack(&[e, a.to_dtype(DType::F32)?, sink, span_mass], 2)?);
         }
-        let o = pr.to_dtype(v.dtype())?.reshape((kv_heads, rep * len, s))?.matmul(v)?.reshape((heads, len, dv))?;
+        let o = pr.to_dtype(v.dtype())?.reshape((kv_heads, rep * len, keys))?.matmul(&v.narrow(1, 0, keys)?)?.reshape((heads, len, dv))?;
         outs.push(o);
         if p.keep_probs {
             probs.push(pr);
@@ -237,7 +245,7 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
     let cat1 = |v: Vec<Tensor>| -> Result<Tensor> { Ok(if v.len() == 1 { v.into_iter().next().unwrap() } else { Tensor::cat(&v, 1)? }) };
     Ok(Attended {
         out,
-        stats: if p.stats { Some(HeadStats { packed: cat1(stats)?, has_span: span.is_some() }) } else { None },
+        stats: if p.stats { Some(HeadStats { packed: cat1(stats)?, has_span: span_within(p.span, s).is_some() }) } else { None },
         probs: if p.keep_probs { Some(cat1(probs)?) } else { None },
     })
 }
