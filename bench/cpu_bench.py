@@ -122,8 +122,8 @@ def hf_bench(model, ids, new, repeats, moe):
     return {k: {"prefill_tok_s": statistics.median(p), "decode_tok_s": statistics.median(d)} for k, (p, d) in res.items()}
 
 
-def routelab_bench(binary, model, dtype, prompt, new, repeats, out, threads):
-    j = out / f"routelab-{abs(hash((model, prompt)))}.json"
+def routelab_bench(binary, name, model, dtype, prompt, new, repeats, out, threads):
+    j = out / f"routelab-{name}-{prompt}.json"
     cmd = [binary, "bench", "--model", str(model), "--dtype", dtype, "--prompt-tokens", str(prompt),
            "--new-tokens", str(new), "--repeats", str(repeats), "--json", str(j)]
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
@@ -179,7 +179,7 @@ def main():
         spec = MODELS[name]
         target, build = prepare(name, spec, args.out)
         cases = [(128, 32)] + ([(1024, 16)] if name in args.long.split(",") else [])
-        rl = {c: routelab_bench(args.routelab, target, spec["dtype"], c[0], c[1], args.repeats, args.out, args.threads) for c in cases}
+        rl = {c: routelab_bench(args.routelab, name, target, spec["dtype"], c[0], c[1], args.repeats, args.out, args.threads) for c in cases}
         model = build().eval()
         moe = any(hasattr(model.config, a) and getattr(model.config, a) for a in ("num_experts", "num_local_experts"))
         vocab = model.config.vocab_size
