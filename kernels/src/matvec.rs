@@ -50,6 +50,13 @@ struct Out {
     ptr: *mut f32,
     n: usize,
 }
+impl Out {
+    /// The element `i` of `y` (a method, so closures capture the whole `Out`, which is Sync).
+    fn at(self, i: usize) -> *mut f32 {
+        self.ptr.wrapping_add(i)
+    }
+}
+
 // SAFETY: tasks write disjoint sets of elements (their own weight rows' columns).
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
@@ -114,6 +121,43 @@ fn grouped_slices(items: &mut [Product]) {
         match w {
             WeightRows::F32(w) => (kernels.f32)(&x[..t * k], *t, *k, &w[..n * k], rows, out),
             WeightRows::Bf16(w) => (kernels.bf16)(&x[..t * k], *t, *k, &w[..n * k], rows, out),
+        }
+    });
+}
+
+/// `y = x Wᵀ` for many rows of `x` and f32 weights: the `gemm` crate's microkernels (packing,
+/// register blocking) on each thread's share of the weight rows, one single-threaded call per
+/// share, instead of one call that splits and synchronises inside.
+fn gemm_slices(x: &[f32], t: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
+    let shares = (rayon::current_num_threads() * 2).max(1);
+    let rows = n.div_ceil(shares).next_multiple_of(16).max(16);
+    let out = Out { ptr: y.as_mut_ptr(), n };
+    (0..n.div_ceil(rows)).into_par_iter().for_each(|c| {
+        let (r0, r1) = (c * rows, ((c + 1) * rows).min(n));
+        // SAFETY: y is [t, n] and this share writes its columns r0..r1 only; x is [t, k], the
+        // weight rows r0..r1 lie within w ([n, k]); strides describe exactly those layouts.
+        unsafe {
+            gemm::gemm(
+                t,
+                r1 - r0,
+                k,
+                out.at(r0),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr().add(r0 * k),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
         }
     });
 }
@@ -223,13 +267,16 @@ unsafe fn tile<I: Isa, W: Elem, const R: usize, const C: usize>(
 /// `x`.
 #[inline(always)]
 unsafe fn block<I: Isa, W: Elem, const R: usize>(x: &[f32], t: usize, k: usize, w: &[W], rows: std::ops::Range<usize>, out: Out) {
-    let mut r0 = rows.start;
-    while r0 < rows.end {
-        let nr = R.min(rows.end - r0);
-        let wr: [usize; R] = std::array::from_fn(|i| r0 + i.min(nr - 1));
-        let mut t0 = 0;
-        while t0 < t {
-            let nc = 4.min(t - t0);
+    // Rows of x outer, weight rows inner: the task's weight rows (a few hundred KB) stay in
+    // the core's L2 cache across the rows of x, where the other order streamed all of x (MBs
+    // for a long prompt) through it once per weight tile.
+    let mut t0 = 0;
+    while t0 < t {
+        let nc = 4.min(t - t0);
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let nr = R.min(rows.end - r0);
+            let wr: [usize; R] = std::array::from_fn(|i| r0 + i.min(nr - 1));
             // SAFETY: forwarded from the caller; rows are within `rows` and `t`.
             unsafe {
                 match nc {
@@ -239,9 +286,9 @@ unsafe fn block<I: Isa, W: Elem, const R: usize>(x: &[f32], t: usize, k: usize, 
                     _ => tile::<I, W, R, 4>(x, k, [t0, t0 + 1, t0 + 2, t0 + 3], w, wr, (nr, 4), out),
                 }
             }
-            t0 += nc;
+            r0 += nr;
         }
-        r0 += nr;
+        t0 += nc;
     }
 }
 
@@ -450,7 +497,10 @@ impl CustomOp2 for MatmulT {
             other => candle_core::bail!("matmul-t: weights must be f32 or bf16, not {:?}", other.dtype()),
         };
         let mut y = vec![0f32; t * n];
-        matmul_t_slices(&x[xa..xb], t, k, w, n, &mut y);
+        match w {
+            WeightRows::F32(w) if t > MAX_ROWS => gemm_slices(&x[xa..xb], t, k, w, n, &mut y),
+            _ => matmul_t_slices(&x[xa..xb], t, k, w, n, &mut y),
+        }
         Ok((CpuStorage::F32(y), Shape::from((t, n))))
     }
 }
@@ -612,6 +662,14 @@ mod tests {
         let wb = w.to_dtype(DType::BF16).unwrap();
         let ours = matmul_t(&x, &wb).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let theirs = x.matmul(&wb.to_dtype(DType::F32).unwrap().t().unwrap()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // Past MAX_ROWS, f32 weights take the per-thread GEMM: same products.
+        let long = Tensor::from_vec(values(45 * 40, 7), (45, 40), &d).unwrap();
+        let ours = matmul_t(&long, &w).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let theirs = long.matmul(&w.t().unwrap()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(ours.len(), 45 * 70);
         for (a, b) in ours.iter().zip(&theirs) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }

@@ -53,15 +53,12 @@ impl Linear {
 
     /// `x`: `[T, in]` → `[T, out]`, in `x`'s dtype.
     ///
-    /// On the CPU, bf16 weights and a few rows of f32 ones (decode, an expert's tokens) go
-    /// through [`matvec`], which splits the weight rows across threads and reads bf16 weights
-    /// as stored; more rows of f32 weights through candle's GEMM.
+    /// On the CPU through [`matvec::matmul_t`]: its own kernel for bf16 weights and for a few
+    /// rows of f32 ones (decode, an expert's tokens), the `gemm` crate per thread for longer
+    /// prompts on f32 weights.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = &self.weight;
-        let ours = x.device().is_cpu()
-            && x.rank() == 2
-            && matvec::supports(x.dtype(), w.dtype())
-            && (w.dtype() != x.dtype() || x.dim(0)? <= matvec::MAX_ROWS);
+        let ours = x.device().is_cpu() && x.rank() == 2 && matvec::supports(x.dtype(), w.dtype());
         let y = if ours { matvec::matmul_t(&x.contiguous()?, w)? } else { x.matmul(&w.t()?)? };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
