@@ -230,7 +230,13 @@ unsafe fn tile<I: Isa, W: Elem, const R: usize, const C: usize>(
             // SAFETY: as above, within row wr[r] of w.
             let wv = unsafe { I::load_w(wp.add(wr[r] * k + i)) };
             // SAFETY: a prefetch never faults; the address may lie past the row (or matrix).
+            // Ahead in this row, and in decode (one row of x, so nothing is reused from cache)
+            // the same column of the next tile's row: short rows (an expert's down
+            // projection) would otherwise start every tile cold.
             unsafe { I::prefetch(wp.wrapping_add(wr[r] * k + i + PREFETCH) as *const u8) };
+            if C == 1 {
+                unsafe { I::prefetch(wp.wrapping_add((wr[r] + R) * k + i) as *const u8) };
+            }
             for c in 0..C {
                 acc[r][c] = unsafe { I::fma(xv[c], wv, acc[r][c]) };
             }
