@@ -72,21 +72,7 @@ struct Kernels {
 
 /// `y[t, n] = Σ_k x[t, k] · w[n, k]` for `x` `[t, k]`, `w` `[n, k]`, `y` `[t, n]`.
 pub fn matmul_t_slices(x: &[f32], t: usize, k: usize, w: WeightRows, n: usize, y: &mut [f32]) {
-    assert!(x.len() >= t * k && w.len() >= n * k && y.len() >= t * n, "matvec: slice lengths do not fit [{t}, {k}] x [{n}, {k}]ᵀ");
-    if t == 0 || n == 0 {
-        return;
-    }
-    let x = &x[..t * k];
-    let kernels = pick();
-    let out = Out { ptr: y.as_mut_ptr(), n };
-    let tasks = n.div_ceil(ROWS_PER_TASK);
-    (0..tasks).into_par_iter().for_each(|c| {
-        let rows = c * ROWS_PER_TASK..((c + 1) * ROWS_PER_TASK).min(n);
-        match w {
-            WeightRows::F32(w) => (kernels.f32)(x, t, k, &w[..n * k], rows, out),
-            WeightRows::Bf16(w) => (kernels.bf16)(x, t, k, &w[..n * k], rows, out),
-        }
-    });
+    grouped_slices(&mut [Product { x, t, k, w, n, y }]);
 }
 
 /// One product `y = x Wᵀ` of a group: `x` `[t, k]`, `w` `[n, k]`, `y` `[t, n]`.
@@ -106,7 +92,11 @@ fn grouped_slices(items: &mut [Product]) {
     let kernels = pick();
     let mut tasks = Vec::new();
     for (i, p) in items.iter_mut().enumerate() {
-        assert!(p.x.len() >= p.t * p.k && p.w.len() >= p.n * p.k && p.y.len() >= p.t * p.n, "matvec: slice lengths do not fit");
+        let (t, k, n) = (p.t, p.k, p.n);
+        assert!(
+            p.x.len() >= t * k && p.w.len() >= n * k && p.y.len() >= t * n,
+            "matvec: slice lengths do not fit [{t}, {k}] x [{n}, {k}]ᵀ"
+        );
         if p.t == 0 || p.n == 0 {
             continue;
         }

@@ -43,8 +43,7 @@ impl Linear {
 
     /// Bytes of weight (and bias) a forward call reads.
     pub fn bytes(&self) -> usize {
-        let b = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        b(&self.weight) + self.bias.as_ref().map_or(0, b)
+        tensor_bytes(&self.weight) + self.bias.as_ref().map_or(0, tensor_bytes)
     }
 
     pub fn out_dim(&self) -> usize {
@@ -65,4 +64,9 @@ impl Linear {
             None => y,
         })
     }
+}
+
+/// Bytes a tensor's elements take.
+pub fn tensor_bytes(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
 }

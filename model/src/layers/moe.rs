@@ -23,7 +23,7 @@ use crate::error::{ModelError, Result};
 use crate::families::layout::{ExpertNames, MlpNames, MoeNames, TensorLayout};
 use crate::hooks::Quantity;
 use crate::layers::context::LayerCtx;
-use crate::layers::linear::Linear;
+use crate::layers::linear::{tensor_bytes, Linear};
 use crate::layers::mlp::{activate, Mlp};
 use crate::weights::Weights;
 
@@ -158,8 +158,10 @@ impl Moe {
     pub fn active_bytes(&self) -> usize {
         let experts: usize = self.experts.iter().map(Mlp::bytes).sum();
         let selected = experts * self.routing.top_k / self.experts.len().max(1);
-        let router = self.router.elem_count() * self.router.dtype().size_in_bytes();
-        router + selected + self.shared.as_ref().map_or(0, Mlp::bytes) + self.shared_gate.as_ref().map_or(0, Linear::bytes)
+        tensor_bytes(&self.router)
+            + selected
+            + self.shared.as_ref().map_or(0, Mlp::bytes)
+            + self.shared_gate.as_ref().map_or(0, Linear::bytes)
     }
 
     /// The router's selection bias (DeepSeek-V3's `e_score_correction_bias`), if any.
