@@ -3,6 +3,12 @@
 use clap::Parser;
 
 fn main() {
+    // candle's element-wise ops have their own thread pool, whose idle workers spin for about a
+    // millisecond before sleeping: that takes a core from the matmul pool after every large
+    // element-wise op. Set before any other thread exists (set_var is not thread-safe).
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "200");
+    }
     let cli = routelab::cli::Cli::parse();
     if let Err(e) = routelab::cli::run(cli) {
         eprintln!("error: {e:#}");

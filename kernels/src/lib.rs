@@ -18,6 +18,8 @@
 //! - [`capture_pack`]: one forward call's capture tensors gathered into one f32 buffer (one
 //!   launch on CUDA), so they leave the device in a single copy.
 //! - [`row_norm`]: row-wise L2 norms (capture's contribution norms) in one launch.
+//! - [`matmul`]: `y = x Wᵀ` on the CPU against weights packed in panels at load (f32 or bf16),
+//!   for decode and prefill alike, with one fixed summation order per output element.
 //! - [`launch`]: each CUDA kernel's launch (grid, block, scalar arguments), shared by the ops
 //!   and by the CPU emulator that runs the `.cu` sources in tests on machines without a GPU.
 
@@ -29,7 +31,7 @@ pub mod cuda;
 #[cfg(test)]
 mod emulate;
 pub mod launch;
-pub mod matvec;
+pub mod matmul;
 pub mod router_op;
 pub mod routing;
 pub mod row_norm;

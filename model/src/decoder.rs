@@ -48,6 +48,16 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut all = self.attn.linears_mut();
+        match &mut self.ffn {
+            FeedForward::Dense(m) => all.extend(m.linears_mut()),
+            FeedForward::Moe(m) => all.extend(m.linears_mut()),
+        }
+        all.extend(self.dense_residual.iter_mut().flat_map(|(_, m)| m.linears_mut()));
+        all
+    }
+
     fn forward(&self, x: &Tensor, ctx: &mut LayerCtx) -> Result<Tensor> {
         let h = (x + self.attn.forward(&self.attn_norm.forward(x)?, ctx)?)?;
         let out = match &self.ffn {
@@ -136,20 +146,31 @@ impl Model {
         let c = &config;
         let d = c.hidden_size;
         let embed = w.get(layout.embed, &[c.vocab_size, d])?;
+        // On the CPU computing in f32, every projection runs on weights packed for
+        // routelab_kernels::matmul, packed layer by layer so the rows and the panels of only
+        // one layer coexist.
+        let pack = w.device().is_cpu() && w.compute_dtype() == DType::F32;
         let mut layers = Vec::with_capacity(c.num_layers);
         for l in 0..c.num_layers {
             if !progress(l, c.num_layers) {
                 return Err(ModelError::Cancelled);
             }
-            layers.push(load_layer(w, c, &layout, l)?);
+            let mut layer = load_layer(w, c, &layout, l)?;
+            if pack {
+                layer.linears_mut().into_iter().try_for_each(Linear::pack)?;
+            }
+            layers.push(layer);
         }
         let final_norm = Norm::load(w, layout.final_norm, d, c.norm)?;
         let head_name = format!("{}.weight", layout.lm_head);
-        let lm_head = if w.contains(&head_name) || !c.tie_word_embeddings {
+        let mut lm_head = if w.contains(&head_name) || !c.tie_word_embeddings {
             Linear::load(w, layout.lm_head, d, c.vocab_size, c.lm_head_bias)?
         } else {
-            Linear { weight: embed.clone(), bias: None }
+            Linear::new(embed.clone(), None)
         };
+        if pack {
+            lm_head.pack()?;
+        }
         progress(c.num_layers, c.num_layers);
         let parameters = w.names().iter().filter_map(|n| w.shape(n)).map(|s| s.iter().product::<usize>()).sum();
         Ok(Model {

@@ -8,7 +8,7 @@
 //! beside transformers'.
 
 use clap::Args;
-use routelab_kernels::matvec;
+use routelab_kernels::matmul;
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::Interventions;
 use routelab_model::sampling::SamplingSettings;
@@ -115,13 +115,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     );
     let active = session.model.active_weight_bytes();
     // The bandwidth limit: decode reads every active weight once per token.
-    let bandwidth = (session.model.device().is_cpu() && !a.no_bandwidth).then(|| matvec::read_bandwidth(1 << 30));
+    let bandwidth = (session.model.device().is_cpu() && !a.no_bandwidth).then(|| matmul::read_bandwidth(1 << 30));
     if let Some(bw) = bandwidth {
         let limit = bw / active as f64;
         println!(
             "memory read bandwidth (matrix-vector product over 1 GiB, {} threads): {:.1} GB/s; {:.1} MB of weights per token: \
              limit {limit:.1} tok/s, plain decode reaches {:.0}%",
-            matvec::threads(),
+            matmul::threads(),
             bw / 1e9,
             active as f64 / 1e6,
             100.0 * pd / limit

@@ -113,14 +113,13 @@ impl Attention {
                 let qk = m.qk_nope_head_dim + m.qk_rope_head_dim;
                 // DeepSeek's q_a/kv_a norms use their RMSNorm's default eps 1e-6.
                 let rms = NormConfig { kind: NormKind::Rms, eps: 1e-6 };
-                let permute = |mut l: Linear, offset: usize, stride: usize| -> Result<Linear> {
-                    if m.rope_interleaved {
-                        l.weight = deinterleave_rows(&l.weight, offset, m.qk_rope_head_dim, stride)?;
-                        if let Some(b) = &l.bias {
-                            l.bias = Some(deinterleave_rows(b, offset, m.qk_rope_head_dim, stride)?);
-                        }
+                let permute = |l: Linear, offset: usize, stride: usize| -> Result<Linear> {
+                    if !m.rope_interleaved {
+                        return Ok(l);
                     }
-                    Ok(l)
+                    let weight = deinterleave_rows(&l.rows()?, offset, m.qk_rope_head_dim, stride)?;
+                    let bias = l.bias.as_ref().map(|b| deinterleave_rows(b, offset, m.qk_rope_head_dim, stride)).transpose()?;
+                    Ok(Linear::new(weight, bias))
                 };
                 let q = match m.q_lora_rank {
                     None => MlaQuery::Direct(permute(Linear::load(w, &format!("{p}.q_proj"), d, h * qk, false)?, m.qk_nope_head_dim, qk)?),
@@ -147,6 +146,23 @@ impl Attention {
     }
 
     /// Bytes of projection weights one token reads.
+    /// Every projection, for [`Linear::pack`].
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut all = match &mut self.proj {
+            Projections::Standard { qkv, .. } => vec![qkv],
+            Projections::Mla { q, kv_a, kv_b, .. } => {
+                let mut v = match q {
+                    MlaQuery::Direct(p) => vec![p],
+                    MlaQuery::LowRank { a, b, .. } => vec![a, b],
+                };
+                v.extend([kv_a, kv_b]);
+                v
+            }
+        };
+        all.push(&mut self.o);
+        all
+    }
+
     pub fn bytes(&self) -> usize {
         let proj = match &self.proj {
             Projections::Standard { qkv, .. } => qkv.bytes(),

@@ -1,8 +1,8 @@
 //! The gated MLP (SwiGLU and friends): `down(act(gate(x)) ⊙ up(x))`, with gate and up fused
 //! into one `[2I, D]` projection so each token costs two matmuls.
 
-use candle_core::{DType, Tensor, D};
-use routelab_kernels::matvec;
+use candle_core::{Tensor, D};
+use routelab_kernels::matmul::PackedWeight;
 
 use crate::config::Activation;
 use crate::error::Result;
@@ -46,7 +46,7 @@ impl Mlp {
 
     pub fn from_parts(gate_up: Tensor, down: Tensor, activation: Activation) -> Result<Self> {
         let intermediate = down.dim(1)?;
-        Ok(Mlp { gate_up: Linear { weight: gate_up, bias: None }, down: Linear { weight: down, bias: None }, intermediate, activation })
+        Ok(Mlp { gate_up: Linear::new(gate_up, None), down: Linear::new(down, None), intermediate, activation })
     }
 
     /// Bytes of weights one token reads.
@@ -65,12 +65,17 @@ impl Mlp {
         Ok((activate(&gate, self.activation)? * up)?)
     }
 
-    /// Whether [`routelab_kernels::matvec`] can run both projections on `x`'s dtype (no biases).
-    pub fn fits_matvec(&self, x: DType) -> bool {
-        self.gate_up.bias.is_none()
-            && self.down.bias.is_none()
-            && matvec::supports(x, self.gate_up.weight.dtype())
-            && matvec::supports(x, self.down.weight.dtype())
+    /// Both projections' packed weights, when both are packed and have no biases (what the
+    /// MoE's grouped products take).
+    pub fn packed(&self) -> Option<(&PackedWeight, &PackedWeight)> {
+        match (self.gate_up.bias.is_none() && self.down.bias.is_none(), self.gate_up.packed(), self.down.packed()) {
+            (true, Some(gu), Some(d)) => Some((gu, d)),
+            _ => None,
+        }
+    }
+
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        vec![&mut self.gate_up, &mut self.down]
     }
 }
 

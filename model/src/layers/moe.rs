@@ -14,7 +14,7 @@
 //! the CPU path and the fallback for f32 on CUDA.
 
 use candle_core::{DType, Tensor};
-use routelab_kernels::matvec;
+use routelab_kernels::matmul;
 use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
 use routelab_kernels::routing::{route, Routes, RoutingParams};
 
@@ -123,7 +123,7 @@ impl Moe {
             (Some(s), Some((prefix, mlp_names))) => {
                 let mlp = Mlp::load(w, &format!("{block}.{prefix}"), mlp_names, d, s.intermediate_size, false, c.activation)?;
                 let gate = match (s.gated, names.shared_gate) {
-                    (true, Some(g)) => Some(Linear { weight: w.get_as(&format!("{block}.{g}"), &[1, d], w.compute_dtype())?, bias: None }),
+                    (true, Some(g)) => Some(Linear::new(w.get_as(&format!("{block}.{g}"), &[1, d], w.compute_dtype())?, None)),
                     _ => None,
                 };
                 (Some(mlp), gate)
@@ -133,7 +133,7 @@ impl Moe {
         let mut moe = Moe { router, correction_bias, routing: m.routing.clone(), experts, shared, shared_gate, device_path: None };
         // moe_gemm reads rows 8 elements (16 bytes) at a time: both inner dimensions must be
         // multiples of 8 (true of every released model); otherwise the host path runs.
-        let aligned = d.is_multiple_of(8) && moe.experts.iter().all(|e| e.down.weight.dim(1).is_ok_and(|i| i.is_multiple_of(8)));
+        let aligned = d.is_multiple_of(8) && moe.experts.iter().all(|e| e.down.in_dim().is_multiple_of(8));
         if w.device().is_cuda() && aligned && moe.experts.iter().all(|e| e.gate_up.bias.is_none() && e.down.bias.is_none()) {
             moe.stack_experts()?;
         }
@@ -143,14 +143,22 @@ impl Moe {
     /// Stacks the experts for the CUDA path and re-points each expert at its slice of the
     /// stack, so the weights exist once.
     fn stack_experts(&mut self) -> Result<()> {
-        let gate_up = Tensor::stack(&self.experts.iter().map(|e| &e.gate_up.weight).collect::<Vec<_>>(), 0)?;
-        let down = Tensor::stack(&self.experts.iter().map(|e| &e.down.weight).collect::<Vec<_>>(), 0)?;
+        let gate_up = Tensor::stack(&self.experts.iter().map(|e| e.gate_up.rows()).collect::<Result<Vec<_>>>()?, 0)?;
+        let down = Tensor::stack(&self.experts.iter().map(|e| e.down.rows()).collect::<Result<Vec<_>>>()?, 0)?;
         let act = self.activation();
         self.experts = (0..self.experts.len()).map(|e| Mlp::from_parts(gate_up.get(e)?, down.get(e)?, act)).collect::<Result<_>>()?;
         let ne = self.routing.num_experts;
         let aux = aux_tensor(ne, self.correction_bias.as_deref(), &[], &[], gate_up.device())?;
         self.device_path = Some(DevicePath { gate_up, down, aux });
         Ok(())
+    }
+
+    /// Every projection of every expert, the shared expert and its gate, for [`Linear::pack`].
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut all: Vec<&mut Linear> = self.experts.iter_mut().flat_map(Mlp::linears_mut).collect();
+        all.extend(self.shared.iter_mut().flat_map(Mlp::linears_mut));
+        all.extend(self.shared_gate.iter_mut());
+        all
     }
 
     /// Bytes of weights one token reads: the router, `top_k` experts (of average size) and the
@@ -278,17 +286,15 @@ impl Moe {
             .filter(|(_, (rows, _))| !rows.is_empty())
             .map(|(e, (rows, ws))| Ok((e, Tensor::from_vec(rows, ws.len(), device)?, ws)))
             .collect::<Result<_>>()?;
-        let most = picked.iter().map(|(_, _, ws)| ws.len()).max().unwrap_or(0);
-        let fits = device.is_cpu() && self.experts.iter().all(|e| e.fits_matvec(x.dtype()));
-        let bf16 = self.experts.first().is_some_and(|e| e.gate_up.weight.dtype() != x.dtype());
-        let ys: Vec<Tensor> = if fits && (bf16 || most <= matvec::MAX_ROWS) {
-            // All selected experts' projections in one parallel region each (decode, bf16).
+        let packed: Option<Vec<_>> = self.experts.iter().map(Mlp::packed).collect();
+        let ys: Vec<Tensor> = if let Some(packed) = packed.filter(|_| x.dtype() == DType::F32) {
+            // All selected experts' projections in one parallel region each.
             let xs = picked.iter().map(|(_, idx, _)| x.index_select(idx, 0)).collect::<candle_core::Result<Vec<_>>>()?;
-            let pairs: Vec<_> = picked.iter().zip(&xs).map(|((e, ..), xe)| (xe, &self.experts[*e].gate_up.weight)).collect();
-            let gu = matvec::matmul_t_grouped(&pairs)?;
+            let pairs: Vec<_> = picked.iter().zip(&xs).map(|((e, ..), xe)| (xe, packed[*e].0)).collect();
+            let gu = matmul::matmul_t_grouped(&pairs)?;
             let hs = picked.iter().zip(&gu).map(|((e, ..), g)| self.experts[*e].gated(g)).collect::<Result<Vec<_>>>()?;
-            let pairs: Vec<_> = picked.iter().zip(&hs).map(|((e, ..), h)| (h, &self.experts[*e].down.weight)).collect();
-            matvec::matmul_t_grouped(&pairs)?
+            let pairs: Vec<_> = picked.iter().zip(&hs).map(|((e, ..), h)| (h, packed[*e].1)).collect();
+            matmul::matmul_t_grouped(&pairs)?
         } else {
             picked.iter().map(|(e, idx, _)| self.experts[*e].forward(&x.index_select(idx, 0)?)).collect::<Result<_>>()?
         };
