@@ -20,6 +20,7 @@
 //! - [`row_norm`]: row-wise L2 norms (capture's contribution norms) in one launch.
 //! - [`matmul`]: `y = x Wᵀ` on the CPU against weights packed in panels at load (f32 or bf16),
 //!   for decode and prefill alike, with one fixed summation order per output element.
+//! - [`gated`]: the gated MLP's `silu(gate) ⊙ up` on the CPU in one vectorised pass.
 //! - [`launch`]: each CUDA kernel's launch (grid, block, scalar arguments), shared by the ops
 //!   and by the CPU emulator that runs the `.cu` sources in tests on machines without a GPU.
 
@@ -30,6 +31,7 @@ pub mod capture_pack;
 pub mod cuda;
 #[cfg(test)]
 mod emulate;
+pub mod gated;
 pub mod launch;
 pub mod matmul;
 pub mod router_op;

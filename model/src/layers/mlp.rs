@@ -1,7 +1,8 @@
 //! The gated MLP (SwiGLU and friends): `down(act(gate(x)) ⊙ up(x))`, with gate and up fused
 //! into one `[2I, D]` projection so each token costs two matmuls.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
+use routelab_kernels::gated;
 use routelab_kernels::matmul::PackedWeight;
 
 use crate::config::Activation;
@@ -60,6 +61,9 @@ impl Mlp {
 
     /// `act(gate) ⊙ up` from the fused projection's output `[T, 2I]`.
     pub fn gated(&self, gu: &Tensor) -> Result<Tensor> {
+        if self.activation == Activation::Silu && gu.device().is_cpu() && gu.dtype() == DType::F32 {
+            return Ok(gated::silu_mul(gu, self.intermediate)?);
+        }
         let gate = gu.narrow(D::Minus1, 0, self.intermediate)?;
         let up = gu.narrow(D::Minus1, self.intermediate, self.intermediate)?;
         Ok((activate(&gate, self.activation)? * up)?)
