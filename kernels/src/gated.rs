@@ -1,48 +1,16 @@
 //! `silu(gate) ⊙ up` on the CPU, from the gated MLP's fused `[T, 2I]` projection output (gate
-//! columns, then up columns) to `[T, I]`: one pass over rows split across rayon's pool, with an
-//! exponential vectorised on AVX-512 / AVX2.
-//!
-//! The exponential is Cephes' `expf` (range reduction by `ln 2` in two parts, a degree-6
-//! polynomial, `2ⁿ` from exponent bits; within 2 ulp of the exact value), written once per
-//! instruction set with the same operations in the same order: the same bits everywhere.
+//! columns, then up columns) to `[T, I]`: one pass over rows split across rayon's pool, with
+//! [`crate::exp`]'s exponential on AVX-512 / AVX2 (the same bits on every instruction set).
 
 use candle_core::{CpuStorage, Device, Storage, Tensor};
 use rayon::prelude::*;
 
-const LOG2E: f32 = std::f32::consts::LOG2_E;
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
-/// The range `exp` computes: up to where f32 overflows, down to where `1 + eˣ` is 1 (and
-/// `2ⁿ⁻¹`, `n ≥ -125`, a normal float).
-const X_MAX: f32 = 88.72;
-const X_MIN: f32 = -86.5;
-const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5];
+use crate::exp::exp;
 
-/// `e^x` for `x` within `[X_MIN, X_MAX]` (callers clamp).
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    let n = (x * LOG2E).round_ties_even();
-    let r = n.mul_add(-LN2_HI, x);
-    let r = n.mul_add(-LN2_LO, r);
-    let mut p = P[0];
-    for c in &P[1..] {
-        p = p.mul_add(r, *c);
-    }
-    let y = (p * r).mul_add(r, r) + 1.0;
-    // 2ⁿ as 2ⁿ⁻¹ · 2: n reaches 128 near X_MAX.
-    y * f32::from_bits(((n as i32 + 126) as u32) << 23) * 2.0
-}
-
-/// `g / (1 + e^-g) · u`. Past `X_MAX` the exponential is infinite (as libm's overflows, so a
-/// very negative gate gives -0); a NaN gate stays NaN.
+/// `g / (1 + e^-g) · u` (a very negative gate gives -0, as with libm's overflowing `exp`).
 #[inline(always)]
 fn silu_mul_one(g: f32, u: f32) -> f32 {
-    let x = 0.0 - g;
-    // Not clamp: a NaN must become X_MIN here, as the vector max/min do (the NaN gate still
-    // makes the result NaN).
-    #[allow(clippy::manual_clamp)]
-    let e = if x > X_MAX { f32::INFINITY } else { exp(x.max(X_MIN).min(X_MAX)) };
-    g / (1.0 + e) * u
+    g / (1.0 + exp(0.0 - g)) * u
 }
 
 fn row_scalar(gate: &[f32], up: &[f32], out: &mut [f32]) {
@@ -54,6 +22,7 @@ fn row_scalar(gate: &[f32], up: &[f32], out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
+    use crate::exp::x86::{exp256, exp512};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
@@ -61,26 +30,10 @@ mod x86 {
         let main = out.len() / 16 * 16;
         // SAFETY: every access below is within 0..main of slices of at least out.len().
         unsafe {
-            let (lo, hi) = (_mm512_set1_ps(X_MIN), _mm512_set1_ps(X_MAX));
             for i in (0..main).step_by(16) {
                 let g = _mm512_loadu_ps(gate.as_ptr().add(i));
                 let u = _mm512_loadu_ps(up.as_ptr().add(i));
-                let neg = _mm512_sub_ps(_mm512_setzero_ps(), g);
-                let x = _mm512_min_ps(_mm512_max_ps(neg, lo), hi);
-                let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(LOG2E)));
-                let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), x);
-                let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
-                let mut p = _mm512_set1_ps(P[0]);
-                for c in &P[1..] {
-                    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
-                }
-                let y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0));
-                let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(126))));
-                let e = _mm512_mask_mov_ps(
-                    _mm512_mul_ps(_mm512_mul_ps(y, scale), _mm512_set1_ps(2.0)),
-                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(neg, hi),
-                    _mm512_set1_ps(f32::INFINITY),
-                );
+                let e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), g));
                 let s = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0), e));
                 _mm512_storeu_ps(out.as_mut_ptr().add(i), _mm512_mul_ps(s, u));
             }
@@ -93,26 +46,10 @@ mod x86 {
         let main = out.len() / 8 * 8;
         // SAFETY: every access below is within 0..main of slices of at least out.len().
         unsafe {
-            let (lo, hi) = (_mm256_set1_ps(X_MIN), _mm256_set1_ps(X_MAX));
             for i in (0..main).step_by(8) {
                 let g = _mm256_loadu_ps(gate.as_ptr().add(i));
                 let u = _mm256_loadu_ps(up.as_ptr().add(i));
-                let neg = _mm256_sub_ps(_mm256_setzero_ps(), g);
-                let x = _mm256_min_ps(_mm256_max_ps(neg, lo), hi);
-                let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(LOG2E)));
-                let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_HI), x);
-                let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_LO), r);
-                let mut p = _mm256_set1_ps(P[0]);
-                for c in &P[1..] {
-                    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
-                }
-                let y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.0));
-                let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(126))));
-                let e = _mm256_blendv_ps(
-                    _mm256_mul_ps(_mm256_mul_ps(y, scale), _mm256_set1_ps(2.0)),
-                    _mm256_set1_ps(f32::INFINITY),
-                    _mm256_cmp_ps::<_CMP_GT_OQ>(neg, hi),
-                );
+                let e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), g));
                 let s = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0), e));
                 _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_mul_ps(s, u));
             }
@@ -175,15 +112,6 @@ mod tests {
         let mut v: Vec<f32> = (0..2000).map(|i| (i as f32 - 1000.0) * 0.013).collect();
         v.extend([0.0, -0.0, 1e-30, -1e-30, 87.5, -87.5, 88.5, -88.5, 100.0, -100.0, 1e10, -1e10, f32::MIN_POSITIVE]);
         v
-    }
-
-    #[test]
-    fn exp_is_within_two_ulp_of_the_exact_value() {
-        for x in (0..20000).map(|i| X_MIN + (X_MAX - X_MIN) * i as f32 / 19999.0) {
-            let (got, exact) = (exp(x) as f64, (x as f64).exp());
-            let ulp = (exact as f32).to_bits().abs_diff((got as f32).to_bits());
-            assert!(ulp <= 2, "exp({x}) = {got}, exact {exact} ({ulp} ulp)");
-        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!   online softmax that never stores a score or probability matrix.
 //! - [`capture_pack`]: one forward call's capture tensors gathered into one f32 buffer (one
 //!   launch on CUDA), so they leave the device in a single copy.
+//! - [`softmax`]: attention's scaled, causally masked softmax on the CPU in one pass per row.
 //! - [`row_norm`]: row-wise L2 norms (capture's contribution norms) in one launch.
 //! - [`matmul`]: `y = x Wᵀ` on the CPU against weights packed in panels at load (f32 or bf16),
 //!   for decode and prefill alike, with one fixed summation order per output element.
@@ -31,9 +32,11 @@ pub mod capture_pack;
 pub mod cuda;
 #[cfg(test)]
 mod emulate;
+mod exp;
 pub mod gated;
 pub mod launch;
 pub mod matmul;
 pub mod router_op;
 pub mod routing;
 pub mod row_norm;
+pub mod softmax;

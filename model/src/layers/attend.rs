@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 
 use routelab_kernels::attention_op::{attention_with_stats, AttentionStats, MAX_HEADS, MAX_HEAD_DIM};
+use routelab_kernels::softmax::causal_softmax;
 
 use crate::capture::HeadStats;
 use crate::error::Result;
@@ -206,17 +207,20 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
         let keys = if p.keep_probs { s } else { (p.masks.q_start + first + len).min(s) };
         let span = span_within(p.span, keys);
         let qb = q.narrow(1, first, len)?.contiguous()?.reshape((kv_heads, rep * len, dk))?;
-        let scores = (qb.matmul(&kt.narrow(2, 0, keys)?)? * p.scale)?.reshape((heads, len, keys))?;
-        let scores = scores.to_dtype(DType::F32)?;
-        let mask = p.masks.block(p.window, first, len)?.map(|m| m.narrow(1, 0, keys)).transpose()?;
-        let scores = match &mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
+        let raw = qb.matmul(&kt.narrow(2, 0, keys)?)?.reshape((heads, len, keys))?;
+        let mask = || -> Result<Option<Tensor>> { Ok(p.masks.block(p.window, first, len)?.map(|m| m.narrow(1, 0, keys)).transpose()?) };
+        let mut pr = if device.is_cpu() && raw.dtype() == DType::F32 {
+            causal_softmax(&raw, p.scale as f32, p.masks.q_start + first, p.window)?
+        } else {
+            let scores = (raw * p.scale)?.to_dtype(DType::F32)?;
+            match mask()? {
+                Some(m) => candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&m)?)?,
+                None => candle_nn::ops::softmax_last_dim(&scores)?,
+            }
         };
-        let mut pr = candle_nn::ops::softmax_last_dim(&scores)?;
         if let Some((u, not_u)) = &uniform_sel {
             // softmax of the 0/−∞ mask is exactly the uniform distribution over visible keys.
-            let flat = match &mask {
+            let flat = match &mask()? {
                 Some(m) => candle_nn::ops::softmax_last_dim(&m.contiguous()?)?,
                 None => Tensor::full(1.0 / keys as f32, (len, keys), device)?,
             };
