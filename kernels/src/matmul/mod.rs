@@ -27,6 +27,10 @@ use tile::{Kernels, Tile};
 /// bf16), which stays in L1 while the tiles of `x` pass over it.
 const KC: usize = 256;
 
+/// Rows of `x` per block of a prompt: a block's `KC` columns (480 KiB) stay in L2 while a
+/// task's panels pass over them. A multiple of every instruction set's tile height.
+const MC: usize = 480;
+
 /// Weight bytes a decode task reads at least: enough that scheduling a task is noise.
 const TASK_BYTES: usize = 256 << 10;
 
@@ -81,11 +85,12 @@ fn run(kern: Kernels, items: &[Product]) {
             continue;
         }
         let panels = n.div_ceil(PANEL);
-        // A prompt: a panel per task. Decode: tasks of about TASK_BYTES, their count a
-        // multiple of the thread count and their sizes equal to a panel, so every thread
-        // streams weights until the end (finer tasks measured slower).
+        // A prompt: two ranges of panels per thread, so a block of x stays in L2 across a
+        // task's panels. Decode: tasks of about TASK_BYTES, their count a multiple of the
+        // thread count and their sizes equal to a panel, so every thread streams weights until
+        // the end (finer tasks measured slower).
         let count = if p.t > kern.mr {
-            panels
+            (2 * threads).min(panels)
         } else {
             let bytes = panels * k * PANEL * p.w.dtype().size_in_bytes();
             (bytes / TASK_BYTES).clamp(1, panels.div_ceil(threads).max(1)).next_multiple_of(threads).min(panels)
@@ -106,39 +111,41 @@ fn run(kern: Kernels, items: &[Product]) {
 /// See [`run`].
 unsafe fn task(kern: Kernels, p: &Product, panels: std::ops::Range<usize>) {
     let (n, k, t) = (p.w.out_dim(), p.w.in_dim(), p.t);
-    let kc = if t > kern.mr { KC } else { k };
+    let (mc, kc) = if t > kern.mr { (MC, KC) } else { (t, k) };
     let wide = if t <= kern.wide_rows { kern.wide } else { 1 };
-    for k0 in (0..k).step_by(kc) {
-        let steps = kc.min(k - k0);
-        let mut panel = panels.start;
-        while panel < panels.end {
-            let side = wide.min(panels.end - panel);
-            let col0 = panel * PANEL;
-            for m0 in (0..t).step_by(kern.mr) {
-                let tile = Tile {
-                    x: p.x[m0 * k + k0..].as_ptr(),
-                    ldx: k,
-                    rows: kern.mr.min(t - m0),
-                    kc: steps,
-                    y: p.y.0.wrapping_add(m0 * n + col0),
-                    ldy: n,
-                    panels: side,
-                    wstride: match p.w.panels() {
-                        Panels::F32(_) => k * PANEL,
-                        Panels::Bf16(_) => k * PANEL / 2,
-                    },
-                    cols: (side * PANEL).min(n - col0),
-                    first: k0 == 0,
-                };
-                // SAFETY: the tile lies within x, the panel and y (see the caller).
-                unsafe {
-                    match p.w.panels() {
-                        Panels::F32(d) => (kern.f32)(&tile, d[(panel * k + k0) * PANEL..].as_ptr()),
-                        Panels::Bf16(d) => (kern.bf16)(&tile, d[(panel * k + k0) * PANEL / 2..].as_ptr()),
+    for m_block in (0..t).step_by(mc) {
+        for k0 in (0..k).step_by(kc) {
+            let steps = kc.min(k - k0);
+            let mut panel = panels.start;
+            while panel < panels.end {
+                let side = wide.min(panels.end - panel);
+                let col0 = panel * PANEL;
+                for m0 in (m_block..(m_block + mc).min(t)).step_by(kern.mr) {
+                    let tile = Tile {
+                        x: p.x[m0 * k + k0..].as_ptr(),
+                        ldx: k,
+                        rows: kern.mr.min(t - m0),
+                        kc: steps,
+                        y: p.y.0.wrapping_add(m0 * n + col0),
+                        ldy: n,
+                        panels: side,
+                        wstride: match p.w.panels() {
+                            Panels::F32(_) => k * PANEL,
+                            Panels::Bf16(_) => k * PANEL / 2,
+                        },
+                        cols: (side * PANEL).min(n - col0),
+                        first: k0 == 0,
+                    };
+                    // SAFETY: the tile lies within x, the panel and y (see the caller).
+                    unsafe {
+                        match p.w.panels() {
+                            Panels::F32(d) => (kern.f32)(&tile, d[(panel * k + k0) * PANEL..].as_ptr()),
+                            Panels::Bf16(d) => (kern.bf16)(&tile, d[(panel * k + k0) * PANEL / 2..].as_ptr()),
+                        }
                     }
                 }
+                panel += side;
             }
-            panel += side;
         }
     }
 }
