@@ -13,6 +13,7 @@
 //! names; see [`crate::families`].
 
 use candle_core::{DType, Device, Tensor};
+use routelab_kernels::matmul::PackedWeight;
 
 use crate::cache::KvCache;
 use crate::capture::{CapturePlan, LayerCapture, Layers};
@@ -116,10 +117,18 @@ pub struct ForwardOutput {
     pub layers: Vec<LayerCapture>,
 }
 
+/// The token embedding table.
+enum Embedding {
+    Rows(Tensor),
+    /// The LM head's packed matrix, when the head is tied to the embeddings and packed: the
+    /// table is then kept once.
+    Tied(PackedWeight),
+}
+
 /// The loaded model.
 pub struct Model {
     pub config: ModelConfig,
-    embed: Tensor,
+    embed: Embedding,
     layers: Vec<DecoderLayer>,
     final_norm: Norm,
     lm_head: Linear,
@@ -163,14 +172,16 @@ impl Model {
         }
         let final_norm = Norm::load(w, layout.final_norm, d, c.norm)?;
         let head_name = format!("{}.weight", layout.lm_head);
-        let mut lm_head = if w.contains(&head_name) || !c.tie_word_embeddings {
-            Linear::load(w, layout.lm_head, d, c.vocab_size, c.lm_head_bias)?
-        } else {
-            Linear::new(embed.clone(), None)
-        };
+        let tied = !w.contains(&head_name) && c.tie_word_embeddings;
+        let mut lm_head =
+            if tied { Linear::new(embed.clone(), None) } else { Linear::load(w, layout.lm_head, d, c.vocab_size, c.lm_head_bias)? };
         if pack {
             lm_head.pack()?;
         }
+        let embed = match lm_head.packed() {
+            Some(p) if tied => Embedding::Tied(p.clone()),
+            _ => Embedding::Rows(embed),
+        };
         progress(c.num_layers, c.num_layers);
         let parameters = w.names().iter().filter_map(|n| w.shape(n)).map(|s| s.iter().product::<usize>()).sum();
         Ok(Model {
@@ -236,8 +247,11 @@ impl Model {
             return Err(ModelError::Invalid(format!("token id {bad} is outside the vocabulary (size {vocab})")));
         }
         let start = cache.len();
-        let ids = Tensor::from_vec(tokens.to_vec(), t, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?.to_dtype(self.compute)?;
+        let mut x = match &self.embed {
+            Embedding::Rows(e) => e.index_select(&Tensor::from_vec(tokens.to_vec(), t, &self.device)?, 0)?.to_dtype(self.compute)?,
+            // Packed only when computing in f32 on the CPU: the rows come out in the compute dtype.
+            Embedding::Tied(p) => p.gather_rows(tokens)?,
+        };
         // In the model's dtype once per call, not per layer (four casts per layer on a GPU).
         let (cos, sin) = self.rope.cos_sin(start, t, &self.device)?;
         let rotary = RotaryTables { rope: &self.rope, cos: cos.to_dtype(x.dtype())?, sin: sin.to_dtype(x.dtype())? };

@@ -122,6 +122,29 @@ impl PackedWeight {
         }
     }
 
+    /// Rows `ids` of `W` widened to f32, `[ids.len(), K]`: the embedding lookup of an LM head
+    /// tied to the embeddings, so the table is kept once, packed.
+    pub fn gather_rows(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let (n, k) = (self.n, self.k);
+        const HALF: usize = PANEL / 2;
+        let mut out = Vec::with_capacity(ids.len() * k);
+        for &r in ids {
+            let r = r as usize;
+            if r >= n {
+                candle_core::bail!("packed weight: row {r} of a [{n}, {k}] matrix");
+            }
+            let (p, j) = (r / PANEL, r % PANEL);
+            match &*self.panels {
+                Panels::F32(d) => out.extend((0..k).map(|c| d[(p * k + c) * PANEL + j])),
+                Panels::Bf16(d) => out.extend((0..k).map(|c| {
+                    let word = d[(p * k + c) * HALF + j % HALF];
+                    f32::from_bits(if j < HALF { word << 16 } else { word & 0xFFFF_0000 })
+                })),
+            }
+        }
+        Tensor::from_vec(out, (ids.len(), k), &Device::Cpu)
+    }
+
     /// `N`: rows, the product's output width.
     pub fn out_dim(&self) -> usize {
         self.n

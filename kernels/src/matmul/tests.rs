@@ -127,6 +127,18 @@ fn packing_round_trips() {
             tb.flatten_all().unwrap().to_vec1::<bf16>().unwrap()
         );
     }
+    // The embedding lookup from a tied, packed head: the rows, widened to f32.
+    let (n, k) = (70, 9);
+    let t = Tensor::from_vec(values(n * k, 8), (n, k), &Device::Cpu).unwrap();
+    let ids = [0u32, 69, 31, 32, 5, 31];
+    let idx = Tensor::new(&ids, &Device::Cpu).unwrap();
+    for w in [t.clone(), t.to_dtype(DType::BF16).unwrap()] {
+        let want = w.index_select(&idx, 0).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = PackedWeight::pack(&w).unwrap().gather_rows(&ids).unwrap();
+        assert_eq!(got.dims(), &[6, k]);
+        assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+    }
+    assert!(PackedWeight::pack(&t).unwrap().gather_rows(&[70]).unwrap_err().to_string().contains("row 70"));
     let f16 = Tensor::zeros((2, 2), DType::F16, &Device::Cpu).unwrap();
     assert!(PackedWeight::pack(&f16).unwrap_err().to_string().contains("f32 or bf16"));
 }
