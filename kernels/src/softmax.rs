@@ -18,7 +18,9 @@ fn visible(i: usize, keys: usize, window: Option<usize>) -> (usize, usize) {
     (lo, hi)
 }
 
-fn row_scalar(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mut [f32]) {
+/// One row's probabilities into `out`; returns the row's largest scaled score `m` and
+/// `Z = Σ e^(x − m)` over the visible keys, for [`Stats`].
+fn row_scalar(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mut [f32]) -> (f32, f32) {
     out[..lo].fill(0.0);
     out[hi..].fill(0.0);
     let m = src[lo..hi].iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
@@ -30,11 +32,70 @@ fn row_scalar(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mut [f32]
     for o in &mut out[lo..hi] {
         *o /= sum;
     }
+    (m, sum)
+}
+
+/// A row's head statistics, the columns of the block path's `[H, L, 4]`: entropy `−Σ p ln p`
+/// (nats), the most-attended key (the first on ties), the mass on key 0 and on a key span.
+///
+/// The entropy needs no logarithm per key: with `p = e^(x − m) / Z`,
+/// `−Σ p ln p = ln Z − Σ p (x − m)`.
+struct Stats;
+
+impl Stats {
+    fn scalar(src: &[f32], scale: f32, (lo, hi): (usize, usize), p: &[f32], (m, z): (f32, f32), span: (usize, usize)) -> [f32; 4] {
+        let (mut weighted, mut best, mut arg) = (0f32, f32::NEG_INFINITY, lo);
+        for j in lo..hi {
+            weighted += p[j] * (src[j] * scale - m);
+            if p[j] > best {
+                best = p[j];
+                arg = j;
+            }
+        }
+        Self::finish(weighted, z, arg, p, span)
+    }
+
+    fn finish(weighted: f32, z: f32, arg: usize, p: &[f32], span: (usize, usize)) -> [f32; 4] {
+        let (a, b) = (span.0.min(p.len()), span.1.min(p.len()));
+        let span_mass = if b > a { p[a..b].iter().sum() } else { 0.0 };
+        // abs: a one-key distribution gives −0.0 (as the reference's Σ p ln p does).
+        [(z.ln() - weighted).abs(), arg as f32, p.first().copied().unwrap_or(0.0), span_mass]
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), p: &[f32], (m, z): (f32, f32), span: (usize, usize)) -> [f32; 4] {
+        use std::arch::x86_64::*;
+        let n = hi - lo;
+        let (s, q) = (src[lo..hi].as_ptr(), p[lo..hi].as_ptr());
+        let lanes = |i: usize| -> __mmask16 { ((1u32 << (n - i).min(16)) - 1) as __mmask16 };
+        // SAFETY: every access is masked to the n elements of the row's visible range.
+        unsafe {
+            let (sc, mv) = (_mm512_set1_ps(scale), _mm512_set1_ps(m));
+            let (mut weighted, mut best) = (_mm512_setzero_ps(), _mm512_set1_ps(f32::NEG_INFINITY));
+            for i in (0..n).step_by(16) {
+                let pv = _mm512_maskz_loadu_ps(lanes(i), q.add(i));
+                let x = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(i), s.add(i)), sc), mv);
+                weighted = _mm512_fmadd_ps(pv, _mm512_maskz_mov_ps(lanes(i), x), weighted);
+                best = _mm512_max_ps(best, _mm512_mask_mov_ps(_mm512_set1_ps(f32::NEG_INFINITY), lanes(i), pv));
+            }
+            let top = _mm512_set1_ps(_mm512_reduce_max_ps(best));
+            let mut arg = lo;
+            for i in (0..n).step_by(16) {
+                let hit = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(lanes(i), _mm512_maskz_loadu_ps(lanes(i), q.add(i)), top);
+                if hit != 0 {
+                    arg = lo + i + hit.trailing_zeros() as usize;
+                    break;
+                }
+            }
+            Self::finish(_mm512_reduce_add_ps(weighted), z, arg, p, span)
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn row_avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mut [f32]) {
+unsafe fn row_avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mut [f32]) -> (f32, f32) {
     use crate::exp::x86::exp512;
     use std::arch::x86_64::*;
     out[..lo].fill(0.0);
@@ -50,7 +111,8 @@ unsafe fn row_avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mu
             let v = _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), lanes(i), s.add(i));
             mx = _mm512_max_ps(mx, _mm512_mul_ps(v, sc));
         }
-        let m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        let max = _mm512_reduce_max_ps(mx);
+        let m = _mm512_set1_ps(max);
         let mut sum = _mm512_setzero_ps();
         for i in (0..n).step_by(16) {
             let v = _mm512_maskz_loadu_ps(lanes(i), s.add(i));
@@ -58,28 +120,38 @@ unsafe fn row_avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mu
             _mm512_mask_storeu_ps(o.add(i), lanes(i), e);
             sum = _mm512_add_ps(sum, e);
         }
-        let total = _mm512_set1_ps(_mm512_reduce_add_ps(sum));
+        let z = _mm512_reduce_add_ps(sum);
+        let total = _mm512_set1_ps(z);
         for i in (0..n).step_by(16) {
             let e = _mm512_maskz_loadu_ps(lanes(i), o.add(i));
             _mm512_mask_storeu_ps(o.add(i), lanes(i), _mm512_div_ps(e, total));
         }
+        (max, z)
     }
 }
 
-type RowFn = fn(&[f32], f32, (usize, usize), &mut [f32]);
+type RowFn = fn(&[f32], f32, (usize, usize), &mut [f32]) -> (f32, f32);
+type StatsFn = fn(&[f32], f32, (usize, usize), &[f32], (f32, f32), (usize, usize)) -> [f32; 4];
 
-fn pick() -> RowFn {
+fn pick() -> (RowFn, StatsFn) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512f") {
         // SAFETY: the feature is present.
-        return |s, c, r, o| unsafe { row_avx512(s, c, r, o) };
+        return (|s, c, r, o| unsafe { row_avx512(s, c, r, o) }, |s, c, r, p, mz, sp| unsafe { Stats::avx512(s, c, r, p, mz, sp) });
     }
-    row_scalar
+    (row_scalar, Stats::scalar)
 }
 
 /// `scores` `[H, L, S]` f32 on the CPU, query `r` of the block at absolute position
-/// `q_first + r` → probabilities `[H, L, S]`, zero on the keys a query does not see.
-pub fn causal_softmax(scores: &Tensor, scale: f32, q_first: usize, window: Option<usize>) -> candle_core::Result<Tensor> {
+/// `q_first + r` → probabilities `[H, L, S]`, zero on the keys a query does not see; with
+/// `stats` (the key span whose mass to report), also each row's [`Stats`], `[H, L, 4]`.
+pub fn causal_softmax(
+    scores: &Tensor,
+    scale: f32,
+    q_first: usize,
+    window: Option<usize>,
+    stats: Option<(usize, usize)>,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let (h, l, s) = scores.dims3()?;
     let scores = scores.contiguous()?;
     let (storage, layout) = scores.storage_and_layout();
@@ -88,17 +160,29 @@ pub fn causal_softmax(scores: &Tensor, scale: f32, q_first: usize, window: Optio
     };
     let src = &v[layout.start_offset()..layout.start_offset() + h * l * s];
     let mut out = vec![0f32; h * l * s];
+    let mut st = vec![0f32; if stats.is_some() { h * l * 4 } else { 0 }];
     if let Some(rows) = (16usize << 10).checked_div(s) {
-        let row = pick();
-        let rows_per_task = rows.max(1);
-        out.par_chunks_mut(rows_per_task * s).zip(src.par_chunks(rows_per_task * s)).enumerate().for_each(|(c, (o, x))| {
+        let (row, row_stats) = pick();
+        let per_task = rows.max(1);
+        let st_chunk = if stats.is_some() { per_task * 4 } else { 0 };
+        let tasks = out.par_chunks_mut(per_task * s).zip(src.par_chunks(per_task * s)).enumerate();
+        // Without stats, each task gets an empty slice of `st`.
+        let st_parts: Vec<&mut [f32]> =
+            if stats.is_some() { st.chunks_mut(st_chunk).collect() } else { (0..h * l).step_by(per_task).map(|_| &mut [][..]).collect() };
+        tasks.zip(st_parts.into_par_iter()).for_each(|((c, (o, x)), st)| {
             for (k, (o, x)) in o.chunks_mut(s).zip(x.chunks(s)).enumerate() {
-                let r = (c * rows_per_task + k) % l;
-                row(x, scale, visible(q_first + r, s, window), o);
+                let r = (c * per_task + k) % l;
+                let seen = visible(q_first + r, s, window);
+                let mz = row(x, scale, seen, o);
+                if let Some(span) = stats {
+                    st[k * 4..k * 4 + 4].copy_from_slice(&row_stats(x, scale, seen, o, mz, span));
+                }
             }
         });
     }
-    Tensor::from_vec(out, (h, l, s), &Device::Cpu)
+    let probs = Tensor::from_vec(out, (h, l, s), &Device::Cpu)?;
+    let stats = if stats.is_some() { Some(Tensor::from_vec(st, (h, l, 4), &Device::Cpu)?) } else { None };
+    Ok((probs, stats))
 }
 
 #[cfg(test)]
@@ -123,7 +207,10 @@ mod tests {
         {
             let x = values(h * l * s, (h * l * s) as u64);
             let t = Tensor::from_vec(x.clone(), (h, l, s), &Device::Cpu).unwrap();
-            let got = causal_softmax(&t, 0.125, q_first, window).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let span = (2, 7);
+            let (got, stats) = causal_softmax(&t, 0.125, q_first, window, Some(span)).unwrap();
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let stats = stats.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             for hh in 0..h {
                 for r in 0..l {
                     let i = q_first + r;
@@ -131,14 +218,23 @@ mod tests {
                     let row = &x[(hh * l + r) * s..][..s];
                     let m = (0..s).filter(|&j| seen(j)).map(|j| row[j] as f64 * 0.125).fold(f64::NEG_INFINITY, f64::max);
                     let z: f64 = (0..s).filter(|&j| seen(j)).map(|j| (row[j] as f64 * 0.125 - m).exp()).sum();
-                    for j in 0..s {
-                        let want = if seen(j) { (row[j] as f64 * 0.125 - m).exp() / z } else { 0.0 };
+                    let p: Vec<f64> = (0..s).map(|j| if seen(j) { (row[j] as f64 * 0.125 - m).exp() / z } else { 0.0 }).collect();
+                    for (j, &want) in p.iter().enumerate() {
                         let g = got[(hh * l + r) * s + j] as f64;
                         assert!(
                             (g - want).abs() <= 1e-6 * want + 1e-12,
                             "[{hh}, {r}, {j}] of [{h}, {l}, {s}] at {q_first} window {window:?}: {g} vs {want}"
                         );
                     }
+                    let entropy: f64 = -p.iter().filter(|&&x| x > 0.0).map(|x| x * x.ln()).sum::<f64>();
+                    let argmax = (0..s).fold(0, |a, j| if p[j] > p[a] { j } else { a });
+                    let span_mass: f64 = p[span.0.min(s)..span.1.min(s)].iter().sum();
+                    let st = &stats[(hh * l + r) * 4..][..4];
+                    let at = format!("row [{hh}, {r}] of [{h}, {l}, {s}] at {q_first} window {window:?}");
+                    assert!((st[0] as f64 - entropy).abs() <= 1e-5 * (1.0 + entropy), "{at}: entropy {} vs {entropy}", st[0]);
+                    assert_eq!(st[1] as usize, argmax, "{at}: argmax");
+                    assert!((st[2] as f64 - p[0]).abs() <= 1e-6 * p[0] + 1e-12, "{at}: sink {} vs {}", st[2], p[0]);
+                    assert!((st[3] as f64 - span_mass).abs() <= 1e-6, "{at}: span {} vs {span_mass}", st[3]);
                 }
             }
         }
@@ -150,16 +246,21 @@ mod tests {
         for (lo, hi) in [(0, 200), (3, 150), (7, 8)] {
             let mut a = vec![1f32; 200];
             let mut b = vec![1f32; 200];
-            row_scalar(&x, 0.3, (lo, hi), &mut a);
-            pick()(&x, 0.3, (lo, hi), &mut b);
+            let ma = row_scalar(&x, 0.3, (lo, hi), &mut a);
+            let mb = pick().0(&x, 0.3, (lo, hi), &mut b);
             for (p, q) in a.iter().zip(&b) {
                 assert!((p - q).abs() <= 1e-6 * p.abs().max(1e-30), "{p} vs {q}");
+            }
+            let (sa, sb) = (Stats::scalar(&x, 0.3, (lo, hi), &a, ma, (5, 20)), pick().1(&x, 0.3, (lo, hi), &b, mb, (5, 20)));
+            assert_eq!(sa[1], sb[1], "argmax");
+            for c in [0, 2, 3] {
+                assert!((sa[c] - sb[c]).abs() <= 1e-5 * (1.0 + sa[c].abs()), "column {c}: {} vs {}", sa[c], sb[c]);
             }
         }
         let mut y = x.clone();
         y[10] = f32::NAN;
         let mut out = vec![0f32; 200];
-        pick()(&y, 1.0, (0, 200), &mut out);
+        pick().0(&y, 1.0, (0, 200), &mut out);
         assert!(out.iter().all(|p| p.is_nan()));
     }
 }

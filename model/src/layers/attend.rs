@@ -209,14 +209,18 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
         let qb = q.narrow(1, first, len)?.contiguous()?.reshape((kv_heads, rep * len, dk))?;
         let raw = qb.matmul(&kt.narrow(2, 0, keys)?)?.reshape((heads, len, keys))?;
         let mask = || -> Result<Option<Tensor>> { Ok(p.masks.block(p.window, first, len)?.map(|m| m.narrow(1, 0, keys)).transpose()?) };
-        let mut pr = if device.is_cpu() && raw.dtype() == DType::F32 {
-            causal_softmax(&raw, p.scale as f32, p.masks.q_start + first, p.window)?
+        // On the CPU the softmax also yields the statistics (unless uniform heads change the
+        // probabilities after it).
+        let (mut pr, fused_stats) = if device.is_cpu() && raw.dtype() == DType::F32 {
+            let span = (p.stats && uniform_sel.is_none()).then_some(p.span);
+            causal_softmax(&raw, p.scale as f32, p.masks.q_start + first, p.window, span)?
         } else {
             let scores = (raw * p.scale)?.to_dtype(DType::F32)?;
-            match mask()? {
+            let pr = match mask()? {
                 Some(m) => candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&m)?)?,
                 None => candle_nn::ops::softmax_last_dim(&scores)?,
-            }
+            };
+            (pr, None)
         };
         if let Some((u, not_u)) = &uniform_sel {
             // softmax of the 0/−∞ mask is exactly the uniform distribution over visible keys.
@@ -226,7 +230,9 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
             };
             pr = (pr.broadcast_mul(not_u)? + flat.unsqueeze(0)?.broadcast_mul(u)?)?;
         }
-        if p.stats {
+        if let Some(s) = fused_stats {
+            stats.push(s);
+        } else if p.stats {
             // One pass over the block (one kernel on CUDA): entropy −Σ p ln p and argmax.
             let (e, a) = routelab_kernels::attn_stats::attn_stats(&pr)?;
             let sink = pr.narrow(2, 0, 1)?.squeeze(2)?;
