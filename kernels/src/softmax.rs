@@ -6,6 +6,8 @@
 //! Query `r` of a block sits at absolute position `i = q_first + r` and sees keys `j ≤ i`, and
 //! with a sliding window `W` only `j > i − W` (transformers' sliding-window overlay).
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, Device, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -20,17 +22,21 @@ fn visible(i: usize, keys: usize, window: Option<usize>) -> (usize, usize) {
 
 /// One row's probabilities into `out`; returns the row's largest scaled score `m` and
 /// `Z = Σ e^(x − m)` over the visible keys, for [`Stats`].
-fn row_scalar(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mut [f32]) -> (f32, f32) {
-    out[..lo].fill(0.0);
-    out[hi..].fill(0.0);
+/// Rows are written into uninitialised memory (a block's probabilities are megabytes, and
+/// every element gets a probability or a zero): every row function writes all of `out`.
+fn row_scalar(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mut [MaybeUninit<f32>]) -> (f32, f32) {
+    out[..lo].fill(MaybeUninit::new(0.0));
+    out[hi..].fill(MaybeUninit::new(0.0));
     let m = src[lo..hi].iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
     let mut sum = 0.0;
     for (o, &s) in out[lo..hi].iter_mut().zip(&src[lo..hi]) {
-        *o = exp(s * scale - m);
-        sum += *o;
+        let e = exp(s * scale - m);
+        o.write(e);
+        sum += e;
     }
     for o in &mut out[lo..hi] {
-        *o /= sum;
+        // SAFETY: written by the loop above.
+        unsafe { *o.assume_init_mut() /= sum };
     }
     (m, sum)
 }
@@ -95,13 +101,14 @@ impl Stats {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn row_avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mut [f32]) -> (f32, f32) {
+unsafe fn row_avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mut [MaybeUninit<f32>]) -> (f32, f32) {
     use crate::exp::x86::exp512;
     use std::arch::x86_64::*;
-    out[..lo].fill(0.0);
-    out[hi..].fill(0.0);
+    out[..lo].fill(MaybeUninit::new(0.0));
+    out[hi..].fill(MaybeUninit::new(0.0));
     let n = hi - lo;
-    let (s, o) = (src[lo..hi].as_ptr(), out[lo..hi].as_mut_ptr());
+    // Written (masked stores) before the third pass reads them back.
+    let (s, o) = (src[lo..hi].as_ptr(), out[lo..hi].as_mut_ptr().cast::<f32>());
     let lanes = |i: usize| -> __mmask16 { ((1u32 << (n - i).min(16)) - 1) as __mmask16 };
     // SAFETY: every access is masked to the n elements of the row's visible range.
     unsafe {
@@ -130,7 +137,7 @@ unsafe fn row_avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mu
     }
 }
 
-type RowFn = fn(&[f32], f32, (usize, usize), &mut [f32]) -> (f32, f32);
+type RowFn = fn(&[f32], f32, (usize, usize), &mut [MaybeUninit<f32>]) -> (f32, f32);
 type StatsFn = fn(&[f32], f32, (usize, usize), &[f32], (f32, f32), (usize, usize)) -> [f32; 4];
 
 fn pick() -> (RowFn, StatsFn) {
@@ -159,13 +166,13 @@ pub fn causal_softmax(
         candle_core::bail!("causal_softmax: scores must be f32 on the CPU, not {:?} on {:?}", scores.dtype(), scores.device())
     };
     let src = &v[layout.start_offset()..layout.start_offset() + h * l * s];
-    let mut out = vec![0f32; h * l * s];
+    let mut out = Vec::<f32>::with_capacity(h * l * s);
     let mut st = vec![0f32; if stats.is_some() { h * l * 4 } else { 0 }];
     if let Some(rows) = (16usize << 10).checked_div(s) {
         let (row, row_stats) = pick();
         let per_task = rows.max(1);
         let st_chunk = if stats.is_some() { per_task * 4 } else { 0 };
-        let tasks = out.par_chunks_mut(per_task * s).zip(src.par_chunks(per_task * s)).enumerate();
+        let tasks = out.spare_capacity_mut()[..h * l * s].par_chunks_mut(per_task * s).zip(src.par_chunks(per_task * s)).enumerate();
         // Without stats, each task gets an empty slice of `st`.
         let st_parts: Vec<&mut [f32]> =
             if stats.is_some() { st.chunks_mut(st_chunk).collect() } else { (0..h * l).step_by(per_task).map(|_| &mut [][..]).collect() };
@@ -175,11 +182,15 @@ pub fn causal_softmax(
                 let seen = visible(q_first + r, s, window);
                 let mz = row(x, scale, seen, o);
                 if let Some(span) = stats {
-                    st[k * 4..k * 4 + 4].copy_from_slice(&row_stats(x, scale, seen, o, mz, span));
+                    // SAFETY: `row` wrote every element of `o`.
+                    let p = unsafe { &*(o as *const [MaybeUninit<f32>] as *const [f32]) };
+                    st[k * 4..k * 4 + 4].copy_from_slice(&row_stats(x, scale, seen, p, mz, span));
                 }
             }
         });
     }
+    // SAFETY: the rows above wrote all h·l·s elements (none when s is 0).
+    unsafe { out.set_len(h * l * s) };
     let probs = Tensor::from_vec(out, (h, l, s), &Device::Cpu)?;
     let stats = if stats.is_some() { Some(Tensor::from_vec(st, (h, l, 4), &Device::Cpu)?) } else { None };
     Ok((probs, stats))
@@ -240,14 +251,18 @@ mod tests {
         }
     }
 
+    fn run_row(row: RowFn, x: &[f32], scale: f32, seen: (usize, usize)) -> (Vec<f32>, (f32, f32)) {
+        let mut out = vec![MaybeUninit::new(f32::NAN); x.len()];
+        let mz = row(x, scale, seen, &mut out);
+        (out.into_iter().map(|v| unsafe { v.assume_init() }).collect(), mz)
+    }
+
     #[test]
     fn the_portable_rows_agree_and_a_nan_score_poisons_its_row() {
         let x = values(200, 9);
         for (lo, hi) in [(0, 200), (3, 150), (7, 8)] {
-            let mut a = vec![1f32; 200];
-            let mut b = vec![1f32; 200];
-            let ma = row_scalar(&x, 0.3, (lo, hi), &mut a);
-            let mb = pick().0(&x, 0.3, (lo, hi), &mut b);
+            let (a, ma) = run_row(row_scalar, &x, 0.3, (lo, hi));
+            let (b, mb) = run_row(pick().0, &x, 0.3, (lo, hi));
             for (p, q) in a.iter().zip(&b) {
                 assert!((p - q).abs() <= 1e-6 * p.abs().max(1e-30), "{p} vs {q}");
             }
@@ -259,8 +274,7 @@ mod tests {
         }
         let mut y = x.clone();
         y[10] = f32::NAN;
-        let mut out = vec![0f32; 200];
-        pick().0(&y, 1.0, (0, 200), &mut out);
+        let (out, _) = run_row(pick().0, &y, 1.0, (0, 200));
         assert!(out.iter().all(|p| p.is_nan()));
     }
 }

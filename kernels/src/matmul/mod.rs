@@ -110,7 +110,7 @@ fn run(kern: Kernels, items: &[Product]) {
 /// # Safety
 /// See [`run`].
 unsafe fn task(kern: Kernels, p: &Product, panels: std::ops::Range<usize>) {
-    let (n, k, t) = (p.w.out_dim(), p.w.in_dim(), p.t);
+    let (n, k, t, stride) = (p.w.out_dim(), p.w.in_dim(), p.t, p.w.stride());
     let (mc, kc) = if t > kern.mr { (MC, KC) } else { (t, k) };
     let wide = if t <= kern.wide_rows { kern.wide } else { 1 };
     for m_block in (0..t).step_by(mc) {
@@ -130,8 +130,8 @@ unsafe fn task(kern: Kernels, p: &Product, panels: std::ops::Range<usize>) {
                         ldy: n,
                         panels: side,
                         wstride: match p.w.panels() {
-                            Panels::F32(_) => k * PANEL,
-                            Panels::Bf16(_) => k * PANEL / 2,
+                            Panels::F32(_) => stride * PANEL,
+                            Panels::Bf16(_) => stride * PANEL / 2,
                         },
                         cols: (side * PANEL).min(n - col0),
                         first: k0 == 0,
@@ -139,8 +139,8 @@ unsafe fn task(kern: Kernels, p: &Product, panels: std::ops::Range<usize>) {
                     // SAFETY: the tile lies within x, the panel and y (see the caller).
                     unsafe {
                         match p.w.panels() {
-                            Panels::F32(d) => (kern.f32)(&tile, d[(panel * k + k0) * PANEL..].as_ptr()),
-                            Panels::Bf16(d) => (kern.bf16)(&tile, d[(panel * k + k0) * PANEL / 2..].as_ptr()),
+                            Panels::F32(d) => (kern.f32)(&tile, d[(panel * stride + k0) * PANEL..].as_ptr()),
+                            Panels::Bf16(d) => (kern.bf16)(&tile, d[(panel * stride + k0) * PANEL / 2..].as_ptr()),
                         }
                     }
                 }
@@ -195,6 +195,42 @@ pub fn matmul_t_grouped(pairs: &[(&Tensor, &PackedWeight)]) -> candle_core::Resu
         }
     }
     outs.into_iter().zip(&xs).zip(pairs).map(|((y, x), (_, w))| Tensor::from_vec(y, (x.dim(0)?, w.out_dim()), &Device::Cpu)).collect()
+}
+
+/// `x` `[B, T, K]` f32 on the CPU, batch `b` times `ws[b]` transposed → `[B, T, N]` in one
+/// buffer and one parallel region (attention's heads: scores against each kv head's keys,
+/// probabilities against its values).
+pub fn matmul_t_batched(x: &Tensor, ws: &[PackedWeight]) -> candle_core::Result<Tensor> {
+    let (b, t, k) = x.dims3()?;
+    let n = ws.first().map_or(0, PackedWeight::out_dim);
+    if ws.len() != b || ws.iter().any(|w| w.out_dim() != n || w.in_dim() != k) || x.dtype() != DType::F32 || !x.device().is_cpu() {
+        candle_core::bail!(
+            "matmul: x [{b}, {t}, {k}] {:?} does not fit {} packed weights of [{n}, {k}] (f32 on the CPU)",
+            x.dtype(),
+            ws.len()
+        );
+    }
+    let x = x.contiguous()?;
+    let mut y = Vec::<f32>::with_capacity(b * t * n);
+    {
+        let (storage, layout) = x.storage_and_layout();
+        let Storage::Cpu(CpuStorage::F32(v)) = &*storage else { candle_core::bail!("matmul: x must be f32 on the CPU") };
+        let v = &v[layout.start_offset()..layout.start_offset() + b * t * k];
+        let out = y.as_mut_ptr();
+        let items: Vec<Product> = ws
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Product { x: &v[i * t * k..(i + 1) * t * k], t, w, y: Out(out.wrapping_add(i * t * n)) })
+            .collect();
+        run(kernels(), &items);
+    }
+    if k == 0 {
+        y.resize(b * t * n, 0.0);
+    } else {
+        // SAFETY: with K > 0 every element was written by the first k block of its tile.
+        unsafe { y.set_len(b * t * n) };
+    }
+    Tensor::from_vec(y, (b, t, n), &Device::Cpu)
 }
 
 /// Threads the products split panels across (rayon's pool: `RAYON_NUM_THREADS`, else one per

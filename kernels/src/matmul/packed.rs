@@ -24,6 +24,8 @@ pub const PANEL: usize = 32;
 pub struct PackedWeight {
     n: usize,
     k: usize,
+    /// Steps per panel as allocated (`k`, or more for a [`PackedWeight::prefix`]).
+    stride: usize,
     panels: Arc<Panels>,
 }
 
@@ -59,7 +61,7 @@ impl PackedWeight {
                 }
             });
         }
-        PackedWeight { n, k, panels: Arc::new(Panels::F32(data)) }
+        PackedWeight { n, k, stride: k, panels: Arc::new(Panels::F32(data)) }
     }
 
     /// Packs `w` `[n, k]` row-major, kept as bf16.
@@ -78,13 +80,36 @@ impl PackedWeight {
                 }
             });
         }
-        PackedWeight { n, k, panels: Arc::new(Panels::Bf16(data)) }
+        PackedWeight { n, k, stride: k, panels: Arc::new(Panels::Bf16(data)) }
     }
 
     /// An f32 weight whose every element is `value`, built in place (the bandwidth probe's
     /// gigabyte needs no row-major original).
     pub(crate) fn filled(n: usize, k: usize, value: f32) -> Self {
-        PackedWeight { n, k, panels: Arc::new(Panels::F32(vec![value; n.div_ceil(PANEL) * k * PANEL])) }
+        PackedWeight { n, k, stride: k, panels: Arc::new(Panels::F32(vec![value; n.div_ceil(PANEL) * k * PANEL])) }
+    }
+
+    /// Packs `Wᵀ` for `w` `[k, n]` row-major f32 (attention's values `[keys, dv]`, so that
+    /// `P V` is `P (Vᵀ)ᵀ`): a panel step is a run of 32 elements of one row of `w`.
+    pub fn from_f32_transposed(w: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(w.len(), n * k, "packed weight: {} elements are not [{k}, {n}]", w.len());
+        let mut data = vec![0f32; n.div_ceil(PANEL) * k * PANEL];
+        if k > 0 {
+            data.par_chunks_mut(k * PANEL).enumerate().for_each(|(p, panel)| {
+                let cols = PANEL.min(n - p * PANEL);
+                for (c, step) in panel.chunks_mut(PANEL).enumerate() {
+                    step[..cols].copy_from_slice(&w[c * n + p * PANEL..][..cols]);
+                }
+            });
+        }
+        PackedWeight { n, k, stride: k, panels: Arc::new(Panels::F32(data)) }
+    }
+
+    /// The top-left `[n, k]` block (the keys a causal block of queries sees), sharing the
+    /// panels.
+    pub fn prefix(&self, n: usize, k: usize) -> Self {
+        assert!(n <= self.n && k <= self.k, "packed weight: [{n}, {k}] is not within [{}, {}]", self.n, self.k);
+        PackedWeight { n, k, stride: self.stride, panels: self.panels.clone() }
     }
 
     /// Packs a CPU tensor `[N, K]` of f32 or bf16.
@@ -102,8 +127,8 @@ impl PackedWeight {
 
     /// The weight back as `[N, K]` in its dtype.
     pub fn unpack(&self) -> candle_core::Result<Tensor> {
-        let (n, k) = (self.n, self.k);
-        let at = |r: usize, c: usize| (r / PANEL * k + c) * PANEL + r % PANEL;
+        let (n, k, stride) = (self.n, self.k, self.stride);
+        let at = |r: usize, c: usize| (r / PANEL * stride + c) * PANEL + r % PANEL;
         match &*self.panels {
             Panels::F32(d) => {
                 let rows: Vec<f32> = (0..n * k).map(|i| d[at(i / k.max(1), i % k.max(1))]).collect();
@@ -113,7 +138,7 @@ impl PackedWeight {
                 let rows: Vec<bf16> = (0..n * k)
                     .map(|i| {
                         let (r, c) = (i / k.max(1), i % k.max(1));
-                        let word = d[(r / PANEL * k + c) * (PANEL / 2) + r % (PANEL / 2)];
+                        let word = d[(r / PANEL * stride + c) * (PANEL / 2) + r % (PANEL / 2)];
                         bf16::from_bits(if r % PANEL < PANEL / 2 { word as u16 } else { (word >> 16) as u16 })
                     })
                     .collect();
@@ -125,7 +150,7 @@ impl PackedWeight {
     /// Rows `ids` of `W` widened to f32, `[ids.len(), K]`: the embedding lookup of an LM head
     /// tied to the embeddings, so the table is kept once, packed.
     pub fn gather_rows(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
-        let (n, k) = (self.n, self.k);
+        let (n, k, stride) = (self.n, self.k, self.stride);
         const HALF: usize = PANEL / 2;
         let mut out = Vec::with_capacity(ids.len() * k);
         for &r in ids {
@@ -135,9 +160,9 @@ impl PackedWeight {
             }
             let (p, j) = (r / PANEL, r % PANEL);
             match &*self.panels {
-                Panels::F32(d) => out.extend((0..k).map(|c| d[(p * k + c) * PANEL + j])),
+                Panels::F32(d) => out.extend((0..k).map(|c| d[(p * stride + c) * PANEL + j])),
                 Panels::Bf16(d) => out.extend((0..k).map(|c| {
-                    let word = d[(p * k + c) * HALF + j % HALF];
+                    let word = d[(p * stride + c) * HALF + j % HALF];
                     f32::from_bits(if j < HALF { word << 16 } else { word & 0xFFFF_0000 })
                 })),
             }
@@ -165,6 +190,10 @@ impl PackedWeight {
     /// Bytes of the `N × K` elements (padding rows of the last panel not counted).
     pub fn bytes(&self) -> usize {
         self.n * self.k * self.dtype().size_in_bytes()
+    }
+
+    pub(crate) fn stride(&self) -> usize {
+        self.stride
     }
 
     pub(crate) fn panels(&self) -> &Panels {

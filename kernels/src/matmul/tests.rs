@@ -192,3 +192,35 @@ fn the_op_agrees_with_candles_matmul_and_checks_its_inputs() {
     let y = matmul_t(&Tensor::zeros((3, 0), DType::F32, &d).unwrap(), &empty).unwrap();
     assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0.0; 15]);
 }
+
+/// Attention's use: keys packed as rows, values packed transposed, causal prefixes of both,
+/// batched over kv heads; against candle's matmul on the same operands.
+#[test]
+fn batched_products_on_prefixes_of_keys_and_transposed_values() {
+    let d = Device::Cpu;
+    let (b, t, dk, s) = (3, 7, 40, 70);
+    let q = Tensor::from_vec(values(b * t * dk, 20), (b, t, dk), &d).unwrap();
+    let keys = Tensor::from_vec(values(b * s * dk, 21), (b, s, dk), &d).unwrap();
+    let vals = Tensor::from_vec(values(b * s * 33, 22), (b, s, 33), &d).unwrap();
+    let kp: Vec<PackedWeight> = (0..b).map(|g| PackedWeight::pack(&keys.get(g).unwrap()).unwrap()).collect();
+    let vp: Vec<PackedWeight> = (0..b)
+        .map(|g| PackedWeight::from_f32_transposed(&vals.get(g).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), s, 33))
+        .collect();
+    let close = |a: &Tensor, b: &Tensor| {
+        assert_eq!(a.dims(), b.dims());
+        let (a, b) = (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    };
+    for seen in [s, 41, 33, 1] {
+        let prefixes: Vec<PackedWeight> = kp.iter().map(|w| w.prefix(seen, dk)).collect();
+        let scores = matmul_t_batched(&q, &prefixes).unwrap();
+        close(&scores, &q.matmul(&keys.narrow(1, 0, seen).unwrap().t().unwrap()).unwrap());
+        let probs = Tensor::from_vec(values(b * t * seen, 23), (b, t, seen), &d).unwrap();
+        let prefixes: Vec<PackedWeight> = vp.iter().map(|w| w.prefix(33, seen)).collect();
+        let out = matmul_t_batched(&probs, &prefixes).unwrap();
+        close(&out, &probs.matmul(&vals.narrow(1, 0, seen).unwrap()).unwrap());
+    }
+    assert!(matmul_t_batched(&q, &kp[..2]).is_err());
+}

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 
 use routelab_kernels::attention_op::{attention_with_stats, AttentionStats, MAX_HEADS, MAX_HEAD_DIM};
+use routelab_kernels::matmul::{matmul_t_batched, PackedWeight};
 use routelab_kernels::softmax::causal_softmax;
 
 use crate::capture::HeadStats;
@@ -35,6 +36,9 @@ const BLOCK_ELEMENTS: usize = 8 << 20;
 
 /// Queries per block when scores stop at each block's last query (no probabilities kept).
 const CAUSAL_BLOCK: usize = 128;
+
+/// Queries from which a CPU call packs its keys and values (see [`attend`]).
+const PACKED_KV_QUERIES: usize = 16;
 
 /// A mask block: (sliding window, first query of the block, queries in it).
 type MaskKey = (Option<usize>, usize, usize);
@@ -196,6 +200,18 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
     };
 
     let kt = k.t()?;
+    // A CPU prompt in f32: each kv head's keys, and its values transposed, packed once for
+    // the call, so scores and outputs run on routelab_kernels::matmul (causal blocks take
+    // prefixes). Decode reads the cache once anyway: packing it would double that.
+    let packed_kv = if device.is_cpu() && t >= PACKED_KV_QUERIES && [q.dtype(), k.dtype(), v.dtype()].iter().all(|&d| d == DType::F32) {
+        let keys = (0..kv_heads).map(|g| Ok(PackedWeight::pack(&k.get(g)?)?)).collect::<Result<Vec<_>>>()?;
+        let values = (0..kv_heads)
+            .map(|g| Ok(PackedWeight::from_f32_transposed(&v.get(g)?.flatten_all()?.to_vec1::<f32>()?, s, dv)))
+            .collect::<Result<Vec<_>>>()?;
+        Some((keys, values))
+    } else {
+        None
+    };
     let (mut outs, mut stats, mut probs) = (Vec::new(), Vec::new(), Vec::new());
     // Causal blocks: a block's queries see no key after its last one, so its scores stop
     // there (half the work of a prompt, in blocks of CAUSAL_BLOCK queries). Kept
@@ -207,7 +223,11 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
         let keys = if p.keep_probs { s } else { (p.masks.q_start + first + len).min(s) };
         let span = span_within(p.span, keys);
         let qb = q.narrow(1, first, len)?.contiguous()?.reshape((kv_heads, rep * len, dk))?;
-        let raw = qb.matmul(&kt.narrow(2, 0, keys)?)?.reshape((heads, len, keys))?;
+        let raw = match &packed_kv {
+            Some((kp, _)) => matmul_t_batched(&qb, &kp.iter().map(|w| w.prefix(keys, dk)).collect::<Vec<_>>())?,
+            None => qb.matmul(&kt.narrow(2, 0, keys)?)?,
+        };
+        let raw = raw.reshape((heads, len, keys))?;
         let mask = || -> Result<Option<Tensor>> { Ok(p.masks.block(p.window, first, len)?.map(|m| m.narrow(1, 0, keys)).transpose()?) };
         // On the CPU the softmax also yields the statistics (unless uniform heads change the
         // probabilities after it).
@@ -243,7 +263,12 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
             // [H, len, 4], the columns of HeadStats.
             stats.push(Tensor::stack(&[e, a.to_dtype(DType::F32)?, sink, span_mass], 2)?);
         }
-        let o = pr.to_dtype(v.dtype())?.reshape((kv_heads, rep * len, keys))?.matmul(&v.narrow(1, 0, keys)?)?.reshape((heads, len, dv))?;
+        let weights = pr.to_dtype(v.dtype())?.reshape((kv_heads, rep * len, keys))?;
+        let o = match &packed_kv {
+            Some((_, vp)) => matmul_t_batched(&weights, &vp.iter().map(|w| w.prefix(dv, keys)).collect::<Vec<_>>())?,
+            None => weights.matmul(&v.narrow(1, 0, keys)?)?,
+        };
+        let o = o.reshape((heads, len, dv))?;
         outs.push(o);
         if p.keep_probs {
             probs.push(pr);
