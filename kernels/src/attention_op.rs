@@ -389,16 +389,7 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// Deterministic values in [−1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::test_values::values;
 
     fn op(window: Option<usize>, span: (usize, usize), uniform: Vec<bool>) -> AttentionStats {
         AttentionStats { scale: 0.5, window, span, uniform }

@@ -40,3 +40,5 @@ pub mod router_op;
 pub mod routing;
 pub mod row_norm;
 pub mod softmax;
+#[cfg(test)]
+mod test_values;

@@ -200,14 +200,9 @@ pub fn causal_softmax(
 mod tests {
     use super::*;
 
+    /// Scores in [−20, 20): wide enough that some keys underflow.
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 40.0 - 20.0
-            })
-            .collect()
+        crate::test_values::values(n, seed).into_iter().map(|v| v * 20.0).collect()
     }
 
     /// Against scale, an explicit `0 / −∞` mask and a softmax in f64.

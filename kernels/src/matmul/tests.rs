@@ -1,15 +1,7 @@
 use super::*;
 use half::bf16;
 
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use crate::test_values::values;
 
 /// Every instruction set this CPU has, and the portable tiles.
 fn all_kernels() -> Vec<Kernels> {

@@ -127,28 +127,27 @@ macro_rules! by_rows {
 const WIDE: usize = 4;
 const WIDE_ROWS: usize = 3;
 
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512_f32(t: &Tile, w: *const f32) {
+/// A tile of `t.rows` rows × `t.panels` panels, each a constant.
+#[inline(always)]
+unsafe fn by_panels512<S: Step512>(t: &Tile, w: *const S::W) {
     unsafe {
         match t.panels {
-            1 => by_rows!(tile512, F32Panel, t, w, [1 2 3 4 5 6 7 8 9 10 11 12], 1),
-            2 => by_rows!(tile512, F32Panel, t, w, [1 2 3], 2),
-            3 => by_rows!(tile512, F32Panel, t, w, [1 2 3], 3),
-            _ => by_rows!(tile512, F32Panel, t, w, [1 2 3], 4),
+            1 => by_rows!(tile512, S, t, w, [1 2 3 4 5 6 7 8 9 10 11 12], 1),
+            2 => by_rows!(tile512, S, t, w, [1 2 3], 2),
+            3 => by_rows!(tile512, S, t, w, [1 2 3], 3),
+            _ => by_rows!(tile512, S, t, w, [1 2 3], 4),
         }
     }
 }
 
 #[target_feature(enable = "avx512f")]
+unsafe fn avx512_f32(t: &Tile, w: *const f32) {
+    unsafe { by_panels512::<F32Panel>(t, w) }
+}
+
+#[target_feature(enable = "avx512f")]
 unsafe fn avx512_bf16(t: &Tile, w: *const u32) {
-    unsafe {
-        match t.panels {
-            1 => by_rows!(tile512, Bf16Panel, t, w, [1 2 3 4 5 6 7 8 9 10 11 12], 1),
-            2 => by_rows!(tile512, Bf16Panel, t, w, [1 2 3], 2),
-            3 => by_rows!(tile512, Bf16Panel, t, w, [1 2 3], 3),
-            _ => by_rows!(tile512, Bf16Panel, t, w, [1 2 3], 4),
-        }
-    }
+    unsafe { by_panels512::<Bf16Panel>(t, w) }
 }
 
 /// Half `h` of a `k` step's weights as two registers of 8, and the panel columns they are.
