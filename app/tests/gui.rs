@@ -252,3 +252,25 @@ fn a_corrupt_notebook_opens_read_only_and_is_never_overwritten() {
     h.run_steps(2);
     assert_eq!(std::fs::read_to_string(dir.join("notebook.json")).unwrap(), garbage);
 }
+
+#[test]
+fn choosing_bf16_reloads_the_model_with_bf16_weights_and_it_runs() {
+    let dir = fresh_dir("dtype");
+    let (mut h, _) = harness(&dir, &dir);
+    assert_eq!(h.state().state.model.info.as_ref().unwrap().dtype, "F32", "the CPU default");
+    let f32_bytes = h.state().state.model.info.as_ref().unwrap().weight_bytes;
+    h.get_by_label("dtype").click();
+    h.run_steps(3);
+    h.get_by_label("bf16").click();
+    h.run_steps(2);
+    h.get_by_label("Load").click();
+    h.step();
+    wait(&mut h, "the bf16 load", |a| a.state.model.loading.is_none() && a.state.model.info.as_ref().is_some_and(|i| i.dtype == "BF16"));
+    assert_eq!(h.state().state.model.info.as_ref().unwrap().weight_bytes * 2, f32_bytes);
+    assert!(h.query_by_label_contains("(BF16)").is_some(), "the model panel shows the dtype");
+    run_all(&mut h);
+    for id in prompt_ids(h.state()) {
+        let run = &h.state().state.results.runs[&id];
+        assert!(run.len() > run.prompt_len, "cell {id} generated nothing on bf16 weights");
+    }
+}

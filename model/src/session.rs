@@ -56,7 +56,22 @@ impl LoadOptions {
         let compute = if device.is_cpu() { DType::F32 } else { dtype };
         LoadOptions { device, dtype, compute }
     }
+
+    /// From the names the CLI (`--device`, `--dtype`) and the GUI offer: a device as
+    /// [`parse_device`] takes it, and `f32`, `bf16` or none for the device's default.
+    pub fn parse(device: &str, dtype: Option<&str>) -> Result<Self> {
+        let device = parse_device(device)?;
+        match dtype {
+            None => Ok(LoadOptions::for_device(device)),
+            Some("f32") => Ok(LoadOptions::new(device, DType::F32)),
+            Some("bf16") => Ok(LoadOptions::new(device, DType::BF16)),
+            Some(other) => Err(ModelError::Invalid(format!("dtype {other:?}: expected f32 or bf16"))),
+        }
+    }
 }
+
+/// The weight dtypes a model loads in, by the names [`LoadOptions::parse`] takes.
+pub const DTYPES: [&str; 2] = ["f32", "bf16"];
 
 /// Parses `cpu`, `cuda`, `cuda:1`.
 pub fn parse_device(s: &str) -> Result<Device> {
@@ -525,4 +540,24 @@ fn tokenizer_for(ck: &Checkpoint) -> Result<(Tokenizer, Option<ChatTemplate>)> {
         None => None,
     };
     Ok((tok, template))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_options_parse_the_cli_and_gui_names() {
+        let o = LoadOptions::parse("cpu", None).unwrap();
+        assert_eq!((o.dtype, o.compute), (DType::F32, DType::F32));
+        let o = LoadOptions::parse("cpu", Some("bf16")).unwrap();
+        assert_eq!((o.dtype, o.compute), (DType::BF16, DType::F32), "the CPU computes in f32 on bf16 weights");
+        assert_eq!(LoadOptions::parse("cpu", Some("f32")).unwrap().dtype, DType::F32);
+        for name in DTYPES {
+            assert!(LoadOptions::parse("cpu", Some(name)).is_ok(), "{name}");
+        }
+        let e = LoadOptions::parse("cpu", Some("fp8")).unwrap_err().to_string();
+        assert!(e.contains("fp8") && e.contains("f32 or bf16"), "{e}");
+        assert!(LoadOptions::parse("tpu", None).unwrap_err().to_string().contains("tpu"));
+    }
 }

@@ -5,7 +5,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::{parse_expert_mask, parse_head_mask, Interventions};
-use routelab_model::session::{parse_device, LoadOptions, Session};
+use routelab_model::session::{LoadOptions, Session};
 use routelab_model::source::{LoadProgress, ModelSource};
 use routelab_probes::jobs::scan::NeedleSettings;
 
@@ -29,13 +29,7 @@ impl ModelArgs {
     /// their ETA, then the layers built); only the final "loaded" line otherwise.
     pub fn load(&self) -> anyhow::Result<Session> {
         let source = ModelSource::parse(&self.model)?;
-        let device = parse_device(&self.device)?;
-        let options = match self.dtype.as_deref() {
-            None => LoadOptions::for_device(device),
-            Some("f32") => LoadOptions::new(device, candle_core::DType::F32),
-            Some("bf16") => LoadOptions::new(device, candle_core::DType::BF16),
-            Some(other) => anyhow::bail!("--dtype {other:?}: expected f32 or bf16"),
-        };
+        let options = LoadOptions::parse(&self.device, self.dtype.as_deref())?;
         let started = std::time::Instant::now();
         // One bar per phase (each downloaded file, then the layers), with indicatif's ETA; drawn
         // only when stderr is a terminal.

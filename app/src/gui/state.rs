@@ -50,6 +50,8 @@ pub enum Action {
 pub struct ModelStatus {
     pub requested: String,
     pub device: String,
+    /// The weights' dtype by name (`f32`, `bf16`), or `None` for the device's default.
+    pub dtype: Option<String>,
     pub loading: Option<LoadProgress>,
     pub load_started: Option<Instant>,
     pub info: Option<ModelInfo>,
@@ -322,7 +324,11 @@ impl AppState {
                 self.model.load_started = Some(Instant::now());
                 self.doc.notebook.model = self.model.requested.clone();
                 self.mark_dirty();
-                worker.send(Command::Load { model: self.model.requested.clone(), device: self.model.device.clone() });
+                worker.send(Command::Load {
+                    model: self.model.requested.clone(),
+                    device: self.model.device.clone(),
+                    dtype: self.model.dtype.clone(),
+                });
             }
             Action::RunCell(id) => {
                 self.jobs.enqueue(id);

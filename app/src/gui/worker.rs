@@ -8,7 +8,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
 use routelab_model::interventions::Interventions;
-use routelab_model::session::{parse_device, LoadOptions, ModelInfo, RunEvent, Session};
+use routelab_model::session::{LoadOptions, ModelInfo, RunEvent, Session};
 use routelab_model::source::{LoadProgress, ModelSource};
 use routelab_model::store::CaptureStore;
 use routelab_probes::analysis::retrieval::Progress;
@@ -26,6 +26,7 @@ pub enum Command {
     Load {
         model: String,
         device: String,
+        dtype: Option<String>,
     },
     Run {
         cell: u64,
@@ -179,14 +180,14 @@ impl WorkerState {
 
     fn try_handle(&mut self, cmd: Command) -> Result<(), String> {
         match cmd {
-            Command::Load { model, device } => {
+            Command::Load { model, device, dtype } => {
                 self.session = None;
                 let source = ModelSource::parse(&model).map_err(|e| e.to_string());
                 let loaded = source.and_then(|source| {
-                    let device = parse_device(&device).map_err(|e| e.to_string())?;
+                    let options = LoadOptions::parse(&device, dtype.as_deref()).map_err(|e| e.to_string())?;
                     let events = self.events.clone();
                     let cancel = self.cancel.clone();
-                    Session::load_cancellable(&source, &LoadOptions::for_device(device), &mut |p| {
+                    Session::load_cancellable(&source, &options, &mut |p| {
                         let _ = events.send(Event::LoadProgress(p));
                         (self.wake)();
                         !cancel.is_cancelled()

@@ -1,6 +1,7 @@
 //! The model panel: choose and load a model, watch it load, see what it is.
 
 use egui::{RichText, Ui};
+use routelab_model::session::DTYPES;
 use routelab_model::source::{LoadProgress, BUNDLED};
 
 use crate::gui::state::{Action, AppState};
@@ -35,6 +36,7 @@ pub fn model_panel(ui: &mut Ui, state: &mut AppState, actions: &mut Vec<Action>)
             .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, "bundled models"));
         egui::ComboBox::from_id_salt("device")
             .selected_text(state.model.device.clone())
+            .width(64.0)
             .show_ui(ui, |ui| {
                 for d in ["cpu", "cuda", "cuda:1"] {
                     ui.selectable_value(&mut state.model.device, d.to_string(), d);
@@ -42,6 +44,20 @@ pub fn model_panel(ui: &mut Ui, state: &mut AppState, actions: &mut Vec<Action>)
             })
             .response
             .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, "device"));
+        egui::ComboBox::from_id_salt("dtype")
+            .selected_text(state.model.dtype.as_deref().unwrap_or("default dtype"))
+            .width(96.0)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut state.model.dtype, None, "default").on_hover_text("f32 on the CPU, bf16 on a GPU");
+                for d in DTYPES {
+                    ui.selectable_value(&mut state.model.dtype, Some(d.to_string()), d);
+                }
+            })
+            .response
+            .on_hover_text(
+                "The weights' dtype. On the CPU the arithmetic is f32 either way; bf16 halves the memory and the bytes read per token",
+            )
+            .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, "dtype"));
         let loading = state.model.loading.is_some();
         if ui.add_enabled(!loading && !state.busy(), egui::Button::new("Load")).clicked() {
             actions.push(Action::LoadModel);
