@@ -35,7 +35,7 @@ use crate::interventions::HeadMethod;
 const BLOCK_ELEMENTS: usize = 8 << 20;
 
 /// Queries per block when scores stop at each block's last query (no probabilities kept).
-const CAUSAL_BLOCK: usize = 128;
+const CAUSAL_BLOCK: usize = 64;
 
 /// Queries from which a CPU call packs its keys and values (see [`attend`]).
 const PACKED_KV_QUERIES: usize = 16;
