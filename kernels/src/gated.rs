@@ -2,10 +2,11 @@
 //! columns, then up columns) to `[T, I]`: one pass over rows split across rayon's pool, with
 //! [`crate::exp`]'s exponential on AVX-512 / AVX2 (the same bits on every instruction set).
 
-use candle_core::{CpuStorage, Device, Storage, Tensor};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use crate::exp::exp;
+use crate::slices::with_f32_slice;
 
 /// `g / (1 + e^-g) · u` (a very negative gate gives -0, as with libm's overflowing `exp`).
 #[inline(always)]
@@ -96,11 +97,8 @@ pub fn silu_mul(gu: &Tensor, inter: usize) -> candle_core::Result<Tensor> {
     if w != 2 * inter || !gu.device().is_cpu() {
         candle_core::bail!("silu_mul: [{t}, {w}] on {:?} is not a CPU [T, 2 × {inter}] gate|up output", gu.device());
     }
-    let gu = gu.contiguous()?;
-    let (storage, layout) = gu.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(v)) = &*storage else { candle_core::bail!("silu_mul: {:?} is not f32", gu.dtype()) };
     let mut out = vec![0f32; t * inter];
-    silu_mul_slices(pick(), &v[layout.start_offset()..layout.start_offset() + t * w], inter, &mut out);
+    with_f32_slice(gu, "silu_mul", |v| silu_mul_slices(pick(), v, inter, &mut out))?;
     Tensor::from_vec(out, (t, inter), &Device::Cpu)
 }
 

@@ -39,6 +39,7 @@ pub mod matmul;
 pub mod router_op;
 pub mod routing;
 pub mod row_norm;
+mod slices;
 pub mod softmax;
 #[cfg(test)]
 mod test_values;

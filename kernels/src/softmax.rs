@@ -8,10 +8,11 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, Device, Storage, Tensor};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use crate::exp::exp;
+use crate::slices::with_f32_slice;
 
 /// The keys `[lo, hi)` query position `i` sees among `keys`.
 fn visible(i: usize, keys: usize, window: Option<usize>) -> (usize, usize) {
@@ -160,15 +161,10 @@ pub fn causal_softmax(
     stats: Option<(usize, usize)>,
 ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let (h, l, s) = scores.dims3()?;
-    let scores = scores.contiguous()?;
-    let (storage, layout) = scores.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(v)) = &*storage else {
-        candle_core::bail!("causal_softmax: scores must be f32 on the CPU, not {:?} on {:?}", scores.dtype(), scores.device())
-    };
-    let src = &v[layout.start_offset()..layout.start_offset() + h * l * s];
     let mut out = Vec::<f32>::with_capacity(h * l * s);
     let mut st = vec![0f32; if stats.is_some() { h * l * 4 } else { 0 }];
-    if let Some(rows) = (16usize << 10).checked_div(s) {
+    let fill = |src: &[f32]| {
+        let Some(rows) = (16usize << 10).checked_div(s) else { return };
         let (row, row_stats) = pick();
         let per_task = rows.max(1);
         let st_chunk = if stats.is_some() { per_task * 4 } else { 0 };
@@ -188,7 +184,8 @@ pub fn causal_softmax(
                 }
             }
         });
-    }
+    };
+    with_f32_slice(scores, "causal_softmax", fill)?;
     // SAFETY: the rows above wrote all h·l·s elements (none when s is 0).
     unsafe { out.set_len(h * l * s) };
     let probs = Tensor::from_vec(out, (h, l, s), &Device::Cpu)?;

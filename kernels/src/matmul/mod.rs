@@ -19,6 +19,7 @@ mod x86;
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::slices::with_f32_slice;
 use packed::Panels;
 pub use packed::{packs, PackedWeight, PANEL};
 use tile::{Kernels, Tile};
@@ -210,20 +211,16 @@ pub fn matmul_t_batched(x: &Tensor, ws: &[PackedWeight]) -> candle_core::Result<
             ws.len()
         );
     }
-    let x = x.contiguous()?;
     let mut y = Vec::<f32>::with_capacity(b * t * n);
-    {
-        let (storage, layout) = x.storage_and_layout();
-        let Storage::Cpu(CpuStorage::F32(v)) = &*storage else { candle_core::bail!("matmul: x must be f32 on the CPU") };
-        let v = &v[layout.start_offset()..layout.start_offset() + b * t * k];
-        let out = y.as_mut_ptr();
+    let out = Out(y.as_mut_ptr());
+    with_f32_slice(x, "matmul", |v| {
         let items: Vec<Product> = ws
             .iter()
             .enumerate()
-            .map(|(i, w)| Product { x: &v[i * t * k..(i + 1) * t * k], t, w, y: Out(out.wrapping_add(i * t * n)) })
+            .map(|(i, w)| Product { x: &v[i * t * k..(i + 1) * t * k], t, w, y: Out(out.0.wrapping_add(i * t * n)) })
             .collect();
         run(kernels(), &items);
-    }
+    })?;
     if k == 0 {
         y.resize(b * t * n, 0.0);
     } else {

@@ -145,7 +145,6 @@ impl Attention {
         Ok(Attention { proj, o, num_heads: h, num_kv_heads: hkv, scale: a.softmax_scale, window })
     }
 
-    /// Bytes of projection weights one token reads.
     /// Every projection, for [`Linear::pack`].
     pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
         let mut all = match &mut self.proj {
@@ -163,6 +162,7 @@ impl Attention {
         all
     }
 
+    /// Bytes of projection weights one token reads.
     pub fn bytes(&self) -> usize {
         let proj = match &self.proj {
             Projections::Standard { qkv, .. } => qkv.bytes(),

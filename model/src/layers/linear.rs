@@ -104,14 +104,6 @@ impl Linear {
         }
     }
 
-    /// The weight's dtype as loaded.
-    pub fn dtype(&self) -> DType {
-        match &self.weight {
-            Weight::Rows(w) => w.dtype(),
-            Weight::Packed(p) => p.dtype(),
-        }
-    }
-
     /// `x`: `[T, in]` → `[T, out]`, in `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
