@@ -18,6 +18,8 @@
 //! - [`capture_pack`]: one forward call's capture tensors gathered into one f32 buffer (one
 //!   launch on CUDA), so they leave the device in a single copy.
 //! - [`softmax`]: attention's scaled, causally masked softmax on the CPU in one pass per row.
+//! - [`prompt_attention`]: a prompt's causal attention on the CPU, block by block of queries
+//!   from scores to output while the block is in cache, with the head statistics on the way.
 //! - [`row_norm`]: row-wise L2 norms (capture's contribution norms) in one launch.
 //! - [`matmul`]: `y = x Wᵀ` on the CPU against weights packed in panels at load (f32 or bf16),
 //!   for decode and prefill alike, with one fixed summation order per output element.
@@ -36,6 +38,7 @@ mod exp;
 pub mod gated;
 pub mod launch;
 pub mod matmul;
+pub mod prompt_attention;
 pub mod router_op;
 pub mod routing;
 pub mod row_norm;

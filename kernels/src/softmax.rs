@@ -1,12 +1,13 @@
 //! Attention's scaled, causally masked softmax on the CPU: `softmax(scale · s)` over the keys
-//! each query may see, zero elsewhere, in one pass per row (rows split across rayon's pool,
-//! [`crate::exp`]'s exponential on AVX-512). Replaces scaling, adding a `0 / −∞` mask and a
-//! generic softmax: three passes, a mask tensor, and an exponential for every masked key.
+//! each query may see, zero elsewhere, in one pass per row ([`crate::exp`]'s exponential on
+//! AVX-512). Replaces scaling, adding a `0 / −∞` mask and a generic softmax: three passes, a
+//! mask tensor, and an exponential for every masked key.
 //!
 //! Query `r` of a block sits at absolute position `i = q_first + r` and sees keys `j ≤ i`, and
 //! with a sliding window `W` only `j > i − W` (transformers' sliding-window overlay).
-
-use std::mem::MaybeUninit;
+//!
+//! Rows go from scores to probabilities in place or into another buffer ([`causal_softmax`]
+//! for a tensor of scores, [`rows`] for [`crate::prompt_attention`]'s blocks).
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -21,98 +22,122 @@ fn visible(i: usize, keys: usize, window: Option<usize>) -> (usize, usize) {
     (lo, hi)
 }
 
-/// One row's probabilities into `out`; returns the row's largest scaled score `m` and
-/// `Z = Σ e^(x − m)` over the visible keys, for [`Stats`].
-/// Rows are written into uninitialised memory (a block's probabilities are megabytes, and
-/// every element gets a probability or a zero): every row function writes all of `out`.
-fn row_scalar(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mut [MaybeUninit<f32>]) -> (f32, f32) {
-    out[..lo].fill(MaybeUninit::new(0.0));
-    out[hi..].fill(MaybeUninit::new(0.0));
-    let m = src[lo..hi].iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
-    let mut sum = 0.0;
-    for (o, &s) in out[lo..hi].iter_mut().zip(&src[lo..hi]) {
-        let e = exp(s * scale - m);
-        o.write(e);
-        sum += e;
+/// How a block of rows is masked and what it reports.
+#[derive(Clone, Copy, Debug)]
+pub struct Causal {
+    pub scale: f32,
+    /// Absolute position of the block's first query.
+    pub q_first: usize,
+    pub window: Option<usize>,
+    /// Report each row's [`stats`], with the mass on this key span.
+    pub stats: Option<(usize, usize)>,
+}
+
+/// What a row's pass leaves besides its probabilities, with `m` the largest scaled score:
+/// `Z = Σ e^(x − m)` and `W = Σ e^(x − m) (x − m)` over the visible keys. The entropy needs no
+/// logarithm per key: `−Σ p ln p = ln Z − W / Z`.
+#[derive(Clone, Copy, Debug)]
+struct RowSums {
+    z: f32,
+    w: f32,
+}
+
+/// One row of `n` scores at `src` into probabilities at `out`, zero outside `[lo, hi)`.
+/// `out` may be `src` (in place): each element is read before it is written.
+///
+/// # Safety
+/// `src` and `out` hold `n` elements, `lo ≤ hi ≤ n`.
+type RowFn = unsafe fn(*const f32, *mut f32, usize, f32, (usize, usize)) -> RowSums;
+
+/// A row's statistics from its probabilities `p` (see [`stats`]).
+type StatsFn = fn(&[f32], (usize, usize), RowSums, (usize, usize)) -> [f32; 4];
+
+/// # Safety
+/// See [`RowFn`].
+unsafe fn row_scalar(src: *const f32, out: *mut f32, n: usize, scale: f32, (lo, hi): (usize, usize)) -> RowSums {
+    // SAFETY: the caller's contract; reads of src[j] precede writes of out[j].
+    unsafe {
+        let mut m = f32::NEG_INFINITY;
+        for j in lo..hi {
+            m = m.max(*src.add(j) * scale);
+        }
+        let (mut z, mut w) = (0.0, 0.0);
+        for j in lo..hi {
+            let x = *src.add(j) * scale - m;
+            let e = exp(x);
+            *out.add(j) = e;
+            z += e;
+            w += e * x;
+        }
+        for j in lo..hi {
+            *out.add(j) /= z;
+        }
+        for j in (0..lo).chain(hi..n) {
+            *out.add(j) = 0.0;
+        }
+        RowSums { z, w }
     }
-    for o in &mut out[lo..hi] {
-        // SAFETY: written by the loop above.
-        unsafe { *o.assume_init_mut() /= sum };
-    }
-    (m, sum)
 }
 
 /// A row's head statistics, the columns of the block path's `[H, L, 4]`: entropy `−Σ p ln p`
 /// (nats), the most-attended key (the first on ties), the mass on key 0 and on a key span.
-///
-/// The entropy needs no logarithm per key: with `p = e^(x − m) / Z`,
-/// `−Σ p ln p = ln Z − Σ p (x − m)`.
-struct Stats;
-
-impl Stats {
-    fn scalar(src: &[f32], scale: f32, (lo, hi): (usize, usize), p: &[f32], (m, z): (f32, f32), span: (usize, usize)) -> [f32; 4] {
-        let (mut weighted, mut best, mut arg) = (0f32, f32::NEG_INFINITY, lo);
-        for j in lo..hi {
-            weighted += p[j] * (src[j] * scale - m);
-            if p[j] > best {
-                best = p[j];
-                arg = j;
-            }
-        }
-        Self::finish(weighted, z, arg, p, span)
-    }
-
-    fn finish(weighted: f32, z: f32, arg: usize, p: &[f32], span: (usize, usize)) -> [f32; 4] {
-        let (a, b) = (span.0.min(p.len()), span.1.min(p.len()));
-        let span_mass = if b > a { p[a..b].iter().sum() } else { 0.0 };
-        // abs: a one-key distribution gives −0.0 (as the reference's Σ p ln p does).
-        [(z.ln() - weighted).abs(), arg as f32, p.first().copied().unwrap_or(0.0), span_mass]
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), p: &[f32], (m, z): (f32, f32), span: (usize, usize)) -> [f32; 4] {
-        use std::arch::x86_64::*;
-        let n = hi - lo;
-        let (s, q) = (src[lo..hi].as_ptr(), p[lo..hi].as_ptr());
-        let lanes = |i: usize| -> __mmask16 { ((1u32 << (n - i).min(16)) - 1) as __mmask16 };
-        // SAFETY: every access is masked to the n elements of the row's visible range.
-        unsafe {
-            let (sc, mv) = (_mm512_set1_ps(scale), _mm512_set1_ps(m));
-            let (mut weighted, mut best) = (_mm512_setzero_ps(), _mm512_set1_ps(f32::NEG_INFINITY));
-            for i in (0..n).step_by(16) {
-                let pv = _mm512_maskz_loadu_ps(lanes(i), q.add(i));
-                let x = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(i), s.add(i)), sc), mv);
-                weighted = _mm512_fmadd_ps(pv, _mm512_maskz_mov_ps(lanes(i), x), weighted);
-                best = _mm512_max_ps(best, _mm512_mask_mov_ps(_mm512_set1_ps(f32::NEG_INFINITY), lanes(i), pv));
-            }
-            let top = _mm512_set1_ps(_mm512_reduce_max_ps(best));
-            let mut arg = lo;
-            for i in (0..n).step_by(16) {
-                let hit = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(lanes(i), _mm512_maskz_loadu_ps(lanes(i), q.add(i)), top);
-                if hit != 0 {
-                    arg = lo + i + hit.trailing_zeros() as usize;
-                    break;
-                }
-            }
-            Self::finish(_mm512_reduce_add_ps(weighted), z, arg, p, span)
+fn stats_scalar(p: &[f32], (lo, hi): (usize, usize), sums: RowSums, span: (usize, usize)) -> [f32; 4] {
+    let (mut best, mut arg) = (f32::NEG_INFINITY, lo);
+    for (j, &v) in p.iter().enumerate().take(hi).skip(lo) {
+        if v > best {
+            best = v;
+            arg = j;
         }
     }
+    finish(p, arg, sums, span)
+}
+
+fn finish(p: &[f32], arg: usize, RowSums { z, w, .. }: RowSums, span: (usize, usize)) -> [f32; 4] {
+    let (a, b) = (span.0.min(p.len()), span.1.min(p.len()));
+    let span_mass = if b > a { p[a..b].iter().sum() } else { 0.0 };
+    // abs: a one-key distribution gives −0.0 (as the reference's Σ p ln p does).
+    [(z.ln() - w / z).abs(), arg as f32, p.first().copied().unwrap_or(0.0), span_mass]
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn row_avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mut [MaybeUninit<f32>]) -> (f32, f32) {
-    use crate::exp::x86::exp512;
+fn stats_avx512(p: &[f32], (lo, hi): (usize, usize), sums: RowSums, span: (usize, usize)) -> [f32; 4] {
     use std::arch::x86_64::*;
-    out[..lo].fill(MaybeUninit::new(0.0));
-    out[hi..].fill(MaybeUninit::new(0.0));
     let n = hi - lo;
-    // Written (masked stores) before the third pass reads them back.
-    let (s, o) = (src[lo..hi].as_ptr(), out[lo..hi].as_mut_ptr().cast::<f32>());
+    let q = p[lo..hi].as_ptr();
     let lanes = |i: usize| -> __mmask16 { ((1u32 << (n - i).min(16)) - 1) as __mmask16 };
     // SAFETY: every access is masked to the n elements of the row's visible range.
     unsafe {
+        let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..n).step_by(16) {
+            best = _mm512_max_ps(best, _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), lanes(i), q.add(i)));
+        }
+        let top = _mm512_set1_ps(_mm512_reduce_max_ps(best));
+        let mut arg = lo;
+        for i in (0..n).step_by(16) {
+            let hit = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(lanes(i), _mm512_maskz_loadu_ps(lanes(i), q.add(i)), top);
+            if hit != 0 {
+                arg = lo + i + hit.trailing_zeros() as usize;
+                break;
+            }
+        }
+        finish(p, arg, sums, span)
+    }
+}
+
+/// # Safety
+/// See [`RowFn`]; the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_avx512(src: *const f32, out: *mut f32, len: usize, scale: f32, (lo, hi): (usize, usize)) -> RowSums {
+    use crate::exp::x86::exp512;
+    use std::arch::x86_64::*;
+    let n = hi - lo;
+    let lanes = |i: usize| -> __mmask16 { ((1u32 << (n - i).min(16)) - 1) as __mmask16 };
+    // SAFETY: every access is masked to the n elements of the row's visible range, or lies
+    // outside it within the row's len; reads of src precede writes of out element by element.
+    unsafe {
+        let (s, o) = (src.add(lo), out.add(lo));
         let sc = _mm512_set1_ps(scale);
         let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
         for i in (0..n).step_by(16) {
@@ -121,12 +146,13 @@ unsafe fn row_avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mu
         }
         let max = _mm512_reduce_max_ps(mx);
         let m = _mm512_set1_ps(max);
-        let mut sum = _mm512_setzero_ps();
+        let (mut sum, mut weighted) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         for i in (0..n).step_by(16) {
-            let v = _mm512_maskz_loadu_ps(lanes(i), s.add(i));
-            let e = _mm512_maskz_mov_ps(lanes(i), exp512(_mm512_sub_ps(_mm512_mul_ps(v, sc), m)));
+            let x = _mm512_maskz_mov_ps(lanes(i), _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(i), s.add(i)), sc), m));
+            let e = _mm512_maskz_mov_ps(lanes(i), exp512(x));
             _mm512_mask_storeu_ps(o.add(i), lanes(i), e);
             sum = _mm512_add_ps(sum, e);
+            weighted = _mm512_fmadd_ps(e, x, weighted);
         }
         let z = _mm512_reduce_add_ps(sum);
         let total = _mm512_set1_ps(z);
@@ -134,25 +160,46 @@ unsafe fn row_avx512(src: &[f32], scale: f32, (lo, hi): (usize, usize), out: &mu
             let e = _mm512_maskz_loadu_ps(lanes(i), o.add(i));
             _mm512_mask_storeu_ps(o.add(i), lanes(i), _mm512_div_ps(e, total));
         }
-        (max, z)
+        std::ptr::write_bytes(out, 0, lo);
+        std::ptr::write_bytes(out.add(hi), 0, len - hi);
+        RowSums { z, w: _mm512_reduce_add_ps(weighted) }
     }
 }
-
-type RowFn = fn(&[f32], f32, (usize, usize), &mut [MaybeUninit<f32>]) -> (f32, f32);
-type StatsFn = fn(&[f32], f32, (usize, usize), &[f32], (f32, f32), (usize, usize)) -> [f32; 4];
 
 fn pick() -> (RowFn, StatsFn) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512f") {
         // SAFETY: the feature is present.
-        return (|s, c, r, o| unsafe { row_avx512(s, c, r, o) }, |s, c, r, p, mz, sp| unsafe { Stats::avx512(s, c, r, p, mz, sp) });
+        return (row_avx512, |p, r, sums, span| unsafe { stats_avx512(p, r, sums, span) });
     }
-    (row_scalar, Stats::scalar)
+    (row_scalar, stats_scalar)
+}
+
+/// `n` rows of `s` scores at `src` into probabilities at `out` (which may be `src`); row `r`
+/// is query `(first + r) % l` of a block of `l` queries (heads stacked). With `c.stats`, each
+/// row's statistics into `stats[4r..4r + 4]`.
+///
+/// # Safety
+/// `src` and `out` hold `n · s` elements; `stats` holds `4n` when `c.stats` is set.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn rows(src: *const f32, out: *mut f32, n: usize, s: usize, l: usize, first: usize, c: &Causal, stats: &mut [f32]) {
+    let (row, row_stats) = pick();
+    for r in 0..n {
+        let seen = visible(c.q_first + (first + r) % l, s, c.window);
+        // SAFETY: row r lies within both buffers (the caller's contract).
+        let sums = unsafe { row(src.add(r * s), out.add(r * s), s, c.scale, seen) };
+        if let Some(span) = c.stats {
+            // SAFETY: the row function wrote every element of the row.
+            let p = unsafe { std::slice::from_raw_parts(out.add(r * s), s) };
+            stats[r * 4..r * 4 + 4].copy_from_slice(&row_stats(p, seen, sums, span));
+        }
+    }
 }
 
 /// `scores` `[H, L, S]` f32 on the CPU, query `r` of the block at absolute position
-/// `q_first + r` → probabilities `[H, L, S]`, zero on the keys a query does not see; with
-/// `stats` (the key span whose mass to report), also each row's [`Stats`], `[H, L, 4]`.
+/// `q_first + r` → probabilities `[H, L, S]`, zero on the keys a query does not see (rows
+/// split across rayon's pool); with `stats` (the key span whose mass to report), also each
+/// row's statistics, `[H, L, 4]`.
 pub fn causal_softmax(
     scores: &Tensor,
     scale: f32,
@@ -164,25 +211,16 @@ pub fn causal_softmax(
     let mut out = Vec::<f32>::with_capacity(h * l * s);
     let mut st = vec![0f32; if stats.is_some() { h * l * 4 } else { 0 }];
     let fill = |src: &[f32]| {
-        let Some(rows) = (16usize << 10).checked_div(s) else { return };
-        let (row, row_stats) = pick();
-        let per_task = rows.max(1);
+        let Some(per_task) = (16usize << 10).checked_div(s).map(|r| r.max(1)) else { return };
+        let c = Causal { scale, q_first, window, stats };
         let st_chunk = if stats.is_some() { per_task * 4 } else { 0 };
         let tasks = out.spare_capacity_mut()[..h * l * s].par_chunks_mut(per_task * s).zip(src.par_chunks(per_task * s)).enumerate();
         // Without stats, each task gets an empty slice of `st`.
         let st_parts: Vec<&mut [f32]> =
             if stats.is_some() { st.chunks_mut(st_chunk).collect() } else { (0..h * l).step_by(per_task).map(|_| &mut [][..]).collect() };
-        tasks.zip(st_parts.into_par_iter()).for_each(|((c, (o, x)), st)| {
-            for (k, (o, x)) in o.chunks_mut(s).zip(x.chunks(s)).enumerate() {
-                let r = (c * per_task + k) % l;
-                let seen = visible(q_first + r, s, window);
-                let mz = row(x, scale, seen, o);
-                if let Some(span) = stats {
-                    // SAFETY: `row` wrote every element of `o`.
-                    let p = unsafe { &*(o as *const [MaybeUninit<f32>] as *const [f32]) };
-                    st[k * 4..k * 4 + 4].copy_from_slice(&row_stats(x, scale, seen, p, mz, span));
-                }
-            }
+        tasks.zip(st_parts.into_par_iter()).for_each(|((i, (o, x)), st)| {
+            // SAFETY: o and x hold x.len() / s rows of s; st holds 4 per row with stats.
+            unsafe { rows(x.as_ptr(), o.as_mut_ptr().cast(), x.len() / s, s, l, i * per_task, &c, st) };
         });
     };
     with_f32_slice(scores, "causal_softmax", fill)?;
@@ -243,10 +281,11 @@ mod tests {
         }
     }
 
-    fn run_row(row: RowFn, x: &[f32], scale: f32, seen: (usize, usize)) -> (Vec<f32>, (f32, f32)) {
-        let mut out = vec![MaybeUninit::new(f32::NAN); x.len()];
-        let mz = row(x, scale, seen, &mut out);
-        (out.into_iter().map(|v| unsafe { v.assume_init() }).collect(), mz)
+    fn run_row(row: RowFn, x: &[f32], scale: f32, seen: (usize, usize)) -> (Vec<f32>, RowSums) {
+        let mut out = vec![f32::NAN; x.len()];
+        // SAFETY: both hold x.len() elements and seen lies within them.
+        let sums = unsafe { row(x.as_ptr(), out.as_mut_ptr(), x.len(), scale, seen) };
+        (out, sums)
     }
 
     #[test]
@@ -258,7 +297,7 @@ mod tests {
             for (p, q) in a.iter().zip(&b) {
                 assert!((p - q).abs() <= 1e-6 * p.abs().max(1e-30), "{p} vs {q}");
             }
-            let (sa, sb) = (Stats::scalar(&x, 0.3, (lo, hi), &a, ma, (5, 20)), pick().1(&x, 0.3, (lo, hi), &b, mb, (5, 20)));
+            let (sa, sb) = (stats_scalar(&a, (lo, hi), ma, (5, 20)), pick().1(&b, (lo, hi), mb, (5, 20)));
             assert_eq!(sa[1], sb[1], "argmax");
             for c in [0, 2, 3] {
                 assert!((sa[c] - sb[c]).abs() <= 1e-5 * (1.0 + sa[c].abs()), "column {c}: {} vs {}", sa[c], sb[c]);

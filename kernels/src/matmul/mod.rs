@@ -76,6 +76,20 @@ pub fn matmul_t_slices(x: &[f32], t: usize, w: &PackedWeight, y: &mut [f32]) {
     run(kernels(), &[Product { x, t, w, y: Out(y.as_mut_ptr()) }]);
 }
 
+/// [`matmul_t_slices`] on the calling thread alone, for callers that are already one task of
+/// a parallel region (a block of [`crate::prompt_attention`]).
+pub(crate) fn matmul_t_serial(x: &[f32], t: usize, w: &PackedWeight, y: &mut [f32]) {
+    let (n, k) = (w.out_dim(), w.in_dim());
+    assert!(x.len() >= t * k && y.len() >= t * n, "matmul: slices do not fit [{t}, {k}] x [{n}, {k}]ᵀ");
+    if k == 0 {
+        y[..t * n].fill(0.0);
+    } else if t > 0 && n > 0 {
+        let p = Product { x, t, w, y: Out(y.as_mut_ptr()) };
+        // SAFETY: x and y fit (asserted), and the one task covers every panel.
+        unsafe { task(kernels(), &p, 0..n.div_ceil(PANEL)) }
+    }
+}
+
 /// The products' tasks, shared out at once over the pool.
 fn run(kern: Kernels, items: &[Product]) {
     let threads = rayon::current_num_threads().max(1);

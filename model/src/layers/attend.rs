@@ -25,7 +25,8 @@ use candle_core::{DType, Device, Tensor};
 
 use routelab_kernels::attention_op::{attention_with_stats, AttentionStats, MAX_HEADS, MAX_HEAD_DIM};
 use routelab_kernels::matmul::{matmul_t_batched, PackedWeight};
-use routelab_kernels::softmax::causal_softmax;
+use routelab_kernels::prompt_attention::prompt_attention;
+use routelab_kernels::softmax::{causal_softmax, Causal};
 
 use crate::capture::HeadStats;
 use crate::error::Result;
@@ -212,6 +213,17 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
     } else {
         None
     };
+    // The scores of a plain prompt (nor kept, nor replaced by uniform heads) need never exist
+    // whole: one pass per block of queries, statistics on the way.
+    if let (Some((keys, values)), false, None) = (&packed_kv, p.keep_probs, &uniform_sel) {
+        let causal = Causal { scale: p.scale as f32, q_first: p.masks.q_start, window: p.window, stats: p.stats.then_some(p.span) };
+        let (out, stats) = prompt_attention(q, keys, values, &causal)?;
+        return Ok(Attended {
+            out: head_edits.apply(out)?,
+            stats: stats.map(|packed| HeadStats { packed, has_span: span_within(p.span, s).is_some() }),
+            probs: None,
+        });
+    }
     let (mut outs, mut stats, mut probs) = (Vec::new(), Vec::new(), Vec::new());
     // Causal blocks: a block's queries see no key after its last one, so its scores stop
     // there (half the work of a prompt, in blocks of CAUSAL_BLOCK queries). Kept
