@@ -266,7 +266,9 @@ fn choosing_bf16_reloads_the_model_with_bf16_weights_and_it_runs() {
     h.get_by_label("Load").click();
     h.step();
     wait(&mut h, "the bf16 load", |a| a.state.model.loading.is_none() && a.state.model.info.as_ref().is_some_and(|i| i.dtype == "BF16"));
-    assert_eq!(h.state().state.model.info.as_ref().unwrap().weight_bytes * 2, f32_bytes);
+    // Matrices halve; norm weights and biases stay f32 (under 1% of the bytes).
+    let bf16_bytes = h.state().state.model.info.as_ref().unwrap().weight_bytes;
+    assert!(bf16_bytes * 2 >= f32_bytes && bf16_bytes * 2 - f32_bytes < f32_bytes / 100, "{bf16_bytes} bytes in bf16, {f32_bytes} in f32");
     assert!(h.query_by_label_contains("(BF16)").is_some(), "the model panel shows the dtype");
     run_all(&mut h);
     for id in prompt_ids(h.state()) {

@@ -45,7 +45,12 @@ impl Shared {
 /// `keys[g]` `[S, dk]` and `values[g]` `[dv, S]` (transposed) per kv head `g`, heads
 /// `g · rep..(g + 1) · rep` sharing it. Returns the output `[H, T, dv]` and, with `c.stats`,
 /// each query's head statistics `[H, T, 4]` (see [`crate::softmax`]).
-pub fn prompt_attention(q: &Tensor, keys: &[PackedWeight], values: &[PackedWeight], c: &Causal) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+pub fn prompt_attention(
+    q: &Tensor,
+    keys: &[PackedWeight],
+    values: &[PackedWeight],
+    c: &Causal,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let (heads, t, dk) = q.dims3()?;
     let kv_heads = keys.len();
     let s = keys.first().map_or(0, PackedWeight::out_dim);
@@ -80,8 +85,7 @@ pub fn prompt_attention(q: &Tensor, keys: &[PackedWeight], values: &[PackedWeigh
             let mut sc = vec![0f32; rep * len * s];
             let mut ob = vec![0f32; rep * len * dv];
             let mut bst = vec![0f32; if c.stats.is_some() { rep * len * 4 } else { 0 }];
-            loop {
-                let Some(&(g, b)) = units.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+            while let Some(&(g, b)) = units.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let first = b * len;
                 let n = len.min(t - first);
                 let rows_n = rep * n;
@@ -158,11 +162,17 @@ mod tests {
                     for e in 0..dv {
                         let want: f64 = (0..s).map(|j| p[i * s + j] as f64 * v[(g * s + j) * dv + e] as f64).sum();
                         let got = out[(h * t + i) * dv + e] as f64;
-                        assert!((got - want).abs() <= 1e-4, "head {h} query {i} [{e}] of {heads}/{kv} heads, {t} + {past}: {got} vs {want}");
+                        assert!(
+                            (got - want).abs() <= 1e-4,
+                            "head {h} query {i} [{e}] of {heads}/{kv} heads, {t} + {past}: {got} vs {want}"
+                        );
                     }
                     let (got, want) = (&stats[(h * t + i) * 4..][..4], &want_stats[i * 4..][..4]);
                     for col in [0, 2, 3] {
-                        assert!((got[col] - want[col]).abs() <= 1e-4 * (1.0 + want[col].abs()), "head {h} query {i} stat {col}: {got:?} vs {want:?}");
+                        assert!(
+                            (got[col] - want[col]).abs() <= 1e-4 * (1.0 + want[col].abs()),
+                            "head {h} query {i} stat {col}: {got:?} vs {want:?}"
+                        );
                     }
                     assert_eq!(got[1], want[1], "head {h} query {i}: argmax");
                 }

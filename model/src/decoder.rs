@@ -138,6 +138,8 @@ pub struct Model {
     /// The activations' dtype ([`Weights::compute_dtype`]).
     compute: DType,
     parameters: usize,
+    /// Bytes the weights take in memory (see [`Weights::resident_bytes`]).
+    resident_bytes: usize,
 }
 
 impl Model {
@@ -186,6 +188,7 @@ impl Model {
         let parameters = w.names().iter().filter_map(|n| w.shape(n)).map(|s| s.iter().product::<usize>()).sum();
         Ok(Model {
             parameters,
+            resident_bytes: w.resident_bytes().0,
             rope: Rope::new(&c.rope),
             embed,
             layers,
@@ -302,7 +305,7 @@ impl Model {
 
     /// Bytes of weight memory on the device (at the run dtype).
     pub fn weight_bytes(&self) -> usize {
-        self.parameters * self.dtype.size_in_bytes()
+        self.resident_bytes
     }
 }
 

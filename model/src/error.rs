@@ -26,6 +26,10 @@ pub enum ModelError {
     #[error("{}: {message}", path.display())]
     Weights { path: PathBuf, message: String },
 
+    /// The model would not fit in the memory available (see [`crate::memory`]).
+    #[error("{}: {message}", path.display())]
+    Memory { path: PathBuf, message: String },
+
     /// A tensor the architecture needs is not in any weight file.
     #[error("{}: missing tensor {name:?}{}", location, hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
     MissingTensor { location: String, name: String, hint: Option<String> },

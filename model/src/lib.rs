@@ -17,6 +17,7 @@ pub mod gguf;
 pub mod hooks;
 pub mod interventions;
 pub mod layers;
+pub mod memory;
 pub mod rope;
 pub mod sampling;
 pub mod session;

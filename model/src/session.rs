@@ -35,6 +35,10 @@ pub struct LoadOptions {
     /// matrices are widened as they are read (half the bytes of f32, the f32 reference's
     /// arithmetic).
     pub compute: DType,
+    /// Projections a GGUF file stores block-quantized (Q8_0, K-quants, …) stay in their
+    /// blocks on the CPU instead of being dequantised to `dtype`: the default when no dtype is
+    /// asked for.
+    pub keep_quantized: bool,
 }
 
 impl Default for LoadOptions {
@@ -48,17 +52,18 @@ impl LoadOptions {
     /// the CPU.
     pub fn for_device(device: Device) -> Self {
         let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
-        LoadOptions::new(device, dtype)
+        LoadOptions { keep_quantized: true, ..LoadOptions::new(device, dtype) }
     }
 
     /// Weights in `dtype`; activations in `dtype` on a GPU and in f32 on the CPU.
     pub fn new(device: Device, dtype: DType) -> Self {
         let compute = if device.is_cpu() { DType::F32 } else { dtype };
-        LoadOptions { device, dtype, compute }
+        LoadOptions { device, dtype, compute, keep_quantized: false }
     }
 
     /// From the names the CLI (`--device`, `--dtype`) and the GUI offer: a device as
-    /// [`parse_device`] takes it, and `f32`, `bf16` or none for the device's default.
+    /// [`parse_device`] takes it, and `f32`, `bf16` or none for the device's default (which
+    /// keeps a GGUF file's quantized blocks; a dtype dequantises them to it).
     pub fn parse(device: &str, dtype: Option<&str>) -> Result<Self> {
         let device = parse_device(device)?;
         match dtype {
@@ -223,6 +228,54 @@ pub struct ModelInfo {
     pub vocab: usize,
     pub device: String,
     pub dtype: String,
+    /// How the checkpoint stores its weights: `Q4_K: 144 tensors, 1.20 GB · F32: 61 tensors, 0.1 MB`.
+    pub storage: String,
+}
+
+impl ModelInfo {
+    fn new(
+        name: &str,
+        c: &ModelConfig,
+        parameters: usize,
+        weight_bytes: usize,
+        device: &Device,
+        dtype: DType,
+        storage: &[(String, usize, usize)],
+    ) -> Self {
+        let moe: Vec<_> = c.moe_layers().collect();
+        let storage =
+            storage.iter().map(|(kind, n, bytes)| format!("{kind}: {n} tensors, {}", human_bytes(*bytes))).collect::<Vec<_>>().join(" · ");
+        ModelInfo {
+            name: name.to_string(),
+            model_type: c.family.model_type().to_string(),
+            summary: c.summary(),
+            layers: c.num_layers,
+            moe_layers: moe.len(),
+            heads: c.attention.num_heads,
+            kv_heads: c.attention.num_kv_heads,
+            experts: moe.first().map(|m| m.routing.num_experts).unwrap_or(0),
+            top_k: moe.first().map(|m| m.routing.top_k).unwrap_or(0),
+            shared_experts: moe.first().and_then(|m| m.shared).map(|s| s.count).unwrap_or(0),
+            dense_residual: moe.iter().any(|m| m.dense_residual.is_some()),
+            parameters,
+            weight_bytes,
+            context: c.max_position_embeddings,
+            vocab: c.vocab_size,
+            device: format!("{device:?}"),
+            dtype: format!("{dtype:?}"),
+            storage,
+        }
+    }
+}
+
+/// `1.20 GB`, `61.0 MB`, `512 B`.
+fn human_bytes(b: usize) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.2} GB", b as f64 / 1e9),
+        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1 << 10 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
 }
 
 pub struct Session {
@@ -232,6 +285,8 @@ pub struct Session {
     pub source: ModelSource,
     pub name: String,
     eos_ids: Vec<u32>,
+    /// The checkpoint's storage (see [`Weights::storage`]).
+    storage: Vec<(String, usize, usize)>,
 }
 
 impl Session {
@@ -247,14 +302,12 @@ impl Session {
         let path = source.local_path(&mut |p| {
             progress(p);
         })?;
-        let ck = match source {
-            ModelSource::Gguf(_) => checkpoint::open_gguf(&path, opts.dtype, &opts.device)?,
-            _ if path.is_file() => checkpoint::open_gguf(&path, opts.dtype, &opts.device)?,
-            _ => checkpoint::open_dir(&path, opts.dtype, &opts.device)?,
-        };
+        let ck = Self::open_checkpoint(source, &path, opts)?;
         let (tokenizer, chat_template) = tokenizer_for(&ck)?;
         let Checkpoint { config, weights, .. } = ck;
-        let weights = weights.with_compute(opts.compute);
+        let weights = weights.with_compute(opts.compute).keeping_quantized(opts.keep_quantized);
+        crate::memory::check(&path, &weights, crate::memory::available(&opts.device)?.as_ref())?;
+        let storage = weights.storage();
         let model = Model::load(config, &weights, &mut |done, total| progress(LoadProgress::Layers { done, total }))?;
         // candle queues CUDA work on the loading thread's own stream (`per_thread_stream`), and
         // weight uploads from pageable memory may still be in flight when the calls return. A
@@ -262,7 +315,7 @@ impl Session {
         // this one, so the load waits for its own work before the session is handed out.
         model.device().synchronize()?;
         let eos_ids = tokenizer.eos_ids(&model.config.eos_token_ids);
-        Ok(Session { model, tokenizer, chat_template, name: source.display_name(), source: source.clone(), eos_ids })
+        Ok(Session { model, tokenizer, chat_template, name: source.display_name(), source: source.clone(), eos_ids, storage })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -274,26 +327,37 @@ impl Session {
     }
 
     pub fn info(&self) -> ModelInfo {
-        let c = &self.model.config;
-        let moe: Vec<_> = c.moe_layers().collect();
-        ModelInfo {
-            name: self.name.clone(),
-            model_type: c.family.model_type().to_string(),
-            summary: c.summary(),
-            layers: c.num_layers,
-            moe_layers: moe.len(),
-            heads: c.attention.num_heads,
-            kv_heads: c.attention.num_kv_heads,
-            experts: moe.first().map(|m| m.routing.num_experts).unwrap_or(0),
-            top_k: moe.first().map(|m| m.routing.top_k).unwrap_or(0),
-            shared_experts: moe.first().and_then(|m| m.shared).map(|s| s.count).unwrap_or(0),
-            dense_residual: moe.iter().any(|m| m.dense_residual.is_some()),
-            parameters: self.model.parameter_count(),
-            weight_bytes: self.model.weight_bytes(),
-            context: c.max_position_embeddings,
-            vocab: c.vocab_size,
-            device: format!("{:?}", self.model.device()),
-            dtype: format!("{:?}", self.model.dtype()),
+        let m = &self.model;
+        ModelInfo::new(&self.name, &m.config, m.parameter_count(), m.weight_bytes(), m.device(), m.dtype(), &self.storage)
+    }
+
+    /// What [`Session::info`] would say of `source`, from its headers and config alone: no
+    /// weight is read (seconds for a 100 GB checkpoint). `weight_bytes` is the estimate the
+    /// memory check uses.
+    pub fn inspect(source: &ModelSource, opts: &LoadOptions) -> Result<(ModelInfo, bool)> {
+        let path = source.local_path(&mut |_| {})?;
+        let ck = Self::open_checkpoint(source, &path, opts)?;
+        let chat = tokenizer_for(&ck).map(|(_, t)| t.is_some()).unwrap_or(false);
+        let Checkpoint { config, weights, .. } = ck;
+        let weights = weights.with_compute(opts.compute).keeping_quantized(opts.keep_quantized);
+        let parameters = weights.names().iter().filter_map(|n| weights.shape(n)).map(|s| s.iter().product::<usize>()).sum();
+        let info = ModelInfo::new(
+            &source.display_name(),
+            &config,
+            parameters,
+            weights.resident_bytes().0,
+            &opts.device,
+            opts.dtype,
+            &weights.storage(),
+        );
+        Ok((info, chat))
+    }
+
+    fn open_checkpoint(source: &ModelSource, path: &std::path::Path, opts: &LoadOptions) -> Result<Checkpoint> {
+        match source {
+            ModelSource::Gguf(_) => checkpoint::open_gguf(path, opts.dtype, &opts.device),
+            _ if path.is_file() => checkpoint::open_gguf(path, opts.dtype, &opts.device),
+            _ => checkpoint::open_dir(path, opts.dtype, &opts.device),
         }
     }
 

@@ -102,6 +102,8 @@ pub struct Weights {
     /// The activations' dtype: norm weights and biases are loaded in it.
     compute: DType,
     device: Device,
+    /// Projections stored in GGUF blocks (Q8_0, K-quants, …) stay in them on the CPU.
+    keep_quantized: bool,
 }
 
 impl Weights {
@@ -122,12 +124,13 @@ impl Weights {
             dtype,
             compute: dtype,
             device: device.clone(),
+            keep_quantized: false,
         })
     }
 
     pub fn from_gguf(gguf: GgufWeights, dtype: DType, device: &Device) -> Self {
         let location = gguf.path().to_path_buf();
-        Weights { backend: Backend::Gguf(Box::new(gguf)), location, dtype, compute: dtype, device: device.clone() }
+        Weights { backend: Backend::Gguf(Box::new(gguf)), location, dtype, compute: dtype, device: device.clone(), keep_quantized: false }
     }
 
     /// Random weights for a model directory holding `config.json` and `random_weights.json`
@@ -151,7 +154,14 @@ impl Weights {
         if !device.is_cpu() {
             device.set_seed(v["seed"].as_u64().unwrap_or(0))?;
         }
-        Ok(Weights { backend: Backend::Random { shapes }, location: manifest.to_path_buf(), dtype, compute: dtype, device: device.clone() })
+        Ok(Weights {
+            backend: Backend::Random { shapes },
+            location: manifest.to_path_buf(),
+            dtype,
+            compute: dtype,
+            device: device.clone(),
+            keep_quantized: false,
+        })
     }
 
     /// The dtype weight matrices are kept in.
@@ -237,6 +247,26 @@ impl Weights {
         })
     }
 
+    /// Keeps quantized GGUF projections in their blocks on the CPU ([`Weights::get_quantized`]).
+    pub fn keeping_quantized(mut self, keep: bool) -> Self {
+        self.keep_quantized = keep;
+        self
+    }
+
+    /// `name` in its GGUF blocks, when the weights keep them and it is stored quantized (not
+    /// F32, F16 or BF16) on the CPU; `None` when it is to be loaded as a tensor instead.
+    pub fn get_quantized(&self, name: &str, shape: &[usize]) -> Result<Option<candle_core::quantized::QTensor>> {
+        let Backend::Gguf(g) = &self.backend else { return Ok(None) };
+        if !self.keep_quantized || !self.device.is_cpu() {
+            return Ok(None);
+        }
+        let found = self.shape(name).ok_or_else(|| self.missing(name, None))?;
+        if found != shape {
+            return Err(ModelError::TensorShape { path: self.file_of(name), name: name.to_string(), expected: shape.to_vec(), found });
+        }
+        g.load_quantized(name)
+    }
+
     /// Loads `name`, checks it has `shape`, converts it to the run dtype on the run device.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.get_as(name, shape, self.dtype)
@@ -273,6 +303,65 @@ impl Weights {
     /// Moves a tensor prepared on the CPU to the run dtype and device.
     pub fn place(&self, t: Tensor) -> Result<Tensor> {
         Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+
+    /// Bytes the weights will take in memory once loaded: tensors kept in GGUF blocks at
+    /// their stored size, matrices in the run dtype, vectors (norms, biases) in the compute
+    /// dtype. What [`crate::memory`] compares with the memory available.
+    /// The second figure is the part kept in GGUF blocks.
+    pub fn resident_bytes(&self) -> (usize, usize) {
+        let mut kept_bytes = 0;
+        let total = self
+            .names()
+            .iter()
+            .map(|name| {
+                let shape = self.shape(name).unwrap_or_default();
+                let elems: usize = shape.iter().product();
+                if let Backend::Gguf(g) = &self.backend {
+                    if self.keep_quantized && self.device.is_cpu() && g.keeps_blocks(name) {
+                        let b = g.stored_bytes(name).unwrap_or(0);
+                        kept_bytes += b;
+                        return b;
+                    }
+                }
+                let dtype = if shape.len() >= 2 { self.dtype } else { self.compute };
+                elems * dtype.size_in_bytes()
+            })
+            .sum();
+        (total, kept_bytes)
+    }
+
+    /// Bytes the weights take where they are stored (files, or nothing for random weights).
+    pub fn stored_bytes(&self) -> usize {
+        match &self.backend {
+            Backend::Safetensors { files, .. } => files.iter().map(|f| f.mmap.len()).sum(),
+            Backend::Gguf(g) => g.hf_names().iter().filter_map(|n| g.stored_bytes(n)).sum(),
+            Backend::Random { .. } => 0,
+        }
+    }
+
+    /// How the weights are stored, one entry per storage type with its tensor count and bytes
+    /// (`Q4_K × 144, 1.2 GB`), largest first.
+    pub fn storage(&self) -> Vec<(String, usize, usize)> {
+        let mut kinds: HashMap<String, (usize, usize)> = HashMap::new();
+        for name in self.names() {
+            let (kind, bytes) = match &self.backend {
+                Backend::Safetensors { files, index } => {
+                    let Some(info) = index.get(&name).and_then(|&i| files[i].metadata.info(&name)) else { continue };
+                    (format!("{:?}", info.dtype), info.data_offsets.1 - info.data_offsets.0)
+                }
+                Backend::Gguf(g) => {
+                    (g.stored_type(&name).map(|t| format!("{t:?}")).unwrap_or_default(), g.stored_bytes(&name).unwrap_or(0))
+                }
+                Backend::Random { .. } => ("random".to_string(), 0),
+            };
+            let e = kinds.entry(kind).or_default();
+            e.0 += 1;
+            e.1 += bytes;
+        }
+        let mut v: Vec<_> = kinds.into_iter().map(|(k, (n, b))| (k, n, b)).collect();
+        v.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        v
     }
 
     /// All tensor names (for diagnostics).

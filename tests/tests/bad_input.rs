@@ -189,3 +189,27 @@ fn an_unknown_model_name_explains_the_accepted_forms() {
     let e = ModelSource::parse("definitely-not-a-model").unwrap_err().to_string();
     assert!(e.contains("bundled") && e.contains("owner/name"), "{e}");
 }
+
+/// A model larger than the memory available is refused before any weight is read, with the
+/// numbers and the options (the limit is passed in, as `ROUTELAB_MEMORY_LIMIT` would set it).
+#[test]
+fn a_model_larger_than_memory_is_refused_with_the_numbers() {
+    use routelab_model::memory::{check, Available};
+    let dir = case_dir("mixtral");
+    let ck = checkpoint::open_dir(&dir, DType::F32, &Device::Cpu).unwrap();
+    let (resident, _) = ck.weights.resident_bytes();
+    let params: usize =
+        ck.weights.names().iter().filter_map(|n| ck.weights.shape(n)).filter(|s| s.len() == 2).map(|s| s.iter().product::<usize>()).sum();
+    // Every matrix in f32, vectors in f32 too.
+    assert!(resident >= params * 4 && resident < params * 4 + 64 * 1024, "{resident} bytes for {params} matrix parameters");
+    let small = Available { bytes: 1 << 20, source: "the test's limit".into() };
+    let err = check(&dir, &ck.weights, Some(&small)).unwrap_err().to_string();
+    assert!(
+        err.contains(&dir.display().to_string()) && err.contains("needs about") && err.contains("the test's limit is 0.00 GiB"),
+        "{err}"
+    );
+    assert!(err.contains("--dtype bf16") && err.contains("Q4_K_M") && err.contains("another device"), "{err}");
+    let large = Available { bytes: 1 << 40, source: "plenty".into() };
+    check(&dir, &ck.weights, Some(&large)).unwrap();
+    check(&dir, &ck.weights, None).unwrap();
+}

@@ -69,6 +69,14 @@ impl ModelArgs {
         eprintln!("loaded {} in {:.1}s: {}", session.name, started.elapsed().as_secs_f64(), session.config().summary());
         Ok(session)
     }
+
+    /// The model's info from its headers and config, without reading weights (see
+    /// [`Session::inspect`]); with whether it has a chat template.
+    pub fn inspect(&self) -> anyhow::Result<(routelab_model::session::ModelInfo, bool)> {
+        let source = ModelSource::parse(&self.model)?;
+        let options = LoadOptions::parse(&self.device, self.dtype.as_deref())?;
+        Session::inspect(&source, &options).with_context(|| format!("reading model {}", self.model))
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]

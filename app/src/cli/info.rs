@@ -13,16 +13,17 @@ pub struct InfoArgs {
     pub json: bool,
 }
 
+/// Reads headers and config only (no weights), so a 100 GB checkpoint answers in seconds.
 pub fn run(a: InfoArgs) -> anyhow::Result<()> {
-    let session = a.model.load()?;
-    let info = session.info();
+    let (info, chat) = a.model.inspect()?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
     }
     println!("model        {}", info.name);
     println!("architecture {}", info.summary);
-    println!("parameters   {:.1} M ({:.1} MB as {})", info.parameters as f64 / 1e6, info.weight_bytes as f64 / 1e6, info.dtype);
+    println!("parameters   {:.1} M ({:.1} MB in memory as {})", info.parameters as f64 / 1e6, info.weight_bytes as f64 / 1e6, info.dtype);
+    println!("storage      {}", info.storage);
     println!("context      {} positions", info.context);
     if info.moe_layers > 0 {
         println!(
@@ -34,6 +35,6 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
             if info.dense_residual { ", dense residual MLP in parallel" } else { "" }
         );
     }
-    println!("chat         {}", if session.chat_template.is_some() { "template available" } else { "no chat template" });
+    println!("chat         {}", if chat { "template available" } else { "no chat template" });
     Ok(())
 }

@@ -114,7 +114,7 @@ impl Tally {
 /// the GPU's numerics, not the CPU's own bf16 mode (bf16 weights, f32 activations).
 fn load(dir: &Path, device: &Device, dtype: candle_core::DType) -> anyhow::Result<Session> {
     let source = ModelSource::parse(&dir.to_string_lossy())?;
-    Session::load(&source, &LoadOptions { device: device.clone(), dtype, compute: dtype }, &mut |_| {})
+    Session::load(&source, &LoadOptions { device: device.clone(), dtype, compute: dtype, keep_quantized: false }, &mut |_| {})
         .with_context(|| format!("loading {}", dir.display()))
 }
 

@@ -1,13 +1,16 @@
-//! GGUF files (llama.cpp's format) for the Llama architecture.
+//! GGUF files (llama.cpp's format): llama (with Mixtral's stacked experts), qwen2, qwen3,
+//! qwen2moe, qwen3moe, olmoe, phi3 and phimoe, as llama.cpp's converter writes them.
 //!
 //! A GGUF file carries config, tokenizer and weights in one. RouteLab turns it into the same
 //! three things a Hugging Face directory gives, the way transformers' `gguf_file=` loader does:
 //!
-//! - a config.json equivalent synthesised from the `llama.*` metadata;
-//! - weights dequantised to float (candle's quantised types: Q4_0…Q8_0, K-quants, F16, F32)
-//!   under their Hugging Face names, with llama.cpp's q/k row permutation undone: llama.cpp
-//!   stores each rotary pair in adjacent rows, transformers' `rotate_half` wants the two
-//!   halves apart, so HF row `h·hd + j·hd/2 + i` is GGUF row `h·hd + 2i + j`;
+//! - a config.json equivalent from the `{arch}.*` metadata ([`config`]);
+//! - weights under their Hugging Face names ([`names`]; each routed expert a slice of its
+//!   layer's stacked tensor), dequantised to float (candle's quantised types: Q4_0…Q8_0,
+//!   K-quants, F16, F32), with llama.cpp's q/k row permutation undone where the converter
+//!   applied it (the llama architecture): llama.cpp stores each rotary pair in adjacent rows,
+//!   transformers' `rotate_half` wants the two halves apart, so HF row `h·hd + j·hd/2 + i` is
+//!   GGUF row `h·hd + 2i + j`;
 //! - a tokenizer.json equivalent built like `GGUFLlamaConverter` for byte-level BPE vocabularies
 //!   (`tokenizer.ggml.model = "gpt2"`), and the chat template from `tokenizer.chat_template`.
 //!
@@ -20,11 +23,21 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
+use candle_core::quantized::gguf_file::{Content, TensorInfo};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use serde_json::json;
 
 use crate::error::{ModelError, Result};
+
+mod config;
+mod meta;
+mod names;
+mod tokenizer;
+
+use meta::Meta;
+use names::Source;
+use tokenizer::byte_level_bpe;
 
 /// What a GGUF file yields besides its weights.
 pub struct GgufModel {
@@ -44,95 +57,10 @@ pub struct GgufWeights {
     path: PathBuf,
     content: Content,
     file: Mutex<File>,
-    /// HF name → GGUF name.
-    names: HashMap<String, String>,
-    num_heads: usize,
-    num_kv_heads: usize,
-}
-
-fn meta_err(path: &Path, key: &str, what: &str) -> ModelError {
-    ModelError::weights(path, format!("GGUF metadata `{key}` {what}"))
-}
-
-struct Meta<'a> {
-    path: &'a Path,
-    md: &'a HashMap<String, Value>,
-}
-
-impl<'a> Meta<'a> {
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.md.get(key)
-    }
-    fn u64(&self, key: &str) -> Result<u64> {
-        let v = self.get(key).ok_or_else(|| meta_err(self.path, key, "is missing"))?;
-        v.to_u64()
-            .or_else(|_| v.to_u32().map(u64::from))
-            .or_else(|_| v.to_i32().map(|x| x as u64))
-            .map_err(|_| meta_err(self.path, key, "is not an integer"))
-    }
-    fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
-        if self.get(key).is_some() {
-            self.u64(key).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.to_f32().map(f64::from).or_else(|_| v.to_f64()).map(Some).map_err(|_| meta_err(self.path, key, "is not a number")),
-        }
-    }
-    fn opt_str(&self, key: &str) -> Result<Option<&'a str>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.to_string().map(|s| Some(s.as_str())).map_err(|_| meta_err(self.path, key, "is not a string")),
-        }
-    }
-    fn opt_bool(&self, key: &str) -> Option<bool> {
-        self.get(key).and_then(|v| v.to_bool().ok())
-    }
-    fn strings(&self, key: &str) -> Result<Vec<&'a str>> {
-        let v = self.get(key).ok_or_else(|| meta_err(self.path, key, "is missing"))?;
-        let list = v.to_vec().map_err(|_| meta_err(self.path, key, "is not an array"))?;
-        list.iter().map(|x| x.to_string().map(|s| s.as_str()).map_err(|_| meta_err(self.path, key, "has a non-string entry"))).collect()
-    }
-    fn ints(&self, key: &str) -> Result<Option<Vec<i64>>> {
-        let Some(v) = self.get(key) else { return Ok(None) };
-        let list = v.to_vec().map_err(|_| meta_err(self.path, key, "is not an array"))?;
-        list.iter()
-            .map(|x| x.to_i32().map(i64::from).or_else(|_| x.to_u32().map(i64::from)).or_else(|_| x.to_i64()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map(Some)
-            .map_err(|_| meta_err(self.path, key, "has a non-integer entry"))
-    }
-}
-
-/// HF tensor name for a GGUF tensor name of the llama architecture.
-fn hf_name(gguf: &str) -> Option<String> {
-    Some(match gguf {
-        "token_embd.weight" => "model.embed_tokens.weight".into(),
-        "output_norm.weight" => "model.norm.weight".into(),
-        "output.weight" => "lm_head.weight".into(),
-        _ => {
-            let rest = gguf.strip_prefix("blk.")?;
-            let (layer, part) = rest.split_once('.')?;
-            let layer: usize = layer.parse().ok()?;
-            let hf = match part {
-                "attn_norm.weight" => "input_layernorm.weight",
-                "attn_q.weight" => "self_attn.q_proj.weight",
-                "attn_k.weight" => "self_attn.k_proj.weight",
-                "attn_v.weight" => "self_attn.v_proj.weight",
-                "attn_output.weight" => "self_attn.o_proj.weight",
-                "ffn_norm.weight" => "post_attention_layernorm.weight",
-                "ffn_gate.weight" => "mlp.gate_proj.weight",
-                "ffn_up.weight" => "mlp.up_proj.weight",
-                "ffn_down.weight" => "mlp.down_proj.weight",
-                _ => return None,
-            };
-            format!("model.layers.{layer}.{hf}")
-        }
-    })
+    /// HF name → where it lives in the file.
+    names: HashMap<String, Source>,
+    /// `(heads, kv heads)` when llama.cpp permuted the q/k rows of this architecture.
+    permute: Option<(usize, usize)>,
 }
 
 /// Opens and parses a GGUF file.
@@ -141,63 +69,51 @@ pub fn open(path: &Path) -> Result<GgufModel> {
     let content = Content::read(&mut file).map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))?;
     let meta = Meta { path, md: &content.metadata };
     let arch = meta.opt_str("general.architecture")?.unwrap_or("");
-    if arch != "llama" {
+    let Some(family) = config::family(&meta, arch)? else {
         return Err(ModelError::weights(
             path,
-            format!("GGUF architecture {arch:?} is not supported (RouteLab reads GGUF files of the llama architecture; for other families use the Hugging Face safetensors checkpoint)"),
+            format!(
+                "GGUF architecture {arch:?} is not supported (RouteLab reads {}; for other families use the Hugging Face safetensors checkpoint)",
+                config::ARCHITECTURES.join(", ")
+            ),
         ));
-    }
-    if content.tensor_infos.contains_key("rope_freqs.weight") {
-        return Err(ModelError::weights(
-            path,
-            "this GGUF bakes Llama-3.1 rope scaling into a rope_freqs tensor, which RouteLab does not read; use the Hugging Face checkpoint",
-        ));
-    }
-    let k = |s: &str| format!("llama.{s}");
-    let num_layers = meta.u64(&k("block_count"))? as usize;
-    let hidden = meta.u64(&k("embedding_length"))? as usize;
+    };
+    let k = |s: &str| format!("{arch}.{s}");
     let num_heads = meta.u64(&k("attention.head_count"))? as usize;
     let num_kv_heads = meta.opt_u64(&k("attention.head_count_kv"))?.map(|x| x as usize).unwrap_or(num_heads);
-    if num_heads == 0 || !hidden.is_multiple_of(num_heads) {
-        return Err(meta_err(path, &k("attention.head_count"), "does not divide the embedding length"));
-    }
     let tokens = meta.strings("tokenizer.ggml.tokens")?;
     let vocab_size = match meta.opt_u64(&k("vocab_size"))? {
         Some(v) => v as usize,
         None => tokens.len(),
     };
-    let head_dim = match meta.opt_u64(&k("rope.dimension_count"))? {
-        Some(d) => d as usize,
-        None => hidden / num_heads,
+    let mut vector = |name: &str| -> Result<Option<Vec<f32>>> {
+        let Some(info) = content.tensor_infos.get(name) else { return Ok(None) };
+        let q = info.read(&mut file, content.tensor_data_offset, &Device::Cpu);
+        let values = q.and_then(|q| q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>());
+        Ok(Some(values.map_err(|e| ModelError::weights(path, format!("tensor {name:?}: {e}")))?))
     };
+    let rope = config::RopeTensors {
+        freqs: vector("rope_freqs.weight")?,
+        short: vector("rope_factors_short.weight")?,
+        long: vector("rope_factors_long.weight")?,
+    };
+    let config = config::config(&meta, arch, family, &content, vocab_size, &rope)?;
+    let experts = meta.opt_u64(&k("expert_count"))?.unwrap_or(0) as usize;
+    let (names, unknown) = names::map_names(&family.layout(), content.tensor_infos.keys(), experts);
+    if !unknown.is_empty() {
+        let shown: Vec<&str> = unknown.iter().take(5).map(String::as_str).collect();
+        return Err(ModelError::weights(
+            path,
+            format!(
+                "{} tensor(s) RouteLab does not know for GGUF architecture {arch:?} ({family:?}): {}{}",
+                unknown.len(),
+                shown.join(", "),
+                if unknown.len() > shown.len() { ", …" } else { "" }
+            ),
+        ));
+    }
     let bos = meta.opt_u64("tokenizer.ggml.bos_token_id")?;
     let eos = meta.opt_u64("tokenizer.ggml.eos_token_id")?;
-    let tie = !content.tensor_infos.contains_key("output.weight");
-    let config = json!({
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "vocab_size": vocab_size,
-        "hidden_size": hidden,
-        "intermediate_size": meta.u64(&k("feed_forward_length"))?,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": num_kv_heads,
-        "head_dim": head_dim,
-        "max_position_embeddings": meta.opt_u64(&k("context_length"))?.unwrap_or(2048),
-        "rms_norm_eps": meta.opt_f64(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
-        "rope_theta": meta.opt_f64(&k("rope.freq_base"))?.unwrap_or(10_000.0),
-        "tie_word_embeddings": tie,
-        "bos_token_id": bos,
-        "eos_token_id": eos,
-        "hidden_act": "silu",
-        "routelab_source": "gguf",
-    });
-    let mut names = HashMap::new();
-    for gguf_name in content.tensor_infos.keys() {
-        if let Some(hf) = hf_name(gguf_name) {
-            names.insert(hf, gguf_name.clone());
-        }
-    }
     let token = |id: Option<u64>| id.and_then(|i| tokens.get(i as usize)).map(|s| s.to_string());
     let add_bos_token = meta.opt_bool("tokenizer.ggml.add_bos_token").unwrap_or(false);
     let tokenizer = match meta.opt_str("tokenizer.ggml.model")? {
@@ -206,8 +122,9 @@ pub fn open(path: &Path) -> Result<GgufModel> {
     };
     let chat_template = meta.opt_str("tokenizer.chat_template")?.map(str::to_string);
     let (bos_token, eos_token) = (token(bos), token(eos));
+    let permute = config::permutes_qk(arch).then_some((num_heads, num_kv_heads));
     Ok(GgufModel {
-        weights: GgufWeights { path: path.to_path_buf(), content, file: Mutex::new(file), names, num_heads, num_kv_heads },
+        weights: GgufWeights { path: path.to_path_buf(), content, file: Mutex::new(file), names, permute },
         config,
         tokenizer,
         chat_template,
@@ -215,52 +132,6 @@ pub fn open(path: &Path) -> Result<GgufModel> {
         eos_token,
         add_bos_token,
     })
-}
-
-/// tokenizer.json for a byte-level BPE vocabulary, as transformers' `GGUFLlamaConverter`
-/// builds it: BPE with byte fallback, ByteLevel pre-tokenizer (GPT-2 regex, no prefix space),
-/// ByteLevel decoder, control tokens (type 3) as special added tokens.
-fn byte_level_bpe(meta: &Meta, tokens: &[&str], bos: Option<String>) -> Result<serde_json::Value> {
-    let merges = meta.strings("tokenizer.ggml.merges")?;
-    let types = meta.ints("tokenizer.ggml.token_type")?.unwrap_or_default();
-    let vocab: serde_json::Map<String, serde_json::Value> = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
-    let added: Vec<serde_json::Value> = types
-        .iter()
-        .enumerate()
-        .filter(|(_, &t)| t == 3 || t == 4)
-        .map(|(i, &t)| {
-            json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false, "rstrip": false,
-                   "normalized": t == 4, "special": t == 3})
-        })
-        .collect();
-    let unk = meta.opt_u64("tokenizer.ggml.unknown_token_id")?.and_then(|i| tokens.get(i as usize)).map(|s| s.to_string());
-    let post_processor = match bos {
-        Some(b) => json!({
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": b, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {b.clone(): {"id": b, "ids": [tokens.iter().position(|t| *t == b).unwrap_or(0)], "tokens": [b]}}
-        }),
-        None => serde_json::Value::Null,
-    };
-    Ok(json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
-        "post_processor": post_processor,
-        "decoder": {"type": "Sequence", "decoders": [
-            {"type": "ByteFallback"}, {"type": "Fuse"},
-            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
-            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true}
-        ]},
-        "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
-                  "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
-                  "vocab": vocab, "merges": merges}
-    }))
 }
 
 impl GgufWeights {
@@ -276,32 +147,140 @@ impl GgufWeights {
         self.names.keys().cloned().collect()
     }
 
-    pub fn shape(&self, hf: &str) -> Option<Vec<usize>> {
-        let g = self.names.get(hf)?;
-        self.content.tensor_infos.get(g).map(|i| i.shape.dims().to_vec())
+    /// The tensor's info, narrowed to one expert's slice for a stacked expert tensor.
+    fn info(&self, hf: &str) -> Option<(&Source, TensorInfo)> {
+        let src = self.names.get(hf)?;
+        let info = self.content.tensor_infos.get(&src.gguf)?;
+        let copy = |shape: &[usize], offset| TensorInfo { ggml_dtype: info.ggml_dtype, shape: shape.to_vec().into(), offset };
+        let Some(e) = src.expert else { return Some((src, copy(info.shape.dims(), info.offset))) };
+        let dims = info.shape.dims();
+        let (experts, inner) = dims.split_first()?;
+        if e >= *experts {
+            return None;
+        }
+        let elems: usize = inner.iter().product();
+        let bytes = (elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64;
+        Some((src, copy(inner, info.offset + e as u64 * bytes)))
     }
 
-    /// Reads and dequantises a tensor to f32 on the CPU, undoing llama.cpp's q/k permutation.
+    pub fn shape(&self, hf: &str) -> Option<Vec<usize>> {
+        self.info(hf).map(|(_, i)| i.shape.dims().to_vec())
+    }
+
+    /// Whether [`GgufWeights::load_quantized`] keeps this tensor in its blocks: a projection
+    /// (not the embedding table, whose rows are gathered) in [`fast_blocks`].
+    pub fn keeps_blocks(&self, hf: &str) -> bool {
+        self.info(hf).is_some_and(|(src, i)| {
+            let d = i.shape.dims();
+            src.gguf != "token_embd.weight" && d.len() == 2 && fast_blocks(i.ggml_dtype, d[0], d[1])
+        })
+    }
+
+    /// The block type a tensor is stored in.
+    pub fn stored_type(&self, hf: &str) -> Option<GgmlDType> {
+        self.info(hf).map(|(_, i)| i.ggml_dtype)
+    }
+
+    /// Bytes a tensor takes in the file.
+    pub fn stored_bytes(&self, hf: &str) -> Option<usize> {
+        self.info(hf).map(|(_, i)| i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size())
+    }
+
+    /// Reads and dequantises a tensor to f32 on the CPU (one expert's slice of a stacked
+    /// tensor reads only that slice), undoing llama.cpp's q/k permutation where it applied one.
     pub fn load(&self, hf: &str) -> Result<Tensor> {
-        let g = self.names.get(hf).ok_or_else(|| ModelError::MissingTensor {
+        let (src, info) = self.info(hf).ok_or_else(|| ModelError::MissingTensor {
             location: self.path.display().to_string(),
             name: hf.to_string(),
             hint: None,
         })?;
+        let g = &src.gguf;
+        let err = |e: candle_core::Error| ModelError::weights(&self.path, format!("tensor {g:?}: {e}"));
         let q = {
             let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            self.content.tensor(&mut *file, g, &Device::Cpu).map_err(|e| ModelError::weights(&self.path, format!("tensor {g:?}: {e}")))?
+            info.read(&mut *file, self.content.tensor_data_offset, &Device::Cpu).map_err(err)?
         };
-        let w = q.dequantize(&Device::Cpu).map_err(|e| ModelError::weights(&self.path, format!("tensor {g:?}: {e}")))?;
-        let heads = if hf.ends_with("q_proj.weight") {
-            self.num_heads
-        } else if hf.ends_with("k_proj.weight") {
-            self.num_kv_heads
-        } else {
-            return Ok(w);
-        };
-        unpermute_rotary_rows(&w, heads).map_err(|e| ModelError::weights(&self.path, format!("tensor {g:?}: {e}")))
+        let w = q.dequantize(&Device::Cpu).map_err(err)?;
+        match self.rotary_heads(hf) {
+            Some(heads) => unpermute_rotary_rows(&w, heads).map_err(err),
+            None => Ok(w),
+        }
     }
+
+    /// The heads whose rotary pairs llama.cpp interleaved in this tensor's rows, if it did.
+    fn rotary_heads(&self, hf: &str) -> Option<usize> {
+        match self.permute {
+            Some((h, _)) if hf.ends_with("q_proj.weight") => Some(h),
+            Some((_, kv)) if hf.ends_with("k_proj.weight") => Some(kv),
+            _ => None,
+        }
+    }
+
+    /// The tensor in its GGUF blocks on the CPU when it is stored in blocks candle multiplies
+    /// fast here ([`fast_blocks`]), rows un-permuted like [`GgufWeights::load`]'s (whole rows
+    /// of blocks move, the blocks are untouched); `None` for the rest, which load as tensors.
+    pub fn load_quantized(&self, hf: &str) -> Result<Option<QTensor>> {
+        if !self.keeps_blocks(hf) {
+            return Ok(None);
+        }
+        let Some((src, info)) = self.info(hf) else { return Ok(None) };
+        let g = &src.gguf;
+        let err = |e: candle_core::Error| ModelError::weights(&self.path, format!("tensor {g:?}: {e}"));
+        let q = {
+            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            info.read(&mut *file, self.content.tensor_data_offset, &Device::Cpu).map_err(err)?
+        };
+        let Some(heads) = self.rotary_heads(hf) else { return Ok(Some(q)) };
+        let dims = q.shape().dims().to_vec();
+        let rows = dims[0];
+        if heads == 0 || rows % (2 * heads) != 0 {
+            return Err(ModelError::weights(
+                &self.path,
+                format!("tensor {g:?}: {rows} rows cannot be split into {heads} heads of rotary pairs"),
+            ));
+        }
+        let out = unpermute_rotary_row_bytes(&q.data().map_err(err)?, rows, heads);
+        Ok(Some(qtensor_from_ggml(info.ggml_dtype, &out, dims, &Device::Cpu).map_err(err)?))
+    }
+}
+
+/// Whether candle's CPU matmul has a fast kernel for a `[n, k]` weight in `dtype` blocks on
+/// this machine: its repacked x86 tiles, which take Q4_K and Q6_K, and Q8_0 with VNNI, for
+/// `n` a multiple of 16 and `k` of 256. Elsewhere its generic path runs a prompt 8–40× slower
+/// than the f32 product (Q4_0, Q4_1 measured on 2 cores; K-quants without tiles alike), so
+/// those weights are dequantised.
+pub fn fast_blocks(dtype: GgmlDType, n: usize, k: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let vnni = is_x86_feature_detected!("avx512vnni") || is_x86_feature_detected!("avxvnni");
+        let tiles = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        let kind = match dtype {
+            GgmlDType::Q4K | GgmlDType::Q6K => tiles,
+            GgmlDType::Q8_0 => tiles && vnni,
+            _ => false,
+        };
+        kind && n.is_multiple_of(16) && k > 0 && k.is_multiple_of(256)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (dtype, n, k);
+        false
+    }
+}
+
+/// [`unpermute_rotary_rows`] on rows of opaque bytes (quantized blocks): HF row
+/// `h·hd + j·hd/2 + i` is GGUF row `h·hd + 2i + j`. `rows` must split into `heads` heads of
+/// rotary pairs.
+fn unpermute_rotary_row_bytes(data: &[u8], rows: usize, heads: usize) -> Vec<u8> {
+    let (row_bytes, half) = (data.len() / rows, rows / heads / 2);
+    let mut out = Vec::with_capacity(data.len());
+    for r in 0..rows {
+        let (h, within) = (r / (2 * half), r % (2 * half));
+        let (j, i) = (within / half, within % half);
+        let src = h * 2 * half + 2 * i + j;
+        out.extend_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
+    }
+    out
 }
 
 /// Undoes llama.cpp's interleaving of rotary pairs in q/k projection rows:
@@ -329,9 +308,21 @@ mod tests {
     }
 
     #[test]
-    fn gguf_names_map_to_hf_names() {
-        assert_eq!(hf_name("blk.3.attn_q.weight").unwrap(), "model.layers.3.self_attn.q_proj.weight");
-        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
-        assert_eq!(hf_name("blk.x.attn_q.weight"), None);
+    fn block_rows_move_like_float_rows() {
+        // 2 heads of dim 6, rows of 3 "bytes" each: the byte version moves whole rows exactly
+        // as the float version does.
+        let (rows, width, heads) = (12, 3, 2);
+        let bytes: Vec<u8> = (0..(rows * width) as u8).collect();
+        let floats = Tensor::from_vec(bytes.iter().map(|&b| b as f32).collect::<Vec<_>>(), (rows, width), &Device::Cpu).unwrap();
+        let want: Vec<u8> = unpermute_rotary_rows(&floats, heads)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&f| f as u8)
+            .collect();
+        assert_eq!(unpermute_rotary_row_bytes(&bytes, rows, heads), want);
     }
 }

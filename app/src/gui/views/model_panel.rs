@@ -106,6 +106,7 @@ pub fn model_panel(ui: &mut Ui, state: &mut AppState, actions: &mut Vec<Action>)
             }
             row("parameters", format!("{:.1} M", info.parameters as f64 / 1e6));
             row("memory", format!("{} ({})", fmt_bytes(info.weight_bytes), info.dtype));
+            row("storage", info.storage.clone());
             row("context", format!("{} positions", info.context));
             row("vocabulary", info.vocab.to_string());
             row("device", info.device.clone());
