@@ -14,9 +14,7 @@ use crate::error::Result;
 use crate::families::Family;
 
 /// The architectures RouteLab reads, as `general.architecture` names them.
-/// (deepseek2 is not among them yet: llama.cpp splits its `kv_b_proj` into per-head `attn_k_b`
-/// and `attn_v_b`, which the loader does not reassemble.)
-pub(crate) const ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "olmoe", "phi3", "phimoe"];
+pub(crate) const ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "olmoe", "phi3", "phimoe", "deepseek2"];
 
 /// The family a GGUF architecture loads as.
 pub(crate) fn family(meta: &Meta, arch: &str) -> Result<Option<Family>> {
@@ -31,6 +29,9 @@ pub(crate) fn family(meta: &Meta, arch: &str) -> Result<Option<Family>> {
         "olmoe" => Family::Olmoe,
         "phi3" => Family::Phi3,
         "phimoe" => Family::Phimoe,
+        // V3's sigmoid router with a correction bias; V2 (and V2-Lite) softmax.
+        "deepseek2" if meta.opt_u64("deepseek2.expert_gating_func")? == Some(2) => Family::DeepseekV3,
+        "deepseek2" => Family::DeepseekV2,
         _ => return Ok(None),
     }))
 }

@@ -1,5 +1,8 @@
 //! GGUF files (llama.cpp's format): llama (with Mixtral's stacked experts), qwen2, qwen3,
-//! qwen2moe, qwen3moe, olmoe, phi3 and phimoe, as llama.cpp's converter writes them.
+//! qwen2moe, qwen3moe, olmoe, phi3, phimoe and deepseek2, as llama.cpp's converter writes
+//! them. Routing follows the family as transformers runs it where llama.cpp hard-codes
+//! something else (PhiMoE's sparsemixer, which llama.cpp replaces by softmax top-k; DeepSeek-V2's
+//! group scores, the top expert of a group, where llama.cpp sums the top two).
 //!
 //! A GGUF file carries config, tokenizer and weights in one. RouteLab turns it into the same
 //! three things a Hugging Face directory gives, the way transformers' `gguf_file=` loader does:
@@ -164,7 +167,15 @@ impl GgufWeights {
     }
 
     pub fn shape(&self, hf: &str) -> Option<Vec<usize>> {
-        self.info(hf).map(|(_, i)| i.shape.dims().to_vec())
+        let (src, i) = self.info(hf)?;
+        match &src.v_b {
+            // [H, kv_lora, nope] and [H, v, kv_lora] → [H·(nope + v), kv_lora].
+            Some(v_b) => {
+                let (k, v) = (i.shape.dims(), self.content.tensor_infos.get(v_b)?.shape.dims());
+                (k.len() == 3 && v.len() == 3).then(|| vec![k[0] * (k[2] + v[1]), k[1]])
+            }
+            None => Some(i.shape.dims().to_vec()),
+        }
     }
 
     /// Whether [`GgufWeights::load_quantized`] keeps this tensor in its blocks: a projection
@@ -172,7 +183,7 @@ impl GgufWeights {
     pub fn keeps_blocks(&self, hf: &str) -> bool {
         self.info(hf).is_some_and(|(src, i)| {
             let d = i.shape.dims();
-            src.gguf != "token_embd.weight" && d.len() == 2 && fast_blocks(i.ggml_dtype, d[0], d[1])
+            src.gguf != "token_embd.weight" && src.v_b.is_none() && d.len() == 2 && fast_blocks(i.ggml_dtype, d[0], d[1])
         })
     }
 
@@ -183,7 +194,10 @@ impl GgufWeights {
 
     /// Bytes a tensor takes in the file.
     pub fn stored_bytes(&self, hf: &str) -> Option<usize> {
-        self.info(hf).map(|(_, i)| i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size())
+        let size = |i: &TensorInfo| i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size();
+        let (src, i) = self.info(hf)?;
+        let v_b = src.v_b.as_ref().and_then(|v| self.content.tensor_infos.get(v)).map_or(0, size);
+        Some(size(&i) + v_b)
     }
 
     /// Reads and dequantises a tensor to f32 on the CPU (one expert's slice of a stacked
@@ -201,10 +215,31 @@ impl GgufWeights {
             info.read(&mut *file, self.content.tensor_data_offset, &Device::Cpu).map_err(err)?
         };
         let w = q.dequantize(&Device::Cpu).map_err(err)?;
+        if let Some(v_b) = &src.v_b {
+            return self.kv_b(&w, v_b).map_err(err);
+        }
         match self.rotary_heads(hf) {
             Some(heads) => unpermute_rotary_rows(&w, heads).map_err(err),
             None => Ok(w),
         }
+    }
+
+    /// DeepSeek's `kv_b_proj` `[H·(nope + v), kv_lora]` from llama.cpp's per-head halves: each
+    /// head's `k_b` `[kv_lora, nope]` transposed, then its `v_b` `[v, kv_lora]`.
+    fn kv_b(&self, k_b: &Tensor, v_b: &str) -> candle_core::Result<Tensor> {
+        let info = self.content.tensor_infos.get(v_b).ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {v_b:?}")))?;
+        let v = {
+            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            info.read(&mut *file, self.content.tensor_data_offset, &Device::Cpu)?.dequantize(&Device::Cpu)?
+        };
+        let (h, lora, _) = k_b.dims3()?;
+        let (hv, _, lv) = v.dims3()?;
+        if hv != h || lv != lora {
+            candle_core::bail!("attn_k_b {:?} and {v_b} {:?} do not pair up", k_b.dims(), v.dims());
+        }
+        let both = Tensor::cat(&[&k_b.transpose(1, 2)?, &v], 1)?;
+        let rows = both.dim(0)? * both.dim(1)?;
+        both.contiguous()?.reshape((rows, lora))
     }
 
     /// The heads whose rotary pairs llama.cpp interleaved in this tensor's rows, if it did.

@@ -16,6 +16,9 @@ pub(crate) struct Source {
     pub gguf: String,
     /// Expert `e` of a stacked `[E, …]` tensor, or the whole tensor.
     pub expert: Option<usize>,
+    /// DeepSeek's `kv_b_proj`, which llama.cpp splits per head into `attn_k_b`
+    /// `[H, kv_lora, nope]` (this source's `gguf`) and `attn_v_b` `[H, v, kv_lora]` (here).
+    pub v_b: Option<String>,
 }
 
 /// `(gate, up, down)` projection names of an MLP, or `None` for fused gate/up (one name for
@@ -110,7 +113,7 @@ pub(crate) fn map_names<'a>(
     experts: usize,
 ) -> (HashMap<String, Source>, Vec<String>) {
     let (mut map, mut unknown) = (HashMap::new(), Vec::new());
-    let whole = |g: &str| Source { gguf: g.to_string(), expert: None };
+    let whole = |g: &str| Source { gguf: g.to_string(), expert: None, v_b: None };
     for g in gguf_names {
         let hf = match g.as_str() {
             "token_embd.weight" => Some(layout.embed.to_string()),
@@ -131,7 +134,20 @@ pub(crate) fn map_names<'a>(
                         match expert_names(layout, &layout.layer_prefix(l), stem, experts) {
                             Some(names) => {
                                 for (e, hf) in names.into_iter().enumerate() {
-                                    map.insert(hf, Source { gguf: g.clone(), expert: Some(e) });
+                                    map.insert(hf, Source { gguf: g.clone(), expert: Some(e), v_b: None });
+                                }
+                                continue;
+                            }
+                            None => None,
+                        }
+                    }
+                    // The two halves of DeepSeek's kv_b_proj: one HF tensor from both.
+                    Some((l, stem @ ("attn_k_b" | "attn_v_b"), "weight")) => {
+                        match layer_name(layout, &layout.layer_prefix(l), "attn_kv_b", "weight") {
+                            Some(hf) => {
+                                if stem == "attn_k_b" {
+                                    let v_b = format!("blk.{l}.attn_v_b.weight");
+                                    map.insert(hf, Source { gguf: g.clone(), expert: None, v_b: Some(v_b) });
                                 }
                                 continue;
                             }
@@ -185,7 +201,7 @@ mod tests {
         let v = one(Family::Mixtral, "blk.2.ffn_up_exps.weight", 4);
         assert_eq!(v.len(), 4);
         assert_eq!(v[1].0, "model.layers.2.block_sparse_moe.experts.1.w3.weight");
-        assert_eq!(v[1].1, Source { gguf: "blk.2.ffn_up_exps.weight".into(), expert: Some(1) });
+        assert_eq!(v[1].1, Source { gguf: "blk.2.ffn_up_exps.weight".into(), expert: Some(1), v_b: None });
         assert_eq!(one(Family::Mixtral, "blk.2.ffn_gate_inp.weight", 4)[0].0, "model.layers.2.block_sparse_moe.gate.weight");
         assert_eq!(one(Family::Olmoe, "blk.0.ffn_down_exps.weight", 2)[0].0, "model.layers.0.mlp.experts.0.down_proj.weight");
     }
@@ -198,5 +214,10 @@ mod tests {
         assert_eq!(one(Family::Phi3, "blk.0.attn_qkv.weight", 0)[0].0, "model.layers.0.self_attn.qkv_proj.weight");
         assert_eq!(one(Family::Phi3, "blk.0.ffn_up.weight", 0)[0].0, "model.layers.0.mlp.gate_up_proj.weight");
         assert_eq!(one(Family::DeepseekV2, "blk.0.attn_kv_a_mqa.weight", 4)[0].0, "model.layers.0.self_attn.kv_a_proj_with_mqa.weight");
+        let kb = one(Family::DeepseekV2, "blk.1.attn_k_b.weight", 4);
+        assert_eq!(kb[0].0, "model.layers.1.self_attn.kv_b_proj.weight");
+        assert_eq!(kb[0].1.v_b.as_deref(), Some("blk.1.attn_v_b.weight"));
+        let (map, unknown) = map_names(&Family::DeepseekV2.layout(), ["blk.1.attn_v_b.weight".to_string()].iter(), 4);
+        assert!(map.is_empty() && unknown.is_empty(), "v_b is read with k_b");
     }
 }
