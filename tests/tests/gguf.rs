@@ -265,3 +265,41 @@ macro_rules! deepseek_cases {
 }
 
 deepseek_cases!(deepseek_v2, deepseek_v3);
+
+/// A Mixtral-shaped model with rows that are multiples of 256 (`mixtral_k`, built by the
+/// generator), as Q4_K_M (Q4_K and Q6_K blocks) and Q8_0: its projections kept in their blocks
+/// and multiplied by candle's quantized kernels against the same file dequantised to f32. The
+/// kernels quantize activations to 8 bits per block (Q8_K, Q8_0: a step of |x|max/127), so the
+/// two runs differ by that rounding alone; measured below the bound in the test.
+fn check_kept_blocks(kind: &str, rel: f32) {
+    let path = gguf("mixtral_k", kind);
+    let open = |keep: bool| {
+        let ck = checkpoint::open_gguf(&path, DType::F32, &Device::Cpu).unwrap();
+        let w = ck.weights.keeping_quantized(keep);
+        let kept = w.resident_bytes().1;
+        (Model::load(ck.config, &w, &mut |_, _| true).unwrap(), kept)
+    };
+    let (blocks, kept) = open(true);
+    let (floats, none) = open(false);
+    assert!(kept > 1 << 20 && none == 0, "{kind}: {kept} bytes kept in blocks");
+    assert!(blocks.weight_bytes() * 2 < floats.weight_bytes(), "{kind}: {} vs {} bytes", blocks.weight_bytes(), floats.weight_bytes());
+    let ids: Vec<u32> = (0..24).map(|i| (i * 37 + 11) % 320).collect();
+    let (a, b) = (forward(&blocks, &ids), forward(&floats, &ids));
+    let want = vec_f32(&b.logits);
+    let (d, i) = max_abs_diff(&vec_f32(&a.logits), &want);
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    eprintln!("mixtral_k {kind}: kept blocks vs dequantised: max |Δ| {d:e} = {} of the scale {scale}", d / scale);
+    assert!(d <= rel * scale, "mixtral_k {kind}: max |Δ| {d:e} at {i}, scale {scale}");
+    let flips = top1_flips(&vec_f32(&a.logits), &want, 320);
+    assert!(flips.iter().all(|&(_, gap)| gap <= rel * scale), "mixtral_k {kind}: top-1 flips {flips:?}");
+}
+
+#[test]
+fn q4_k_m_blocks_kept_match_their_dequantised_weights() {
+    check_kept_blocks("q4_k_m", 0.03);
+}
+
+#[test]
+fn q8_0_blocks_kept_match_their_dequantised_weights() {
+    check_kept_blocks("q8_0", 0.03);
+}
