@@ -183,7 +183,7 @@ macro_rules! gguf_cases {
     )*};
 }
 
-gguf_cases!(llama, mistral, qwen2, qwen3, phi3, mixtral, qwen3_moe, olmoe, phimoe);
+gguf_cases!(llama, mistral, qwen2, qwen3, phi3, mixtral, qwen3_moe, olmoe, phimoe, arctic, dbrx);
 
 /// llama-quantize's Q4_K_M of the tiny fixtures: no row is a multiple of 256, so it falls back
 /// to Q5_0, Q5_1, Q8_0 and F16 blocks, whose 5-bit rounding moves these random models' logits

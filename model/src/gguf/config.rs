@@ -14,7 +14,8 @@ use crate::error::Result;
 use crate::families::Family;
 
 /// The architectures RouteLab reads, as `general.architecture` names them.
-pub(crate) const ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "olmoe", "phi3", "phimoe", "deepseek2"];
+pub(crate) const ARCHITECTURES: &[&str] =
+    &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "olmoe", "phi3", "phimoe", "deepseek2", "dbrx", "arctic"];
 
 /// The family a GGUF architecture loads as.
 pub(crate) fn family(meta: &Meta, arch: &str) -> Result<Option<Family>> {
@@ -29,6 +30,8 @@ pub(crate) fn family(meta: &Meta, arch: &str) -> Result<Option<Family>> {
         "olmoe" => Family::Olmoe,
         "phi3" => Family::Phi3,
         "phimoe" => Family::Phimoe,
+        "arctic" => Family::Arctic,
+        "dbrx" => Family::Dbrx,
         // V3's sigmoid router with a correction bias; V2 (and V2-Lite) softmax.
         "deepseek2" if meta.opt_u64("deepseek2.expert_gating_func")? == Some(2) => Family::DeepseekV3,
         "deepseek2" => Family::DeepseekV2,
@@ -37,9 +40,9 @@ pub(crate) fn family(meta: &Meta, arch: &str) -> Result<Option<Family>> {
 }
 
 /// Whether llama.cpp's converter interleaved the rotary pairs of q/k rows for `arch` (its
-/// `LlamaModel.permute`): only the llama architecture, whose rope is the GPT-J style.
+/// `LlamaModel.permute`): llama and arctic, whose converters derive from it.
 pub(crate) fn permutes_qk(arch: &str) -> bool {
-    arch == "llama"
+    matches!(arch, "llama" | "arctic")
 }
 
 /// Rotary tables some files store as tensors instead of metadata.
@@ -118,6 +121,34 @@ pub(crate) fn config(meta: &Meta, arch: &str, family: Family, content: &Content,
         Family::Mixtral => {
             set("num_local_experts", json!(experts));
             set("num_experts_per_tok", json!(used));
+        }
+        // DBRX's own nested config; llama.cpp renormalises the top-k weights (p = 1), as
+        // DBRX's moe_normalize_expert_weights = 1 does.
+        Family::Dbrx => {
+            set("d_model", json!(hidden));
+            set("n_heads", json!(num_heads));
+            set("n_layers", json!(num_layers));
+            set("max_seq_len", json!(max_pos));
+            let mut attn = json!({"kv_n_heads": opt_u("attention.head_count_kv")?.unwrap_or(num_heads), "rope_theta": opt_f("rope.freq_base")?.unwrap_or(10_000.0)});
+            if let Some(clip) = opt_f("attention.clamp_kqv")? {
+                attn["clip_qkv"] = json!(clip);
+            }
+            set("attn_config", attn);
+            set(
+                "ffn_config",
+                json!({
+                    "ffn_hidden_size": opt_u("feed_forward_length")?.unwrap_or(0), "moe_num_experts": experts,
+                    "moe_top_k": used, "moe_normalize_expert_weights": 1.0, "ffn_act_fn": {"name": "silu"}
+                }),
+            );
+        }
+        Family::Arctic => {
+            set("num_local_experts", json!(experts));
+            set("num_experts_per_tok", json!(used));
+            // Every layer of the GGUF has its experts; the residual MLP beside them when the
+            // file has its norm.
+            set("moe_layer_frequency", json!(1));
+            set("parallel_attn_mlp_res", json!(has("blk.0.ffn_norm_exps.weight")));
         }
         Family::Phimoe => {
             set("num_local_experts", json!(experts));

@@ -1,6 +1,6 @@
 //! GGUF files (llama.cpp's format): llama (with Mixtral's stacked experts), qwen2, qwen3,
-//! qwen2moe, qwen3moe, olmoe, phi3, phimoe and deepseek2, as llama.cpp's converter writes
-//! them. Routing follows the family as transformers runs it where llama.cpp hard-codes
+//! qwen2moe, qwen3moe, olmoe, phi3, phimoe, deepseek2, dbrx and arctic, as llama.cpp's
+//! converter writes them. Routing follows the family as transformers runs it where llama.cpp hard-codes
 //! something else (PhiMoE's sparsemixer, which llama.cpp replaces by softmax top-k; DeepSeek-V2's
 //! group scores, the top expert of a group, where llama.cpp sums the top two).
 //!
@@ -39,7 +39,7 @@ mod names;
 mod tokenizer;
 
 use meta::Meta;
-use names::Source;
+use names::{Merge, Source};
 use tokenizer::byte_level_bpe;
 
 /// What a GGUF file yields besides its weights.
@@ -168,6 +168,14 @@ impl GgufWeights {
 
     pub fn shape(&self, hf: &str) -> Option<Vec<usize>> {
         let (src, i) = self.info(hf)?;
+        let d = i.shape.dims();
+        if src.merge != Merge::None && d.len() == 3 {
+            // [E, I, D] (or [E, D, I] transposed per expert) → [E·I, D].
+            return Some(match src.merge {
+                Merge::ExpertsTransposed => vec![d[0] * d[2], d[1]],
+                _ => vec![d[0] * d[1], d[2]],
+            });
+        }
         match &src.v_b {
             // [H, kv_lora, nope] and [H, v, kv_lora] → [H·(nope + v), kv_lora].
             Some(v_b) => {
@@ -183,7 +191,11 @@ impl GgufWeights {
     pub fn keeps_blocks(&self, hf: &str) -> bool {
         self.info(hf).is_some_and(|(src, i)| {
             let d = i.shape.dims();
-            src.gguf != "token_embd.weight" && src.v_b.is_none() && d.len() == 2 && fast_blocks(i.ggml_dtype, d[0], d[1])
+            src.gguf != "token_embd.weight"
+                && src.v_b.is_none()
+                && src.merge == Merge::None
+                && d.len() == 2
+                && fast_blocks(i.ggml_dtype, d[0], d[1])
         })
     }
 
@@ -217,6 +229,16 @@ impl GgufWeights {
         let w = q.dequantize(&Device::Cpu).map_err(err)?;
         if let Some(v_b) = &src.v_b {
             return self.kv_b(&w, v_b).map_err(err);
+        }
+        let merged = |w: Tensor| -> candle_core::Result<Tensor> {
+            let (e, a, b) = w.dims3()?;
+            match src.merge {
+                Merge::ExpertsTransposed => w.transpose(1, 2)?.contiguous()?.reshape((e * b, a)),
+                _ => w.reshape((e * a, b)),
+            }
+        };
+        if src.merge != Merge::None {
+            return merged(w).map_err(err);
         }
         match self.rotary_heads(hf) {
             Some(heads) => unpermute_rotary_rows(&w, heads).map_err(err),

@@ -19,6 +19,20 @@ pub(crate) struct Source {
     /// DeepSeek's `kv_b_proj`, which llama.cpp splits per head into `attn_k_b`
     /// `[H, kv_lora, nope]` (this source's `gguf`) and `attn_v_b` `[H, v, kv_lora]` (here).
     pub v_b: Option<String>,
+    /// DBRX keeps its experts as `[E·I, D]` tensors: the GGUF's `[E, I, D]` with its first two
+    /// dimensions merged, and for `w2` (applied as `x @ w2`) each expert's `[D, I]` transposed.
+    pub merge: Merge,
+}
+
+/// How a stacked GGUF tensor becomes the HF tensor (see [`Source::merge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub(crate) enum Merge {
+    #[default]
+    None,
+    /// `[E, I, D]` → `[E·I, D]`.
+    Experts,
+    /// `[E, D, I]` → each expert transposed → `[E·I, D]`.
+    ExpertsTransposed,
 }
 
 /// `(gate, up, down)` projection names of an MLP, or `None` for fused gate/up (one name for
@@ -37,9 +51,27 @@ fn layer_name(layout: &TensorLayout, p: &str, stem: &str, kind: &str) -> Option<
     let (gate, up, down) = mlp_parts(mlp_names);
     let moe = layout.moe;
     let shared = moe.and_then(|m| m.shared.map(|(prefix, names)| (m.block, prefix, mlp_parts(names))));
+    // Arctic: llama.cpp's ffn_norm / ffn_{gate,up,down} are the dense residual MLP beside the
+    // MoE, and ffn_norm_exps is the norm before the experts.
+    if let Some(r) = layout.dense_residual {
+        let (gate, up, down) = mlp_parts(r.names);
+        let name = match stem {
+            "ffn_norm" => format!("{p}.{}", r.norm),
+            "ffn_norm_exps" => format!("{p}.{}", layout.ffn_norm),
+            "ffn_gate" => format!("{p}.{}.{}", r.mlp, gate?),
+            "ffn_up" => format!("{p}.{}.{up}", r.mlp),
+            "ffn_down" => format!("{p}.{}.{down}", r.mlp),
+            _ => String::new(),
+        };
+        if !name.is_empty() {
+            return Some(format!("{name}.{kind}"));
+        }
+    }
     let name = match (stem, layout.attn) {
         ("attn_norm", _) => format!("{p}.{}", layout.attn_norm),
         ("ffn_norm", _) => format!("{p}.{}", layout.ffn_norm),
+        // DBRX's second norm (before the experts) sits in its attention block.
+        ("attn_output_norm", _) => format!("{p}.{}", layout.ffn_norm),
         ("attn_q", AttnNames::Separate { prefix, q, .. }) => format!("{p}.{prefix}.{q}"),
         ("attn_k", AttnNames::Separate { prefix, k, .. }) => format!("{p}.{prefix}.{k}"),
         ("attn_v", AttnNames::Separate { prefix, v, .. }) => format!("{p}.{prefix}.{v}"),
@@ -113,7 +145,7 @@ pub(crate) fn map_names<'a>(
     experts: usize,
 ) -> (HashMap<String, Source>, Vec<String>) {
     let (mut map, mut unknown) = (HashMap::new(), Vec::new());
-    let whole = |g: &str| Source { gguf: g.to_string(), expert: None, v_b: None };
+    let whole = |g: &str| Source { gguf: g.to_string(), expert: None, v_b: None, merge: Merge::None };
     for g in gguf_names {
         let hf = match g.as_str() {
             "token_embd.weight" => Some(layout.embed.to_string()),
@@ -130,11 +162,25 @@ pub(crate) fn map_names<'a>(
                     Some((layer.parse::<usize>().ok()?, stem, kind))
                 });
                 match parsed {
-                    Some((l, stem, "weight")) if stem.ends_with("_exps") => {
+                    Some((l, stem @ ("ffn_gate_exps" | "ffn_up_exps" | "ffn_down_exps"), "weight"))
+                        if matches!(layout.moe.map(|m| m.experts), Some(ExpertNames::DbrxStacked { .. })) =>
+                    {
+                        let Some(m) = layout.moe else { continue };
+                        let ExpertNames::DbrxStacked { prefix } = m.experts else { continue };
+                        let (part, merge) = match stem {
+                            "ffn_gate_exps" => ("w1", Merge::Experts),
+                            "ffn_up_exps" => ("v1", Merge::Experts),
+                            _ => ("w2", Merge::ExpertsTransposed),
+                        };
+                        let hf = format!("{}.{}.{prefix}.{part}", layout.layer_prefix(l), m.block);
+                        map.insert(hf, Source { gguf: g.clone(), expert: None, v_b: None, merge });
+                        continue;
+                    }
+                    Some((l, stem @ ("ffn_gate_exps" | "ffn_up_exps" | "ffn_down_exps"), "weight")) => {
                         match expert_names(layout, &layout.layer_prefix(l), stem, experts) {
                             Some(names) => {
                                 for (e, hf) in names.into_iter().enumerate() {
-                                    map.insert(hf, Source { gguf: g.clone(), expert: Some(e), v_b: None });
+                                    map.insert(hf, Source { gguf: g.clone(), expert: Some(e), v_b: None, merge: Merge::None });
                                 }
                                 continue;
                             }
@@ -147,7 +193,7 @@ pub(crate) fn map_names<'a>(
                             Some(hf) => {
                                 if stem == "attn_k_b" {
                                     let v_b = format!("blk.{l}.attn_v_b.weight");
-                                    map.insert(hf, Source { gguf: g.clone(), expert: None, v_b: Some(v_b) });
+                                    map.insert(hf, Source { gguf: g.clone(), expert: None, v_b: Some(v_b), merge: Merge::None });
                                 }
                                 continue;
                             }
@@ -201,7 +247,12 @@ mod tests {
         let v = one(Family::Mixtral, "blk.2.ffn_up_exps.weight", 4);
         assert_eq!(v.len(), 4);
         assert_eq!(v[1].0, "model.layers.2.block_sparse_moe.experts.1.w3.weight");
-        assert_eq!(v[1].1, Source { gguf: "blk.2.ffn_up_exps.weight".into(), expert: Some(1), v_b: None });
+        assert_eq!(v[1].1, Source { gguf: "blk.2.ffn_up_exps.weight".into(), expert: Some(1), v_b: None, merge: Merge::None });
+        let d = one(Family::Dbrx, "blk.1.ffn_down_exps.weight", 4);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0, "transformer.blocks.1.ffn.experts.mlp.w2");
+        assert_eq!(d[0].1.merge, Merge::ExpertsTransposed);
+        assert_eq!(one(Family::Dbrx, "blk.1.attn_output_norm.weight", 4)[0].0, "transformer.blocks.1.norm_attn_norm.norm_2.weight");
         assert_eq!(one(Family::Mixtral, "blk.2.ffn_gate_inp.weight", 4)[0].0, "model.layers.2.block_sparse_moe.gate.weight");
         assert_eq!(one(Family::Olmoe, "blk.0.ffn_down_exps.weight", 2)[0].0, "model.layers.0.mlp.experts.0.down_proj.weight");
     }
@@ -212,6 +263,9 @@ mod tests {
         assert_eq!(one(Family::Qwen2Moe, "blk.1.ffn_down_shexp.weight", 4)[0].0, "model.layers.1.mlp.shared_expert.down_proj.weight");
         assert_eq!(one(Family::DeepseekV3, "blk.3.exp_probs_b.bias", 4)[0].0, "model.layers.3.mlp.gate.e_score_correction_bias");
         assert_eq!(one(Family::Phi3, "blk.0.attn_qkv.weight", 0)[0].0, "model.layers.0.self_attn.qkv_proj.weight");
+        assert_eq!(one(Family::Arctic, "blk.2.ffn_norm.weight", 4)[0].0, "model.layers.2.residual_layernorm.weight");
+        assert_eq!(one(Family::Arctic, "blk.2.ffn_norm_exps.weight", 4)[0].0, "model.layers.2.post_attention_layernorm.weight");
+        assert_eq!(one(Family::Arctic, "blk.2.ffn_down.weight", 4)[0].0, "model.layers.2.residual_mlp.w2.weight");
         assert_eq!(one(Family::Phi3, "blk.0.ffn_up.weight", 0)[0].0, "model.layers.0.mlp.gate_up_proj.weight");
         assert_eq!(one(Family::DeepseekV2, "blk.0.attn_kv_a_mqa.weight", 4)[0].0, "model.layers.0.self_attn.kv_a_proj_with_mqa.weight");
         let kb = one(Family::DeepseekV2, "blk.1.attn_k_b.weight", 4);
