@@ -13,7 +13,6 @@
 //! names; see [`crate::families`].
 
 use candle_core::{DType, Device, Tensor};
-use routelab_kernels::matmul::PackedWeight;
 
 use crate::cache::KvCache;
 use crate::capture::{CapturePlan, LayerCapture, Layers};
@@ -25,6 +24,7 @@ use crate::interventions::{Interventions, LayerEdits};
 use crate::layers::attend::MaskCache;
 use crate::layers::attention::Attention;
 use crate::layers::context::{LayerCtx, RotaryTables};
+use crate::layers::embedding::Embedding;
 use crate::layers::linear::Linear;
 use crate::layers::mlp::Mlp;
 use crate::layers::moe::{l2, Moe};
@@ -117,14 +117,6 @@ pub struct ForwardOutput {
     pub layers: Vec<LayerCapture>,
 }
 
-/// The token embedding table.
-enum Embedding {
-    Rows(Tensor),
-    /// The LM head's packed matrix, when the head is tied to the embeddings and packed: the
-    /// table is then kept once.
-    Tied(PackedWeight),
-}
-
 /// The loaded model.
 pub struct Model {
     pub config: ModelConfig,
@@ -156,7 +148,11 @@ impl Model {
         let layout = config.family.layout();
         let c = &config;
         let d = c.hidden_size;
-        let embed = w.get(layout.embed, &[c.vocab_size, d])?;
+        let head_name = format!("{}.weight", layout.lm_head);
+        let tied = !w.contains(&head_name) && c.tie_word_embeddings;
+        // A GGUF table kept in its blocks (untied: a tied one is also the LM head's matrix).
+        let blocks = if tied { None } else { w.get_embedding_blocks(layout.embed, &[c.vocab_size, d])? };
+        let rows = if blocks.is_none() { Some(w.get(layout.embed, &[c.vocab_size, d])?) } else { None };
         // On the CPU computing in f32, every projection runs on weights packed for
         // routelab_kernels::matmul, packed layer by layer so the rows and the panels of only
         // one layer coexist.
@@ -173,16 +169,18 @@ impl Model {
             layers.push(layer);
         }
         let final_norm = Norm::load(w, layout.final_norm, d, c.norm)?;
-        let head_name = format!("{}.weight", layout.lm_head);
-        let tied = !w.contains(&head_name) && c.tie_word_embeddings;
-        let mut lm_head =
-            if tied { Linear::new(embed.clone(), None) } else { Linear::load(w, layout.lm_head, d, c.vocab_size, c.lm_head_bias)? };
+        let mut lm_head = match (&rows, tied) {
+            (Some(e), true) => Linear::new(e.clone(), None),
+            _ => Linear::load(w, layout.lm_head, d, c.vocab_size, c.lm_head_bias)?,
+        };
         if pack {
             lm_head.pack()?;
         }
-        let embed = match lm_head.packed() {
-            Some(p) if tied => Embedding::Tied(p.clone()),
-            _ => Embedding::Rows(embed),
+        let embed = match (blocks, rows, lm_head.packed()) {
+            (Some(q), ..) => Embedding::Blocks(std::sync::Arc::new(q)),
+            (None, _, Some(p)) if tied => Embedding::Tied(p.clone()),
+            (None, Some(e), _) => Embedding::Rows(e),
+            (None, None, _) => unreachable!("the rows are loaded when the blocks are not"),
         };
         progress(c.num_layers, c.num_layers);
         let parameters = w.names().iter().filter_map(|n| w.shape(n)).map(|s| s.iter().product::<usize>()).sum();
@@ -250,11 +248,7 @@ impl Model {
             return Err(ModelError::Invalid(format!("token id {bad} is outside the vocabulary (size {vocab})")));
         }
         let start = cache.len();
-        let mut x = match &self.embed {
-            Embedding::Rows(e) => e.index_select(&Tensor::from_vec(tokens.to_vec(), t, &self.device)?, 0)?.to_dtype(self.compute)?,
-            // Packed only when computing in f32 on the CPU: the rows come out in the compute dtype.
-            Embedding::Tied(p) => p.gather_rows(tokens)?,
-        };
+        let mut x = self.embed.lookup(tokens, &self.device, self.compute)?;
         // In the model's dtype once per call, not per layer (four casts per layer on a GPU).
         let (cos, sin) = self.rope.cos_sin(start, t, &self.device)?;
         let rotary = RotaryTables { rope: &self.rope, cos: cos.to_dtype(x.dtype())?, sin: sin.to_dtype(x.dtype())? };

@@ -253,6 +253,21 @@ impl Weights {
         self
     }
 
+    /// An embedding table in its GGUF blocks, when the weights keep blocks and it is stored in
+    /// any quantized type (rows are looked up one by one, so any block type serves); `None`
+    /// when it is to be loaded as a tensor.
+    pub fn get_embedding_blocks(&self, name: &str, shape: &[usize]) -> Result<Option<candle_core::quantized::QTensor>> {
+        let Backend::Gguf(g) = &self.backend else { return Ok(None) };
+        if !self.keep_quantized || !g.keeps_embedding_blocks(name) {
+            return Ok(None);
+        }
+        let found = self.shape(name).ok_or_else(|| self.missing(name, None))?;
+        if found != shape {
+            return Err(ModelError::TensorShape { path: self.file_of(name), name: name.to_string(), expected: shape.to_vec(), found });
+        }
+        g.load_blocks(name).map(Some)
+    }
+
     /// `name` in its GGUF blocks, when the weights keep them and it is stored quantized (not
     /// F32, F16 or BF16) on the CPU; `None` when it is to be loaded as a tensor instead.
     pub fn get_quantized(&self, name: &str, shape: &[usize]) -> Result<Option<candle_core::quantized::QTensor>> {
@@ -318,7 +333,7 @@ impl Weights {
                 let shape = self.shape(name).unwrap_or_default();
                 let elems: usize = shape.iter().product();
                 if let Backend::Gguf(g) = &self.backend {
-                    if self.keep_quantized && self.device.is_cpu() && g.keeps_blocks(name) {
+                    if self.keep_quantized && (self.device.is_cpu() && g.keeps_blocks(name) || g.keeps_embedding_blocks(name)) {
                         let b = g.stored_bytes(name).unwrap_or(0);
                         kept_bytes += b;
                         return b;

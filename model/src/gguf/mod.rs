@@ -199,6 +199,29 @@ impl GgufWeights {
         })
     }
 
+    /// Whether an untied token embedding table stays in its blocks: stored in a quantized type
+    /// in a file that has its own LM head (`output.weight`; otherwise the table is the head's
+    /// matrix too and loads as one).
+    pub fn keeps_embedding_blocks(&self, hf: &str) -> bool {
+        self.info(hf).is_some_and(|(src, i)| {
+            src.gguf == "token_embd.weight"
+                && self.content.tensor_infos.contains_key("output.weight")
+                && !matches!(i.ggml_dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+        })
+    }
+
+    /// A tensor's blocks as stored, on the CPU.
+    pub fn load_blocks(&self, hf: &str) -> Result<QTensor> {
+        let (src, info) = self.info(hf).ok_or_else(|| ModelError::MissingTensor {
+            location: self.path.display().to_string(),
+            name: hf.to_string(),
+            hint: None,
+        })?;
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        info.read(&mut *file, self.content.tensor_data_offset, &Device::Cpu)
+            .map_err(|e| ModelError::weights(&self.path, format!("tensor {:?}: {e}", src.gguf)))
+    }
+
     /// The block type a tensor is stored in.
     pub fn stored_type(&self, hf: &str) -> Option<GgmlDType> {
         self.info(hf).map(|(_, i)| i.ggml_dtype)

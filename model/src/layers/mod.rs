@@ -3,6 +3,7 @@
 pub mod attend;
 pub mod attention;
 pub mod context;
+pub mod embedding;
 pub mod linear;
 pub mod mlp;
 pub mod moe;
