@@ -303,3 +303,25 @@ fn q4_k_m_blocks_kept_match_their_dequantised_weights() {
 fn q8_0_blocks_kept_match_their_dequantised_weights() {
     check_kept_blocks("q8_0", 0.03);
 }
+
+/// A GGUF in three shards (the converter's `--split-max-tensors 12`): any shard opens the
+/// model, which matches the single-file F32 run exactly; a missing shard is named.
+#[test]
+fn a_sharded_gguf_loads_from_any_shard_and_names_a_missing_one() {
+    let dir = fixtures().join("gguf").join("sharded");
+    let single = forward(&load("olmoe", "f32"), &Reference::load("olmoe").ids("input_ids"));
+    for n in [1, 3] {
+        let path = dir.join(format!("olmoe.f32-0000{n}-of-00003.gguf"));
+        let ck = checkpoint::open_gguf(&path, DType::F32, &Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
+        let model = Model::load(ck.config, &ck.weights, &mut |_, _| true).unwrap();
+        let out = forward(&model, &Reference::load("olmoe").ids("input_ids"));
+        assert_eq!(vec_f32(&out.logits), vec_f32(&single.logits), "shard {n}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for n in [1, 2] {
+        let name = format!("olmoe.f32-0000{n}-of-00003.gguf");
+        std::fs::copy(dir.join(&name), tmp.path().join(&name)).unwrap();
+    }
+    let err = checkpoint::open_gguf(&tmp.path().join("olmoe.f32-00001-of-00003.gguf"), DType::F32, &Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("olmoe.f32-00003-of-00003.gguf") && err.contains("missing"), "{err}");
+}

@@ -6,7 +6,6 @@
 //! q/k/v biases and norms, which layers of a MoE model are dense, and Llama 3's rotary
 //! frequencies (`rope_freqs`, stored as per-frequency divisors).
 
-use candle_core::quantized::gguf_file::Content;
 use serde_json::{json, Map, Value};
 
 use super::meta::{meta_err, Meta};
@@ -56,8 +55,15 @@ pub(crate) struct RopeTensors {
 }
 
 /// The config.json equivalent for `family`.
-pub(crate) fn config(meta: &Meta, arch: &str, family: Family, content: &Content, vocab_size: usize, rope: &RopeTensors) -> Result<Value> {
-    let t = &content.tensor_infos;
+/// `has` tells whether the file has a tensor.
+pub(crate) fn config(
+    meta: &Meta,
+    arch: &str,
+    family: Family,
+    has: &dyn Fn(&str) -> bool,
+    vocab_size: usize,
+    rope: &RopeTensors,
+) -> Result<Value> {
     let k = |s: &str| format!("{arch}.{s}");
     let u = |s: &str| -> Result<u64> { meta.u64(&k(s)) };
     let opt_u = |s: &str| -> Result<Option<u64>> { meta.opt_u64(&k(s)) };
@@ -72,7 +78,6 @@ pub(crate) fn config(meta: &Meta, arch: &str, family: Family, content: &Content,
         (Some(d), _) if family != Family::DeepseekV2 && family != Family::DeepseekV3 => d,
         _ => hidden / num_heads,
     };
-    let has = |name: &str| t.contains_key(name);
     let mut c = Map::new();
     let mut set = |key: &str, v: Value| {
         c.insert(key.to_string(), v);

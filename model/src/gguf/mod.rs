@@ -22,12 +22,10 @@
 //! only differ on whitespace runs directly before a digit.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
-use candle_core::quantized::gguf_file::{Content, TensorInfo};
+use candle_core::quantized::gguf_file::TensorInfo;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
@@ -36,10 +34,12 @@ use crate::error::{ModelError, Result};
 mod config;
 mod meta;
 mod names;
+mod shards;
 mod tokenizer;
 
 use meta::Meta;
 use names::{Merge, Source};
+use shards::Shards;
 use tokenizer::byte_level_bpe;
 
 /// What a GGUF file yields besides its weights.
@@ -58,8 +58,7 @@ pub struct GgufModel {
 /// Weights inside a GGUF file, addressed by Hugging Face names.
 pub struct GgufWeights {
     path: PathBuf,
-    content: Content,
-    file: Mutex<File>,
+    shards: Shards,
     /// HF name → where it lives in the file.
     names: HashMap<String, Source>,
     /// `(heads, kv heads)` when llama.cpp permuted the q/k rows of this architecture.
@@ -68,9 +67,8 @@ pub struct GgufWeights {
 
 /// Opens and parses a GGUF file.
 pub fn open(path: &Path) -> Result<GgufModel> {
-    let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let content = Content::read(&mut file).map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))?;
-    let meta = Meta { path, md: &content.metadata };
+    let shards = Shards::open(path)?;
+    let meta = Meta { path, md: shards.metadata() };
     let arch = meta.opt_str("general.architecture")?.unwrap_or("");
     let Some(family) = config::family(&meta, arch)? else {
         return Err(ModelError::weights(
@@ -89,10 +87,10 @@ pub fn open(path: &Path) -> Result<GgufModel> {
         Some(v) => v as usize,
         None => tokens.len(),
     };
-    let mut vector = |name: &str| -> Result<Option<Vec<f32>>> {
-        let Some(info) = content.tensor_infos.get(name) else { return Ok(None) };
-        let q = info.read(&mut file, content.tensor_data_offset, &Device::Cpu);
-        let values = q.and_then(|q| q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>());
+    let vector = |name: &str| -> Result<Option<Vec<f32>>> {
+        let Some(info) = shards.info(name) else { return Ok(None) };
+        let q = shards.read(name, info)?;
+        let values = q.dequantize(&Device::Cpu).and_then(|t| t.flatten_all()?.to_vec1::<f32>());
         Ok(Some(values.map_err(|e| ModelError::weights(path, format!("tensor {name:?}: {e}")))?))
     };
     let rope = config::RopeTensors {
@@ -100,9 +98,9 @@ pub fn open(path: &Path) -> Result<GgufModel> {
         short: vector("rope_factors_short.weight")?,
         long: vector("rope_factors_long.weight")?,
     };
-    let config = config::config(&meta, arch, family, &content, vocab_size, &rope)?;
+    let config = config::config(&meta, arch, family, &|n| shards.contains(n), vocab_size, &rope)?;
     let experts = meta.opt_u64(&k("expert_count"))?.unwrap_or(0) as usize;
-    let (names, unknown) = names::map_names(&family.layout(), content.tensor_infos.keys(), experts);
+    let (names, unknown) = names::map_names(&family.layout(), shards.names(), experts);
     if !unknown.is_empty() {
         let shown: Vec<&str> = unknown.iter().take(5).map(String::as_str).collect();
         return Err(ModelError::weights(
@@ -127,7 +125,7 @@ pub fn open(path: &Path) -> Result<GgufModel> {
     let (bos_token, eos_token) = (token(bos), token(eos));
     let permute = config::permutes_qk(arch).then_some((num_heads, num_kv_heads));
     Ok(GgufModel {
-        weights: GgufWeights { path: path.to_path_buf(), content, file: Mutex::new(file), names, permute },
+        weights: GgufWeights { path: path.to_path_buf(), shards, names, permute },
         config,
         tokenizer,
         chat_template,
@@ -153,7 +151,7 @@ impl GgufWeights {
     /// The tensor's info, narrowed to one expert's slice for a stacked expert tensor.
     fn info(&self, hf: &str) -> Option<(&Source, TensorInfo)> {
         let src = self.names.get(hf)?;
-        let info = self.content.tensor_infos.get(&src.gguf)?;
+        let info = self.shards.info(&src.gguf)?;
         let copy = |shape: &[usize], offset| TensorInfo { ggml_dtype: info.ggml_dtype, shape: shape.to_vec().into(), offset };
         let Some(e) = src.expert else { return Some((src, copy(info.shape.dims(), info.offset))) };
         let dims = info.shape.dims();
@@ -179,7 +177,7 @@ impl GgufWeights {
         match &src.v_b {
             // [H, kv_lora, nope] and [H, v, kv_lora] → [H·(nope + v), kv_lora].
             Some(v_b) => {
-                let (k, v) = (i.shape.dims(), self.content.tensor_infos.get(v_b)?.shape.dims());
+                let (k, v) = (i.shape.dims(), self.shards.info(v_b)?.shape.dims());
                 (k.len() == 3 && v.len() == 3).then(|| vec![k[0] * (k[2] + v[1]), k[1]])
             }
             None => Some(i.shape.dims().to_vec()),
@@ -205,7 +203,7 @@ impl GgufWeights {
     pub fn keeps_embedding_blocks(&self, hf: &str) -> bool {
         self.info(hf).is_some_and(|(src, i)| {
             src.gguf == "token_embd.weight"
-                && self.content.tensor_infos.contains_key("output.weight")
+                && self.shards.contains("output.weight")
                 && !matches!(i.ggml_dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
         })
     }
@@ -217,9 +215,7 @@ impl GgufWeights {
             name: hf.to_string(),
             hint: None,
         })?;
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        info.read(&mut *file, self.content.tensor_data_offset, &Device::Cpu)
-            .map_err(|e| ModelError::weights(&self.path, format!("tensor {:?}: {e}", src.gguf)))
+        self.shards.read(&src.gguf, &info)
     }
 
     /// The block type a tensor is stored in.
@@ -231,7 +227,7 @@ impl GgufWeights {
     pub fn stored_bytes(&self, hf: &str) -> Option<usize> {
         let size = |i: &TensorInfo| i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size();
         let (src, i) = self.info(hf)?;
-        let v_b = src.v_b.as_ref().and_then(|v| self.content.tensor_infos.get(v)).map_or(0, size);
+        let v_b = src.v_b.as_ref().and_then(|v| self.shards.info(v)).map_or(0, size);
         Some(size(&i) + v_b)
     }
 
@@ -245,13 +241,10 @@ impl GgufWeights {
         })?;
         let g = &src.gguf;
         let err = |e: candle_core::Error| ModelError::weights(&self.path, format!("tensor {g:?}: {e}"));
-        let q = {
-            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            info.read(&mut *file, self.content.tensor_data_offset, &Device::Cpu).map_err(err)?
-        };
+        let q = self.shards.read(g, &info)?;
         let w = q.dequantize(&Device::Cpu).map_err(err)?;
         if let Some(v_b) = &src.v_b {
-            return self.kv_b(&w, v_b).map_err(err);
+            return self.kv_b(&w, v_b);
         }
         let merged = |w: Tensor| -> candle_core::Result<Tensor> {
             let (e, a, b) = w.dims3()?;
@@ -271,20 +264,15 @@ impl GgufWeights {
 
     /// DeepSeek's `kv_b_proj` `[H·(nope + v), kv_lora]` from llama.cpp's per-head halves: each
     /// head's `k_b` `[kv_lora, nope]` transposed, then its `v_b` `[v, kv_lora]`.
-    fn kv_b(&self, k_b: &Tensor, v_b: &str) -> candle_core::Result<Tensor> {
-        let info = self.content.tensor_infos.get(v_b).ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {v_b:?}")))?;
-        let v = {
-            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            info.read(&mut *file, self.content.tensor_data_offset, &Device::Cpu)?.dequantize(&Device::Cpu)?
-        };
-        let (h, lora, _) = k_b.dims3()?;
-        let (hv, _, lv) = v.dims3()?;
-        if hv != h || lv != lora {
-            candle_core::bail!("attn_k_b {:?} and {v_b} {:?} do not pair up", k_b.dims(), v.dims());
-        }
-        let both = Tensor::cat(&[&k_b.transpose(1, 2)?, &v], 1)?;
-        let rows = both.dim(0)? * both.dim(1)?;
-        both.contiguous()?.reshape((rows, lora))
+    fn kv_b(&self, k_b: &Tensor, v_b: &str) -> Result<Tensor> {
+        let err = |e: candle_core::Error| ModelError::weights(&self.path, format!("tensor {v_b:?}: {e}"));
+        let info = self.shards.info(v_b).ok_or_else(|| ModelError::MissingTensor {
+            location: self.path.display().to_string(),
+            name: v_b.to_string(),
+            hint: None,
+        })?;
+        let v = self.shards.read(v_b, info)?.dequantize(&Device::Cpu).map_err(err)?;
+        stack_kv_b(k_b, &v).map_err(err)
     }
 
     /// The heads whose rotary pairs llama.cpp interleaved in this tensor's rows, if it did.
@@ -306,10 +294,7 @@ impl GgufWeights {
         let Some((src, info)) = self.info(hf) else { return Ok(None) };
         let g = &src.gguf;
         let err = |e: candle_core::Error| ModelError::weights(&self.path, format!("tensor {g:?}: {e}"));
-        let q = {
-            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            info.read(&mut *file, self.content.tensor_data_offset, &Device::Cpu).map_err(err)?
-        };
+        let q = self.shards.read(g, &info)?;
         let Some(heads) = self.rotary_heads(hf) else { return Ok(Some(q)) };
         let dims = q.shape().dims().to_vec();
         let rows = dims[0];
@@ -322,6 +307,18 @@ impl GgufWeights {
         let out = unpermute_rotary_row_bytes(&q.data().map_err(err)?, rows, heads);
         Ok(Some(qtensor_from_ggml(info.ggml_dtype, &out, dims, &Device::Cpu).map_err(err)?))
     }
+}
+
+/// `attn_k_b` `[H, kv_lora, nope]` and `attn_v_b` `[H, v, kv_lora]` → `kv_b_proj`.
+fn stack_kv_b(k_b: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
+    let (h, lora, _) = k_b.dims3()?;
+    let (hv, _, lv) = v.dims3()?;
+    if hv != h || lv != lora {
+        candle_core::bail!("attn_k_b {:?} and attn_v_b {:?} do not pair up", k_b.dims(), v.dims());
+    }
+    let both = Tensor::cat(&[&k_b.transpose(1, 2)?, v], 1)?;
+    let rows = both.dim(0)? * both.dim(1)?;
+    both.contiguous()?.reshape((rows, lora))
 }
 
 /// Whether candle's CPU matmul has a fast kernel for a `[n, k]` weight in `dtype` blocks on

@@ -1,0 +1,114 @@
+//! A GGUF model in one file or in shards (`name-00001-of-00003.gguf`, as llama.cpp's
+//! `gguf-split` and its converter's `--split-max-*` write them): metadata from the first
+//! shard, tensors from whichever shard holds them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
+use candle_core::quantized::QTensor;
+use candle_core::Device;
+
+use crate::error::{ModelError, Result};
+
+struct Shard {
+    path: PathBuf,
+    content: Content,
+    file: Mutex<File>,
+}
+
+pub(crate) struct Shards {
+    shards: Vec<Shard>,
+    /// Tensor name → the shard holding it.
+    index: HashMap<String, usize>,
+}
+
+/// `(stem, n, count)` of a shard's file name `stem-0000n-of-0000N.gguf`.
+fn shard_name(path: &Path) -> Option<(String, usize, usize)> {
+    let name = path.file_name()?.to_str()?.strip_suffix(".gguf")?;
+    let (rest, count) = name.rsplit_once("-of-")?;
+    let (stem, n) = rest.rsplit_once('-')?;
+    let ok = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+    (ok(n) && ok(count)).then(|| Some((stem.to_string(), n.parse().ok()?, count.parse().ok()?))).flatten()
+}
+
+fn read(path: &Path) -> Result<Shard> {
+    let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let content = Content::read(&mut file).map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))?;
+    Ok(Shard { path: path.to_path_buf(), content, file: Mutex::new(file) })
+}
+
+impl Shards {
+    /// Opens `path`, and when it is one shard of several, all of them (any shard may be given).
+    pub fn open(path: &Path) -> Result<Shards> {
+        let paths = match shard_name(path) {
+            Some((stem, _, count)) if count > 1 => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                (1..=count).map(|i| dir.join(format!("{stem}-{i:05}-of-{count:05}.gguf"))).collect()
+            }
+            _ => vec![path.to_path_buf()],
+        };
+        let mut shards = Vec::with_capacity(paths.len());
+        for p in &paths {
+            if !p.exists() {
+                return Err(ModelError::weights(path, format!("shard {} of this {}-file GGUF model is missing", p.display(), paths.len())));
+            }
+            shards.push(read(p)?);
+        }
+        let mut index = HashMap::new();
+        for (i, s) in shards.iter().enumerate() {
+            for name in s.content.tensor_infos.keys() {
+                if index.insert(name.clone(), i).is_some() {
+                    return Err(ModelError::weights(&s.path, format!("tensor {name:?} is in two shards")));
+                }
+            }
+        }
+        Ok(Shards { shards, index })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shards[0].path
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, Value> {
+        &self.shards[0].content.metadata
+    }
+
+    pub fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.shards[*self.index.get(name)?].content.tensor_infos.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.index.keys()
+    }
+
+    /// Reads `info` (the tensor `name`'s, or a slice of it) from the shard holding `name`.
+    pub fn read(&self, name: &str, info: &TensorInfo) -> Result<QTensor> {
+        let shard = self.index.get(name).map(|&i| &self.shards[i]).ok_or_else(|| ModelError::MissingTensor {
+            location: self.path().display().to_string(),
+            name: name.to_string(),
+            hint: None,
+        })?;
+        let mut file = shard.file.lock().unwrap_or_else(|p| p.into_inner());
+        info.read(&mut *file, shard.content.tensor_data_offset, &Device::Cpu)
+            .map_err(|e| ModelError::weights(&shard.path, format!("tensor {name:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names() {
+        assert_eq!(shard_name(Path::new("/m/olmoe.Q4_K_M-00002-of-00003.gguf")), Some(("olmoe.Q4_K_M".into(), 2, 3)));
+        assert_eq!(shard_name(Path::new("a-1-of-3.gguf")), None);
+        assert_eq!(shard_name(Path::new("model.gguf")), None);
+    }
+}
