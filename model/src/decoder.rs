@@ -183,7 +183,7 @@ impl Model {
             (None, None, _) => unreachable!("the rows are loaded when the blocks are not"),
         };
         progress(c.num_layers, c.num_layers);
-        let parameters = w.names().iter().filter_map(|n| w.shape(n)).map(|s| s.iter().product::<usize>()).sum();
+        let parameters = w.parameter_count();
         Ok(Model {
             parameters,
             resident_bytes: w.resident_bytes().0,

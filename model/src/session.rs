@@ -305,7 +305,6 @@ impl Session {
         let ck = Self::open_checkpoint(source, &path, opts)?;
         let (tokenizer, chat_template) = tokenizer_for(&ck)?;
         let Checkpoint { config, weights, .. } = ck;
-        let weights = weights.with_compute(opts.compute).keeping_quantized(opts.keep_quantized);
         crate::memory::check(&path, &weights, crate::memory::available(&opts.device)?.as_ref())?;
         let storage = weights.storage();
         let model = Model::load(config, &weights, &mut |done, total| progress(LoadProgress::Layers { done, total }))?;
@@ -339,8 +338,7 @@ impl Session {
         let ck = Self::open_checkpoint(source, &path, opts)?;
         let chat = tokenizer_for(&ck).map(|(_, t)| t.is_some()).unwrap_or(false);
         let Checkpoint { config, weights, .. } = ck;
-        let weights = weights.with_compute(opts.compute).keeping_quantized(opts.keep_quantized);
-        let parameters = weights.names().iter().filter_map(|n| weights.shape(n)).map(|s| s.iter().product::<usize>()).sum();
+        let parameters = weights.parameter_count();
         let info = ModelInfo::new(
             &source.display_name(),
             &config,
@@ -353,12 +351,15 @@ impl Session {
         Ok((info, chat))
     }
 
+    /// The checkpoint at `path`, its weights set up as `opts` asks (compute dtype, GGUF blocks).
     fn open_checkpoint(source: &ModelSource, path: &std::path::Path, opts: &LoadOptions) -> Result<Checkpoint> {
-        match source {
-            ModelSource::Gguf(_) => checkpoint::open_gguf(path, opts.dtype, &opts.device),
-            _ if path.is_file() => checkpoint::open_gguf(path, opts.dtype, &opts.device),
-            _ => checkpoint::open_dir(path, opts.dtype, &opts.device),
-        }
+        let mut ck = match source {
+            ModelSource::Gguf(_) => checkpoint::open_gguf(path, opts.dtype, &opts.device)?,
+            _ if path.is_file() => checkpoint::open_gguf(path, opts.dtype, &opts.device)?,
+            _ => checkpoint::open_dir(path, opts.dtype, &opts.device)?,
+        };
+        ck.weights = ck.weights.with_compute(opts.compute).keeping_quantized(opts.keep_quantized);
+        Ok(ck)
     }
 
     /// Token ids of a prompt.

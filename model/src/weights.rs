@@ -261,10 +261,7 @@ impl Weights {
         if !self.keep_quantized || !g.keeps_embedding_blocks(name) {
             return Ok(None);
         }
-        let found = self.shape(name).ok_or_else(|| self.missing(name, None))?;
-        if found != shape {
-            return Err(ModelError::TensorShape { path: self.file_of(name), name: name.to_string(), expected: shape.to_vec(), found });
-        }
+        self.check_shape(name, shape)?;
         g.load_blocks(name).map(Some)
     }
 
@@ -275,11 +272,23 @@ impl Weights {
         if !self.keep_quantized || !self.device.is_cpu() {
             return Ok(None);
         }
+        self.check_shape(name, shape)?;
+        g.load_quantized(name)
+    }
+
+    /// That `name` exists with `shape`, else the error naming the file, the tensor and both
+    /// shapes.
+    fn check_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
         let found = self.shape(name).ok_or_else(|| self.missing(name, None))?;
         if found != shape {
             return Err(ModelError::TensorShape { path: self.file_of(name), name: name.to_string(), expected: shape.to_vec(), found });
         }
-        g.load_quantized(name)
+        Ok(())
+    }
+
+    /// Number of stored parameters (a tied table counted once: it is stored once).
+    pub fn parameter_count(&self) -> usize {
+        self.names().iter().filter_map(|n| self.shape(n)).map(|s| s.iter().product::<usize>()).sum()
     }
 
     /// Loads `name`, checks it has `shape`, converts it to the run dtype on the run device.
@@ -289,10 +298,7 @@ impl Weights {
 
     /// Like [`Weights::get`] with an explicit dtype (routers and norms stay f32).
     pub fn get_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let found = self.shape(name).ok_or_else(|| self.missing(name, None))?;
-        if found != shape {
-            return Err(ModelError::TensorShape { path: self.file_of(name), name: name.to_string(), expected: shape.to_vec(), found });
-        }
+        self.check_shape(name, shape)?;
         Ok(self.load_raw(name)?.to_dtype(dtype)?.to_device(&self.device)?)
     }
 
@@ -308,10 +314,7 @@ impl Weights {
     /// Loads a tensor that must exist, in f32, for load-time reshaping: on the CPU, except
     /// random weights, which are drawn on the run device (see `load_raw`).
     pub fn get_cpu_f32(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let found = self.shape(name).ok_or_else(|| self.missing(name, None))?;
-        if found != shape {
-            return Err(ModelError::TensorShape { path: self.file_of(name), name: name.to_string(), expected: shape.to_vec(), found });
-        }
+        self.check_shape(name, shape)?;
         Ok(self.load_raw(name)?.to_dtype(DType::F32)?)
     }
 

@@ -28,6 +28,24 @@ pub fn cases() -> Vec<String> {
     v
 }
 
+/// A writable copy of a fixture model.
+pub fn copy_case(case: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(case_dir(case)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+/// Edits a model directory's config.json in place.
+pub fn edit_config(dir: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut v = json(&p);
+    f(&mut v);
+    std::fs::write(p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
 pub fn load_model(case: &str) -> Model {
     let ck = checkpoint::open_dir(&case_dir(case), DType::F32, &Device::Cpu).unwrap_or_else(|e| panic!("{case}: {e}"));
     Model::load(ck.config, &ck.weights, &mut |_, _| true).unwrap_or_else(|e| panic!("{case}: {e}"))

@@ -11,28 +11,11 @@ use routelab_model::session::{LoadOptions, RunRequest, Session};
 use routelab_model::source::ModelSource;
 use routelab_tests::*;
 
-/// A writable copy of a fixture model.
-fn copy_case(case: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(case_dir(case)).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-    }
-    dir
-}
-
 fn load_err(dir: &Path) -> String {
     match checkpoint::open_dir(dir, DType::F32, &Device::Cpu).and_then(|ck| Model::load(ck.config, &ck.weights, &mut |_, _| true)) {
         Ok(_) => panic!("{} loaded although it is broken", dir.display()),
         Err(e) => e.to_string(),
     }
-}
-
-fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let p = dir.join("config.json");
-    let mut v = json(&p);
-    f(&mut v);
-    std::fs::write(p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
 
 #[test]

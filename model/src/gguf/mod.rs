@@ -164,6 +164,15 @@ impl GgufWeights {
         Some((src, copy(inner, info.offset + e as u64 * bytes)))
     }
 
+    /// [`GgufWeights::info`], or the error naming the missing tensor.
+    fn found(&self, hf: &str) -> Result<(&Source, TensorInfo)> {
+        self.info(hf).ok_or_else(|| self.missing(hf))
+    }
+
+    fn missing(&self, name: &str) -> ModelError {
+        ModelError::MissingTensor { location: self.path.display().to_string(), name: name.to_string(), hint: None }
+    }
+
     pub fn shape(&self, hf: &str) -> Option<Vec<usize>> {
         let (src, i) = self.info(hf)?;
         let d = i.shape.dims();
@@ -210,11 +219,7 @@ impl GgufWeights {
 
     /// A tensor's blocks as stored, on the CPU.
     pub fn load_blocks(&self, hf: &str) -> Result<QTensor> {
-        let (src, info) = self.info(hf).ok_or_else(|| ModelError::MissingTensor {
-            location: self.path.display().to_string(),
-            name: hf.to_string(),
-            hint: None,
-        })?;
+        let (src, info) = self.found(hf)?;
         self.shards.read(&src.gguf, &info)
     }
 
@@ -234,11 +239,7 @@ impl GgufWeights {
     /// Reads and dequantises a tensor to f32 on the CPU (one expert's slice of a stacked
     /// tensor reads only that slice), undoing llama.cpp's q/k permutation where it applied one.
     pub fn load(&self, hf: &str) -> Result<Tensor> {
-        let (src, info) = self.info(hf).ok_or_else(|| ModelError::MissingTensor {
-            location: self.path.display().to_string(),
-            name: hf.to_string(),
-            hint: None,
-        })?;
+        let (src, info) = self.found(hf)?;
         let g = &src.gguf;
         let err = |e: candle_core::Error| ModelError::weights(&self.path, format!("tensor {g:?}: {e}"));
         let q = self.shards.read(g, &info)?;
@@ -266,11 +267,7 @@ impl GgufWeights {
     /// head's `k_b` `[kv_lora, nope]` transposed, then its `v_b` `[v, kv_lora]`.
     fn kv_b(&self, k_b: &Tensor, v_b: &str) -> Result<Tensor> {
         let err = |e: candle_core::Error| ModelError::weights(&self.path, format!("tensor {v_b:?}: {e}"));
-        let info = self.shards.info(v_b).ok_or_else(|| ModelError::MissingTensor {
-            location: self.path.display().to_string(),
-            name: v_b.to_string(),
-            hint: None,
-        })?;
+        let info = self.shards.info(v_b).ok_or_else(|| self.missing(v_b))?;
         let v = self.shards.read(v_b, info)?.dequantize(&Device::Cpu).map_err(err)?;
         stack_kv_b(k_b, &v).map_err(err)
     }
