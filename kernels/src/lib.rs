@@ -23,12 +23,15 @@
 //! - [`row_norm`]: row-wise L2 norms (capture's contribution norms) in one launch.
 //! - [`matmul`]: `y = x Wᵀ` on the CPU against weights packed in panels at load (f32 or bf16),
 //!   for decode and prefill alike, with one fixed summation order per output element.
+//! - [`blocks`]: `y = x Wᵀ` straight on GGUF's Q4_K, Q6_K and Q8_0 blocks where the file
+//!   stores them (mapped), with 8-bit activations and integer dot products.
 //! - [`gated`]: the gated MLP's `silu(gate) ⊙ up` on the CPU in one vectorised pass.
 //! - [`launch`]: each CUDA kernel's launch (grid, block, scalar arguments), shared by the ops
 //!   and by the CPU emulator that runs the `.cu` sources in tests on machines without a GPU.
 
 pub mod attention_op;
 pub mod attn_stats;
+pub mod blocks;
 pub mod capture_pack;
 #[cfg(feature = "cuda")]
 pub mod cuda;
