@@ -40,14 +40,15 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
 
 /// The memory available for a load on `device`: [`LIMIT_ENV`] if set, else on the CPU the
 /// smaller of the kernel's `MemAvailable` and what the cgroup still allows. `None` where it
-/// cannot be told (GPUs, systems without `/proc`): then no check is made.
+/// cannot be told (systems without `/proc`, builds without CUDA): then no check is made. On
+/// a GPU, the free memory the driver reports.
 pub fn available(device: &Device) -> Result<Option<Available>> {
     if let Ok(v) = std::env::var(LIMIT_ENV) {
         let bytes = parse_bytes(&v).ok_or_else(|| ModelError::Invalid(format!("{LIMIT_ENV}={v:?}: expected bytes, e.g. 512M or 16G")))?;
         return Ok(Some(Available { bytes, source: format!("the {LIMIT_ENV} limit") }));
     }
     if !device.is_cpu() {
-        return Ok(None);
+        return Ok(gpu_free(device).map(|bytes| Available { bytes, source: "free GPU memory".into() }));
     }
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
         let line = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
@@ -65,6 +66,18 @@ pub fn available(device: &Device) -> Result<Option<Available>> {
         (None, Some(c)) => Some(Available { bytes: c, source: "memory the cgroup allows".into() }),
         (None, None) => None,
     })
+}
+
+/// Free memory on a CUDA device, as the driver reports it.
+#[cfg(feature = "cuda")]
+fn gpu_free(device: &Device) -> Option<u64> {
+    let cuda = device.as_cuda_device().ok()?;
+    cuda.cuda_stream().context().mem_get_info().ok().map(|(free, _)| free as u64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_free(_: &Device) -> Option<u64> {
+    None
 }
 
 fn gib(bytes: u64) -> String {

@@ -36,8 +36,8 @@ pub struct LoadOptions {
     /// arithmetic).
     pub compute: DType,
     /// Projections a GGUF file stores block-quantized (Q8_0, K-quants, …) stay in their
-    /// blocks on the CPU instead of being dequantised to `dtype`: the default when no dtype is
-    /// asked for.
+    /// blocks instead of being dequantised to `dtype`: the default when no dtype is asked
+    /// for.
     pub keep_quantized: bool,
 }
 
@@ -345,7 +345,7 @@ impl Session {
             parameters,
             weights.resident_bytes().0,
             &opts.device,
-            opts.dtype,
+            weights.dtype(),
             &weights.storage(),
         );
         Ok((info, chat))

@@ -247,7 +247,7 @@ impl Weights {
         })
     }
 
-    /// Keeps quantized GGUF projections in their blocks on the CPU ([`Weights::get_quantized`]).
+    /// Keeps quantized GGUF projections in their blocks ([`Weights::get_quantized`]).
     pub fn keeping_quantized(mut self, keep: bool) -> Self {
         self.keep_quantized = keep;
         self
@@ -256,7 +256,7 @@ impl Weights {
     /// An embedding table in its GGUF blocks, when the weights keep blocks and it is stored in
     /// any quantized type (rows are looked up one by one, so any block type serves); `None`
     /// when it is to be loaded as a tensor.
-    pub fn get_embedding_blocks(&self, name: &str, shape: &[usize]) -> Result<Option<candle_core::quantized::QTensor>> {
+    pub fn get_embedding_blocks(&self, name: &str, shape: &[usize]) -> Result<Option<crate::layers::blocks::Blocks>> {
         let Backend::Gguf(g) = &self.backend else { return Ok(None) };
         if !self.keep_quantized || !g.keeps_embedding_blocks(name) {
             return Ok(None);
@@ -265,15 +265,20 @@ impl Weights {
         g.load_blocks(name).map(Some)
     }
 
-    /// `name` in its GGUF blocks, when the weights keep them and it is stored quantized (not
-    /// F32, F16 or BF16) on the CPU; `None` when it is to be loaded as a tensor instead.
-    pub fn get_quantized(&self, name: &str, shape: &[usize]) -> Result<Option<candle_core::quantized::QTensor>> {
+    /// `name` in its GGUF blocks, when the weights keep them and it is stored in a type kept
+    /// on the run device (on the CPU [`GgufWeights::keeps_blocks`], on a GPU
+    /// [`GgufWeights::keeps_blocks_on_gpu`]); `None` when it is to be loaded as a tensor.
+    pub fn get_quantized(&self, name: &str, shape: &[usize]) -> Result<Option<crate::layers::blocks::Blocks>> {
         let Backend::Gguf(g) = &self.backend else { return Ok(None) };
-        if !self.keep_quantized || !self.device.is_cpu() {
+        if !self.keep_quantized {
             return Ok(None);
         }
         self.check_shape(name, shape)?;
-        g.load_quantized(name)
+        if self.device.is_cpu() {
+            g.load_quantized(name)
+        } else {
+            g.load_quantized_on(name, &self.device)
+        }
     }
 
     /// That `name` exists with `shape`, else the error naming the file, the tensor and both
@@ -336,7 +341,8 @@ impl Weights {
                 let shape = self.shape(name).unwrap_or_default();
                 let elems: usize = shape.iter().product();
                 if let Backend::Gguf(g) = &self.backend {
-                    if self.keep_quantized && (self.device.is_cpu() && g.keeps_blocks(name) || g.keeps_embedding_blocks(name)) {
+                    let kept = if self.device.is_cpu() { g.keeps_blocks(name) } else { g.keeps_blocks_on_gpu(name) };
+                    if self.keep_quantized && (kept || g.keeps_embedding_blocks(name)) {
                         let b = g.stored_bytes(name).unwrap_or(0);
                         kept_bytes += b;
                         return b;

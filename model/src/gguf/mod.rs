@@ -23,13 +23,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::gguf_file::TensorInfo;
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
+use routelab_kernels::blocks::{self, BlockMatrix, BlockType, Bytes};
 
 use crate::error::{ModelError, Result};
+use crate::layers::blocks::{kernel_type, Blocks};
 
 mod config;
 mod meta;
@@ -202,8 +205,42 @@ impl GgufWeights {
                 && src.v_b.is_none()
                 && src.merge == Merge::None
                 && d.len() == 2
-                && fast_blocks(i.ggml_dtype, d[0], d[1])
+                && kept_in_blocks(i.ggml_dtype, d[0], d[1])
         })
+    }
+
+    /// Whether a projection stays in its blocks on a GPU: any block-quantized type candle's
+    /// CUDA kernels multiply (its quantized matmul dequantises a tile at a time on the device).
+    pub fn keeps_blocks_on_gpu(&self, hf: &str) -> bool {
+        self.info(hf).is_some_and(|(src, i)| {
+            src.gguf != "token_embd.weight"
+                && src.v_b.is_none()
+                && src.merge == Merge::None
+                && i.shape.dims().len() == 2
+                && !matches!(i.ggml_dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::Q8_1 | GgmlDType::Q8K)
+        })
+    }
+
+    /// [`GgufWeights::load_quantized`] for a GPU: the blocks (rows un-permuted where llama.cpp
+    /// permuted them) copied to `device` as candle's quantized tensor.
+    pub fn load_quantized_on(&self, hf: &str, device: &Device) -> Result<Option<Blocks>> {
+        if !self.keeps_blocks_on_gpu(hf) {
+            return Ok(None);
+        }
+        let Some((src, info)) = self.info(hf) else { return Ok(None) };
+        let g = &src.gguf;
+        let err = |e: String| ModelError::weights(&self.path, format!("tensor {g:?}: {e}"));
+        let dims = info.shape.dims().to_vec();
+        let (bytes, range) = self.shards.map(g, &info)?;
+        let data = &(*bytes).as_ref()[range];
+        let q = match self.rotary_heads(hf) {
+            Some(heads) => {
+                check_rotary_rows(dims[0], heads).map_err(err)?;
+                qtensor_from_ggml(info.ggml_dtype, &unpermute_rotary_row_bytes(data, dims[0], heads), dims, device)
+            }
+            None => qtensor_from_ggml(info.ggml_dtype, data, dims, device),
+        };
+        Ok(Some(Blocks::Candle(Arc::new(q.map_err(|e| err(e.to_string()))?))))
     }
 
     /// Whether an untied token embedding table stays in its blocks: stored in a quantized type
@@ -217,10 +254,35 @@ impl GgufWeights {
         })
     }
 
-    /// A tensor's blocks as stored, on the CPU.
-    pub fn load_blocks(&self, hf: &str) -> Result<QTensor> {
+    /// A tensor's blocks as stored, on the CPU: in place in the mapped file for the types
+    /// RouteLab's kernels read, else copied into candle's tensor.
+    pub fn load_blocks(&self, hf: &str) -> Result<Blocks> {
         let (src, info) = self.found(hf)?;
-        self.shards.read(&src.gguf, &info)
+        match kernel_type(info.ggml_dtype) {
+            Some(ty) => self.mapped(&src.gguf, &info, ty, None),
+            None => Ok(Blocks::Candle(Arc::new(self.shards.read(&src.gguf, &info)?))),
+        }
+    }
+
+    /// `info`'s blocks in the mapped file, or, with `heads`, a copy whose rows are un-permuted
+    /// (whole rows of blocks move, the blocks are untouched).
+    fn mapped(&self, g: &str, info: &TensorInfo, ty: BlockType, heads: Option<usize>) -> Result<Blocks> {
+        let dims = info.shape.dims();
+        let err = |e: String| ModelError::weights(&self.path, format!("tensor {g:?}: {e}"));
+        if dims.len() != 2 {
+            return Err(err(format!("{dims:?} is not a matrix")));
+        }
+        let (bytes, range) = self.shards.map(g, info)?;
+        let (bytes, range): (Bytes, _) = match heads {
+            None => (bytes, range),
+            Some(heads) => {
+                check_rotary_rows(dims[0], heads).map_err(err)?;
+                let out = unpermute_rotary_row_bytes(&(*bytes).as_ref()[range], dims[0], heads);
+                let len = out.len();
+                (Arc::new(out), 0..len)
+            }
+        };
+        Ok(Blocks::Mapped(BlockMatrix::new(ty, dims[0], dims[1], bytes, range).map_err(err)?))
     }
 
     /// The block type a tensor is stored in.
@@ -281,29 +343,34 @@ impl GgufWeights {
         }
     }
 
-    /// The tensor in its GGUF blocks on the CPU when it is stored in blocks candle multiplies
-    /// fast here ([`fast_blocks`]), rows un-permuted like [`GgufWeights::load`]'s (whole rows
-    /// of blocks move, the blocks are untouched); `None` for the rest, which load as tensors.
-    pub fn load_quantized(&self, hf: &str) -> Result<Option<QTensor>> {
+    /// The tensor in its GGUF blocks on the CPU when [`kept_in_blocks`] says so, rows
+    /// un-permuted like [`GgufWeights::load`]'s; `None` for the rest, which load as tensors.
+    pub fn load_quantized(&self, hf: &str) -> Result<Option<Blocks>> {
         if !self.keeps_blocks(hf) {
             return Ok(None);
         }
         let Some((src, info)) = self.info(hf) else { return Ok(None) };
         let g = &src.gguf;
+        let heads = self.rotary_heads(hf);
+        if let (Some(ty), true) = (kernel_type(info.ggml_dtype), blocks::vector_kernels()) {
+            return self.mapped(g, &info, ty, heads).map(Some);
+        }
         let err = |e: candle_core::Error| ModelError::weights(&self.path, format!("tensor {g:?}: {e}"));
         let q = self.shards.read(g, &info)?;
-        let Some(heads) = self.rotary_heads(hf) else { return Ok(Some(q)) };
+        let Some(heads) = heads else { return Ok(Some(Blocks::Candle(Arc::new(q)))) };
         let dims = q.shape().dims().to_vec();
-        let rows = dims[0];
-        if heads == 0 || rows % (2 * heads) != 0 {
-            return Err(ModelError::weights(
-                &self.path,
-                format!("tensor {g:?}: {rows} rows cannot be split into {heads} heads of rotary pairs"),
-            ));
-        }
-        let out = unpermute_rotary_row_bytes(&q.data().map_err(err)?, rows, heads);
-        Ok(Some(qtensor_from_ggml(info.ggml_dtype, &out, dims, &Device::Cpu).map_err(err)?))
+        check_rotary_rows(dims[0], heads).map_err(|e| ModelError::weights(&self.path, format!("tensor {g:?}: {e}")))?;
+        let out = unpermute_rotary_row_bytes(&q.data().map_err(err)?, dims[0], heads);
+        Ok(Some(Blocks::Candle(Arc::new(qtensor_from_ggml(info.ggml_dtype, &out, dims, &Device::Cpu).map_err(err)?))))
     }
+}
+
+/// That `rows` split into `heads` heads of rotary pairs.
+fn check_rotary_rows(rows: usize, heads: usize) -> std::result::Result<(), String> {
+    if heads == 0 || rows % (2 * heads) != 0 {
+        return Err(format!("{rows} rows cannot be split into {heads} heads of rotary pairs"));
+    }
+    Ok(())
 }
 
 /// `attn_k_b` `[H, kv_lora, nope]` and `attn_v_b` `[H, v, kv_lora]` → `kv_b_proj`.
@@ -316,6 +383,16 @@ fn stack_kv_b(k_b: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
     let both = Tensor::cat(&[&k_b.transpose(1, 2)?, v], 1)?;
     let rows = both.dim(0)? * both.dim(1)?;
     both.contiguous()?.reshape((rows, lora))
+}
+
+/// Whether a `[n, k]` weight stored in `dtype` blocks is kept in them: where RouteLab's block
+/// kernels run (AVX-512 VNNI), Q4_K, Q6_K and Q8_0, read in place; elsewhere what
+/// [`fast_blocks`] takes.
+pub fn kept_in_blocks(dtype: GgmlDType, n: usize, k: usize) -> bool {
+    match kernel_type(dtype) {
+        Some(ty) if blocks::vector_kernels() => k > 0 && k.is_multiple_of(ty.block_values()),
+        _ => fast_blocks(dtype, n, k),
+    }
 }
 
 /// Whether candle's CPU matmul has a fast kernel for a `[n, k]` weight in `dtype` blocks on

@@ -4,19 +4,24 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::QTensor;
 use candle_core::Device;
+use memmap2::Mmap;
+use routelab_kernels::blocks::Bytes;
 
 use crate::error::{ModelError, Result};
 
 struct Shard {
     path: PathBuf,
     content: Content,
-    file: Mutex<File>,
+    /// The whole file, mapped: tensors are read from it in place.
+    map: Arc<Mmap>,
 }
 
 pub(crate) struct Shards {
@@ -37,7 +42,10 @@ fn shard_name(path: &Path) -> Option<(String, usize, usize)> {
 fn read(path: &Path) -> Result<Shard> {
     let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
     let content = Content::read(&mut file).map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))?;
-    Ok(Shard { path: path.to_path_buf(), content, file: Mutex::new(file) })
+    // SAFETY: the map is read-only; like every reader of a mapped checkpoint (safetensors
+    // here, llama.cpp) this assumes nobody truncates the file while it is open.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+    Ok(Shard { path: path.to_path_buf(), content, map: Arc::new(map) })
 }
 
 impl Shards {
@@ -88,16 +96,37 @@ impl Shards {
         self.index.keys()
     }
 
-    /// Reads `info` (the tensor `name`'s, or a slice of it) from the shard holding `name`.
-    pub fn read(&self, name: &str, info: &TensorInfo) -> Result<QTensor> {
+    /// Where `info` (the tensor `name`'s, or a slice of it) lies in the mapped shard holding
+    /// `name`; an error naming the file and the tensor when it lies beyond the file's end.
+    pub fn map(&self, name: &str, info: &TensorInfo) -> Result<(Bytes, Range<usize>)> {
         let shard = self.index.get(name).map(|&i| &self.shards[i]).ok_or_else(|| ModelError::MissingTensor {
             location: self.path().display().to_string(),
             name: name.to_string(),
             hint: None,
         })?;
-        let mut file = shard.file.lock().unwrap_or_else(|p| p.into_inner());
-        info.read(&mut *file, shard.content.tensor_data_offset, &Device::Cpu)
-            .map_err(|e| ModelError::weights(&shard.path, format!("tensor {name:?}: {e}")))
+        let (dtype, elems) = (info.ggml_dtype, info.shape.elem_count());
+        let len = (elems / dtype.block_size()).saturating_mul(dtype.type_size());
+        let start = (shard.content.tensor_data_offset as usize).saturating_add(info.offset as usize);
+        let end = start.saturating_add(len);
+        if elems % dtype.block_size() != 0 || end > shard.map.len() {
+            return Err(ModelError::weights(
+                &shard.path,
+                format!(
+                    "tensor {name:?} ({dtype:?}, {:?}) needs bytes {start}..{end} but the file has {} (truncated?)",
+                    info.shape.dims(),
+                    shard.map.len()
+                ),
+            ));
+        }
+        Ok((shard.map.clone(), start..end))
+    }
+
+    /// Reads `info` (the tensor `name`'s, or a slice of it) from the shard holding `name`, as
+    /// a copy of its blocks.
+    pub fn read(&self, name: &str, info: &TensorInfo) -> Result<QTensor> {
+        let (bytes, range) = self.map(name, info)?;
+        qtensor_from_ggml(info.ggml_dtype, &(*bytes).as_ref()[range], info.shape.dims().to_vec(), &Device::Cpu)
+            .map_err(|e| ModelError::weights(self.path(), format!("tensor {name:?}: {e}")))
     }
 }
 

@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::ggml_file::qtensor_from_ggml;
-use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 use routelab_kernels::matmul::PackedWeight;
 
+use super::blocks::Blocks;
 use crate::error::Result;
 
 pub enum Embedding {
@@ -17,7 +16,7 @@ pub enum Embedding {
     Tied(PackedWeight),
     /// A GGUF table kept in its blocks: a token's row is dequantised when it is looked up (the
     /// f32 table of a 50k-token, 2048-wide vocabulary is 412 MB; a row is 8 kB).
-    Blocks(Arc<QTensor>),
+    Blocks(Arc<Blocks>),
 }
 
 impl Embedding {
@@ -28,33 +27,15 @@ impl Embedding {
             Embedding::Rows(e) => e.index_select(&Tensor::from_vec(tokens.to_vec(), t, device)?, 0)?.to_dtype(dtype)?,
             // Packed only when computing in f32 on the CPU: the rows come out in that dtype.
             Embedding::Tied(p) => p.gather_rows(tokens)?,
-            Embedding::Blocks(q) => gather_block_rows(q, tokens)?.to_device(device)?.to_dtype(dtype)?,
+            Embedding::Blocks(q) => q.gather_rows(tokens)?.to_device(device)?.to_dtype(dtype)?,
         })
     }
-}
-
-/// Rows `ids` of a block-quantized `[vocab, d]` table, dequantised to f32 `[T, d]`: a row is
-/// whole blocks (`d` is a multiple of the block size), so its bytes are one slice.
-fn gather_block_rows(q: &QTensor, ids: &[u32]) -> candle_core::Result<Tensor> {
-    let (vocab, d) = q.shape().dims2()?;
-    let data = q.data()?;
-    let row_bytes = data.len() / vocab.max(1);
-    let mut rows = Vec::with_capacity(ids.len() * d);
-    for &id in ids {
-        let id = id as usize;
-        if id >= vocab {
-            candle_core::bail!("token id {id} is outside the embedding table ({vocab} rows)");
-        }
-        let row = qtensor_from_ggml(q.dtype(), &data[id * row_bytes..(id + 1) * row_bytes], vec![1, d], &Device::Cpu)?;
-        rows.extend(row.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?);
-    }
-    Tensor::from_vec(rows, (ids.len(), d), &Device::Cpu)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::GgmlDType;
+    use candle_core::quantized::{GgmlDType, QTensor};
 
     #[test]
     fn block_rows_are_the_dequantised_table_rows() {
@@ -63,7 +44,7 @@ mod tests {
             let q = QTensor::quantize(&table, dtype).unwrap();
             let full = q.dequantize(&Device::Cpu).unwrap();
             let ids = [3u32, 0, 9, 3];
-            let got = Embedding::Blocks(Arc::new(q)).lookup(&ids, &Device::Cpu, DType::F32).unwrap();
+            let got = Embedding::Blocks(Arc::new(Blocks::Candle(Arc::new(q)))).lookup(&ids, &Device::Cpu, DType::F32).unwrap();
             let want = full.index_select(&Tensor::new(&ids[..], &Device::Cpu).unwrap(), 0).unwrap();
             let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             assert_eq!(diff, 0.0, "{dtype:?}");

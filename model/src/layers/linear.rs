@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Tensor};
 
 use routelab_kernels::matmul::{self, PackedWeight};
 
+use super::blocks::Blocks;
 use crate::error::Result;
 use crate::weights::Weights;
 
@@ -22,10 +22,10 @@ enum Weight {
     Rows(Tensor),
     /// Packed for the CPU's matmul ([`routelab_kernels::matmul`]), in place of the rows.
     Packed(PackedWeight),
-    /// GGUF blocks as stored (Q8_0, K-quants, …), multiplied by candle's quantized matmul.
-    /// Stacked projections keep one part each (a Q4_K_M file mixes block types across q, k
-    /// and v); their outputs are concatenated.
-    Quantized(Vec<Arc<QTensor>>),
+    /// GGUF blocks as stored (Q8_0, K-quants, …), see [`Blocks`]. Stacked projections keep
+    /// one part each (a Q4_K_M file mixes block types across q, k and v); their outputs are
+    /// concatenated.
+    Quantized(Vec<Arc<Blocks>>),
 }
 
 impl Linear {
@@ -35,7 +35,7 @@ impl Linear {
     }
 
     /// A quantized weight `[out, in]` as stored.
-    pub fn quantized(weight: QTensor, bias: Option<Tensor>) -> Self {
+    pub fn quantized(weight: Blocks, bias: Option<Tensor>) -> Self {
         Linear { weight: Weight::Quantized(vec![Arc::new(weight)]), bias }
     }
 
@@ -95,7 +95,7 @@ impl Linear {
             Weight::Rows(w) => w.clone(),
             Weight::Packed(p) => p.unpack()?,
             Weight::Quantized(q) => {
-                let parts = q.iter().map(|q| q.dequantize(&q.device())).collect::<candle_core::Result<Vec<_>>>()?;
+                let parts = q.iter().map(|q| q.dequantize()).collect::<candle_core::Result<Vec<_>>>()?;
                 Tensor::cat(&parts, 0)?
             }
         })
@@ -126,7 +126,7 @@ impl Linear {
         let weight = match &self.weight {
             Weight::Rows(w) => tensor_bytes(w),
             Weight::Packed(p) => p.bytes(),
-            Weight::Quantized(q) => q.iter().map(|q| q.storage_size_in_bytes()).sum(),
+            Weight::Quantized(q) => q.iter().map(|q| q.bytes()).sum(),
         };
         weight + self.bias.as_ref().map_or(0, tensor_bytes)
     }
@@ -135,7 +135,7 @@ impl Linear {
         match &self.weight {
             Weight::Rows(w) => w.dims()[0],
             Weight::Packed(p) => p.out_dim(),
-            Weight::Quantized(q) => q.iter().map(|q| q.shape().dims()[0]).sum(),
+            Weight::Quantized(q) => q.iter().map(|q| q.out_dim()).sum(),
         }
     }
 
@@ -143,7 +143,7 @@ impl Linear {
         match &self.weight {
             Weight::Rows(w) => w.dims()[1],
             Weight::Packed(p) => p.in_dim(),
-            Weight::Quantized(q) => q[0].shape().dims()[1],
+            Weight::Quantized(q) => q[0].in_dim(),
         }
     }
 
@@ -154,7 +154,7 @@ impl Linear {
             Weight::Packed(p) => matmul::matmul_t(&x.to_dtype(DType::F32)?, p)?.to_dtype(x.dtype())?,
             Weight::Quantized(q) => {
                 let x32 = x.to_dtype(DType::F32)?.contiguous()?;
-                let parts = q.iter().map(|q| QMatMul::QTensor(q.clone()).forward(&x32)).collect::<candle_core::Result<Vec<_>>>()?;
+                let parts = q.iter().map(|q| q.matmul_t(&x32)).collect::<candle_core::Result<Vec<_>>>()?;
                 let y = if parts.len() == 1 { parts.into_iter().next().unwrap() } else { Tensor::cat(&parts, 1)? };
                 y.to_dtype(x.dtype())?
             }
@@ -173,16 +173,29 @@ pub fn tensor_bytes(t: &Tensor) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::blocks::kernel_type;
     use super::*;
-    use candle_core::quantized::GgmlDType;
+    use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::Device;
+    use routelab_kernels::blocks::BlockMatrix;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
     }
 
+    /// Both forms of kept blocks: candle's tensor, and RouteLab's kernels over the bytes.
+    fn both_forms(q: &QTensor) -> [Blocks; 2] {
+        let ty = kernel_type(q.dtype()).unwrap();
+        let (n, k) = q.shape().dims2().unwrap();
+        let data = q.data().unwrap().to_vec();
+        let len = data.len();
+        let mapped = BlockMatrix::new(ty, n, k, Arc::new(data), 0..len).unwrap();
+        let copy = candle_core::quantized::ggml_file::qtensor_from_ggml(q.dtype(), &q.data().unwrap(), vec![n, k], &Device::Cpu).unwrap();
+        [Blocks::Candle(Arc::new(copy)), Blocks::Mapped(mapped)]
+    }
+
     /// A quantized projection (two stacked parts of different block types, with a bias) gives
-    /// what its dequantised rows give, up to the activations' 8-bit quantization in candle's
+    /// what its dequantised rows give, up to the activations' 8-bit quantization in the
     /// kernels: per block of 256 (32 for Q8_0) the activation error is at most half a step,
     /// |x|max / 254, so each output is off by at most Σ|w|·|x|max/254; with these values,
     /// well under 2% of the output scale.
@@ -197,22 +210,25 @@ mod tests {
         let q2 = QTensor::quantize(&w2, GgmlDType::Q8_0).unwrap();
         let d1 = q1.dequantize(&dev).unwrap();
         let d2 = q2.dequantize(&dev).unwrap();
-        let q = Linear::stack(&[
-            Linear::quantized(q1, Some(bias.narrow(0, 0, 64).unwrap())),
-            Linear::quantized(q2, Some(bias.narrow(0, 64, 32).unwrap())),
-        ])
-        .unwrap();
-        let d = Linear::new(Tensor::cat(&[&d1, &d2], 0).unwrap(), Some(bias.clone()));
-        assert!(q.is_quantized() && q.packed().is_none());
-        assert_eq!((q.out_dim(), q.in_dim()), (96, k));
-        let x = Tensor::randn(0f32, 1.0, (t, k), &dev).unwrap();
-        let (yq, yd) = (q.forward(&x).unwrap(), d.forward(&x).unwrap());
-        assert_eq!(yq.dims(), &[t, 96]);
-        let scale = yd.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-        let diff = max_diff(&yq, &yd);
-        assert!(diff <= 0.02 * scale, "quantized {diff} vs scale {scale}");
-        // The rows come back dequantised, and the bytes count the blocks.
-        assert_eq!(max_diff(&q.rows().unwrap(), &Tensor::cat(&[&d1, &d2], 0).unwrap()), 0.0);
-        assert_eq!(q.bytes(), 64 * k / 256 * 144 + 32 * k / 32 * 34 + 96 * 4);
+        for (p1, p2) in both_forms(&q1).into_iter().zip(both_forms(&q2)) {
+            let form = format!("{p1:?}");
+            let q = Linear::stack(&[
+                Linear::quantized(p1, Some(bias.narrow(0, 0, 64).unwrap())),
+                Linear::quantized(p2, Some(bias.narrow(0, 64, 32).unwrap())),
+            ])
+            .unwrap();
+            let d = Linear::new(Tensor::cat(&[&d1, &d2], 0).unwrap(), Some(bias.clone()));
+            assert!(q.is_quantized() && q.packed().is_none());
+            assert_eq!((q.out_dim(), q.in_dim()), (96, k));
+            let x = Tensor::randn(0f32, 1.0, (t, k), &dev).unwrap();
+            let (yq, yd) = (q.forward(&x).unwrap(), d.forward(&x).unwrap());
+            assert_eq!(yq.dims(), &[t, 96]);
+            let scale = yd.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let diff = max_diff(&yq, &yd);
+            assert!(diff <= 0.02 * scale, "{form}: quantized {diff} vs scale {scale}");
+            // The rows come back dequantised, and the bytes count the blocks.
+            assert_eq!(max_diff(&q.rows().unwrap(), &Tensor::cat(&[&d1, &d2], 0).unwrap()), 0.0, "{form}");
+            assert_eq!(q.bytes(), 64 * k / 256 * 144 + 32 * k / 32 * 34 + 96 * 4, "{form}");
+        }
     }
 }

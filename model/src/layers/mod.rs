@@ -2,6 +2,7 @@
 
 pub mod attend;
 pub mod attention;
+pub mod blocks;
 pub mod context;
 pub mod embedding;
 pub mod linear;

@@ -133,8 +133,14 @@ impl Moe {
         let mut moe = Moe { router, correction_bias, routing: m.routing.clone(), experts, shared, shared_gate, device_path: None };
         // moe_gemm reads rows 8 elements (16 bytes) at a time: both inner dimensions must be
         // multiples of 8 (true of every released model); otherwise the host path runs.
+        // Experts kept in GGUF blocks run one by one on their blocks (stacking would
+        // dequantise them).
         let aligned = d.is_multiple_of(8) && moe.experts.iter().all(|e| e.down.in_dim().is_multiple_of(8));
-        if w.device().is_cuda() && aligned && moe.experts.iter().all(|e| e.gate_up.bias.is_none() && e.down.bias.is_none()) {
+        let plain = moe
+            .experts
+            .iter()
+            .all(|e| e.gate_up.bias.is_none() && e.down.bias.is_none() && !e.gate_up.is_quantized() && !e.down.is_quantized());
+        if w.device().is_cuda() && aligned && plain {
             moe.stack_experts()?;
         }
         Ok(moe)
