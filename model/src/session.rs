@@ -35,9 +35,10 @@ pub struct LoadOptions {
     /// matrices are widened as they are read (half the bytes of f32, the f32 reference's
     /// arithmetic).
     pub compute: DType,
-    /// Projections a GGUF file stores block-quantized (Q8_0, K-quants, …) stay in their
-    /// blocks instead of being dequantised to `dtype`: the default when no dtype is asked
-    /// for.
+    /// No dtype was asked for: weights stay as stored where RouteLab computes on them, i.e.
+    /// projections a GGUF file stores block-quantized (Q8_0, K-quants, …) stay in their
+    /// blocks on the CPU instead of being dequantised to `dtype`, and a bf16 safetensors
+    /// checkpoint stays bf16 on the CPU.
     pub keep_quantized: bool,
 }
 
@@ -359,6 +360,12 @@ impl Session {
             _ => checkpoint::open_dir(path, opts.dtype, &opts.device)?,
         };
         ck.weights = ck.weights.with_compute(opts.compute).keeping_quantized(opts.keep_quantized);
+        // With no dtype asked for, a bf16 checkpoint stays bf16 on the CPU: half the memory
+        // of f32 and faster per token (the packed bf16 kernels widen as they read; activations
+        // stay f32). f16 loads as f32, which holds it exactly.
+        if opts.keep_quantized && opts.device.is_cpu() && ck.weights.stored_matrix_dtype() == Some(DType::BF16) {
+            ck.weights = ck.weights.with_dtype(DType::BF16);
+        }
         Ok(ck)
     }
 

@@ -174,6 +174,32 @@ impl Weights {
         self.compute
     }
 
+    /// Matrices in `dtype`.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// The dtype most bytes of a safetensors checkpoint's matrices are stored in; `None` for
+    /// GGUF files and random weights.
+    pub fn stored_matrix_dtype(&self) -> Option<DType> {
+        let Backend::Safetensors { files, index } = &self.backend else { return None };
+        let mut bytes: HashMap<DType, usize> = HashMap::new();
+        for (name, &i) in index {
+            let Some(info) = files[i].metadata.info(name) else { continue };
+            let dtype = match info.dtype {
+                StDtype::F32 => DType::F32,
+                StDtype::F16 => DType::F16,
+                StDtype::BF16 => DType::BF16,
+                _ => continue,
+            };
+            if info.shape.len() >= 2 {
+                *bytes.entry(dtype).or_default() += info.data_offsets.1 - info.data_offsets.0;
+            }
+        }
+        bytes.into_iter().max_by_key(|&(d, b)| (b, d == DType::F32)).map(|(d, _)| d)
+    }
+
     /// Activations in `compute` (the matrices stay in [`Weights::dtype`]).
     pub fn with_compute(mut self, compute: DType) -> Self {
         self.compute = compute;

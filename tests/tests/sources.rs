@@ -122,6 +122,21 @@ fn half_precision_weights_are_widened_exactly() {
             let s = Session::load(&ModelSource::Dir(narrow.path().to_path_buf()), &kept, &mut |_| {}).unwrap();
             assert_eq!(s.info().dtype, "BF16");
             assert_eq!(logits_with(narrow.path(), &kept), b, "bf16 kept as bf16");
+            // With no dtype asked for, a bf16 checkpoint stays bf16 (the stored precision)
+            // and an f32 one f32; `--dtype f32` widens it.
+            let default = LoadOptions::parse("cpu", None).unwrap();
+            let dtype_of = |dir: &std::path::Path, o: &LoadOptions| {
+                Session::load(&ModelSource::Dir(dir.to_path_buf()), o, &mut |_| {}).unwrap().info().dtype
+            };
+            assert_eq!(dtype_of(narrow.path(), &default), "BF16");
+            assert_eq!(dtype_of(widened.path(), &default), "F32");
+            assert_eq!(dtype_of(narrow.path(), &LoadOptions::parse("cpu", Some("f32")).unwrap()), "F32");
+            assert_eq!(logits_with(narrow.path(), &default), b, "bf16 by default");
+        } else {
+            // f16 has no packed kernel: it loads as f32, which holds it exactly.
+            let default = LoadOptions::parse("cpu", None).unwrap();
+            let s = Session::load(&ModelSource::Dir(narrow.path().to_path_buf()), &default, &mut |_| {}).unwrap();
+            assert_eq!(s.info().dtype, "F32");
         }
         // And rounding the weights really changed something.
         assert_ne!(a, logits(&case_dir("llama")));
