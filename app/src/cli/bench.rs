@@ -65,7 +65,10 @@ fn measure(session: &Session, tokens: &[u32], new_tokens: usize, capture: &Captu
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let session = a.model.load()?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let resident_after_load = resident_bytes("VmRSS:");
     let mut tokens = vec![];
     while tokens.len() < a.prompt_tokens {
         tokens.extend(session.tokenizer.encode(TEXT, false)?);
@@ -127,6 +130,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             100.0 * pd / limit
         );
     }
+    let peak = resident_bytes("VmHWM:");
+    let gb = |b: Option<u64>| b.map_or("?".to_string(), |b| format!("{:.2} GB", b as f64 / 1e9));
+    println!("load {load_seconds:.2} s; resident after load {}, peak {}", gb(resident_after_load), gb(peak));
     if let Some(path) = &a.json {
         let info = session.info();
         let rows: serde_json::Map<String, serde_json::Value> = configs
@@ -139,9 +145,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             "parameters": info.parameters, "weight_bytes": info.weight_bytes,
             "active_weight_bytes": active, "read_bandwidth": bandwidth,
             "prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens, "repeats": a.repeats.max(1),
-            "configs": rows,
+            "load_seconds": load_seconds, "resident_after_load_bytes": resident_after_load,
+            "peak_resident_bytes": peak, "configs": rows,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n").map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// A `/proc/self/status` memory field (`VmRSS:`, `VmHWM:`) in bytes; `None` off Linux.
+fn resident_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix(field))?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    Some(kb * 1024)
 }
