@@ -1,5 +1,7 @@
 //! The command line, end to end on fixture models.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -144,4 +146,40 @@ fn bad_arguments_fail_with_a_message_not_a_panic() {
     assert!(!ok && err.contains("4 experts"), "{err}");
     let (ok, _, err) = routelab(&["forward", "--model", model.to_str().unwrap(), "--tokens", "1,x", "--out", "/tmp/never.safetensors"]);
     assert!(!ok && err.contains("\"x\""), "{err}");
+}
+
+/// A GGUF repo in a local Hugging Face cache, offline: `info` on the bare id lists its quants
+/// (the projector beside them is not one), `repo:quant` loads one, and an absent quant or a
+/// bare id with several quants is refused naming those there are.
+#[test]
+fn info_lists_a_gguf_repos_quants_and_a_quant_loads_from_the_cache_offline() {
+    let cache = tempfile::tempdir().unwrap();
+    common::gguf_repo_cache(cache.path());
+    let routelab = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_routelab"))
+            .args(args)
+            .env("HF_HUB_CACHE", cache.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, out, err) = routelab(&["info", "-m", common::GGUF_REPO]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("  ")).map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(rows, ["Q4_K_M", "Q8_0", "F32"], "{out}");
+    assert!(out.contains("3 shards") && out.contains("--model someone/OLMoE-GGUF:Q4_K_M") && !out.contains("mmproj"), "{out}");
+    let (ok, json, err) = routelab(&["info", "-m", common::GGUF_REPO, "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["quants"][2]["files"].as_array().map(Vec::len), Some(3), "{json}");
+
+    let (ok, out, err) = routelab(&["info", "-m", "someone/OLMoE-GGUF:q8_0"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("model        someone/OLMoE-GGUF:Q8_0") && out.contains("olmoe"), "{out}");
+
+    let (ok, _, err) = routelab(&["info", "-m", "someone/OLMoE-GGUF:IQ4_XS"]);
+    assert!(!ok && err.contains("no IQ4_XS quant") && err.contains("Q4_K_M, Q8_0, F32"), "{err}");
+    let (ok, _, err) = routelab(&["run", "-m", common::GGUF_REPO, "--prompt", "x", "--max-new-tokens", "1"]);
+    assert!(!ok && err.contains("several quants (Q4_K_M, Q8_0, F32)"), "{err}");
 }

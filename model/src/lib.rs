@@ -15,6 +15,7 @@ pub mod error;
 pub mod families;
 pub mod gguf;
 pub mod hooks;
+pub mod hub;
 pub mod interventions;
 pub mod layers;
 pub mod memory;

@@ -355,7 +355,8 @@ impl Session {
     /// The checkpoint at `path`, its weights set up as `opts` asks (compute dtype, GGUF blocks).
     fn open_checkpoint(source: &ModelSource, path: &std::path::Path, opts: &LoadOptions) -> Result<Checkpoint> {
         let mut ck = match source {
-            ModelSource::Gguf(_) => checkpoint::open_gguf(path, opts.dtype, &opts.device)?,
+            ModelSource::Gguf(_) | ModelSource::HfGguf { .. } => checkpoint::open_gguf(path, opts.dtype, &opts.device)?,
+            // A bare hub repo id can be a GGUF repo's only quant.
             _ if path.is_file() => checkpoint::open_gguf(path, opts.dtype, &opts.device)?,
             _ => checkpoint::open_dir(path, opts.dtype, &opts.device)?,
         };

@@ -1,12 +1,11 @@
 //! Where a model comes from: a local Hugging Face-layout directory, a GGUF file, a Hugging Face
-//! repo id (found in the local HF cache, downloaded with progress when a network is there), or
-//! a model bundled under assets/.
+//! repo id or one quant of a GGUF repo (found in the local HF cache, downloaded with progress
+//! when a network is there: [`crate::hub`]), or a model bundled under assets/.
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::{Cache, Repo, RepoType};
-
 use crate::error::{ModelError, Result};
+use crate::hub::{self, Hub};
 
 /// Progress of loading a model, for a progress bar with ETA.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,8 +20,22 @@ pub enum LoadProgress {
 pub enum ModelSource {
     Dir(PathBuf),
     Gguf(PathBuf),
-    HfRepo { repo: String, revision: Option<String> },
-    Bundled { name: String, path: PathBuf },
+    /// `owner/name[@revision]`: a safetensors checkpoint, or a GGUF repo's only quant.
+    HfRepo {
+        repo: String,
+        revision: Option<String>,
+    },
+    /// `owner/name[@revision]:QUANT`: one quant of a GGUF repo, all its shards; `quant` in
+    /// canonical (upper) case.
+    HfGguf {
+        repo: String,
+        revision: Option<String>,
+        quant: String,
+    },
+    Bundled {
+        name: String,
+        path: PathBuf,
+    },
 }
 
 /// A model shipped with RouteLab (or fetched by one of its scripts).
@@ -72,7 +85,8 @@ pub fn assets_dir() -> PathBuf {
 }
 
 impl ModelSource {
-    /// Interprets a `--model` argument.
+    /// Interprets a `--model` argument. A path that exists wins over every other reading
+    /// (`C:\models\m.gguf` and `dir/name:Q8_0` are paths when they are there).
     pub fn parse(spec: &str) -> Result<ModelSource> {
         let path = Path::new(spec);
         if path.exists() {
@@ -100,14 +114,28 @@ impl ModelSource {
             }
             return Ok(ModelSource::Bundled { name: spec.to_string(), path });
         }
-        let (repo, revision) = match spec.split_once('@') {
-            Some((r, rev)) => (r, Some(rev.to_string())),
+        let (repo_rev, quant) = match spec.rsplit_once(':') {
+            Some((r, q)) => (r, Some(q)),
             None => (spec, None),
+        };
+        let (repo, revision) = match repo_rev.split_once('@') {
+            Some((r, rev)) => (r, Some(rev.to_string())),
+            None => (repo_rev, None),
         };
         let looks_like_repo = repo.split('/').count() == 2
             && repo.split('/').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
         if looks_like_repo && !spec.starts_with('.') && !spec.starts_with('/') {
-            return Ok(ModelSource::HfRepo { repo: repo.to_string(), revision });
+            let repo = repo.to_string();
+            return match quant {
+                None => Ok(ModelSource::HfRepo { repo, revision }),
+                Some(q) => match hub::quants::normalize(q) {
+                    Some(quant) => Ok(ModelSource::HfGguf { repo, revision, quant }),
+                    None => Err(ModelError::Source(format!(
+                        "{spec}: {q:?} is not a GGUF quant name (such as Q4_K_M, Q8_0, IQ4_XS, BF16); \
+                         a GGUF repo's quants are listed by `routelab info -m {repo_rev}`"
+                    ))),
+                },
+            };
         }
         Err(ModelError::Source(format!(
             "{spec}: no such file or directory, not a bundled model ({}), and not a Hugging Face repo id (owner/name)",
@@ -119,126 +147,21 @@ impl ModelSource {
     pub fn display_name(&self) -> String {
         match self {
             ModelSource::Dir(p) | ModelSource::Gguf(p) => p.display().to_string(),
-            ModelSource::HfRepo { repo, revision: Some(r) } => format!("{repo}@{r}"),
-            ModelSource::HfRepo { repo, revision: None } => repo.clone(),
+            ModelSource::HfRepo { repo, revision } => hub::repo_id(repo, revision.as_deref()),
+            ModelSource::HfGguf { repo, revision, quant } => hub::spec(repo, revision.as_deref(), quant),
             ModelSource::Bundled { name, .. } => name.clone(),
         }
     }
 
-    /// A local path to open: downloads a hub repo if needed.
+    /// A local path to open (a directory, or a GGUF file: the first shard of a split one):
+    /// downloads from the hub what the cache lacks (see [`Hub::from_env`]).
     pub fn local_path(&self, progress: &mut dyn FnMut(LoadProgress)) -> Result<PathBuf> {
         match self {
             ModelSource::Dir(p) | ModelSource::Gguf(p) | ModelSource::Bundled { path: p, .. } => Ok(p.clone()),
-            ModelSource::HfRepo { repo, revision } => fetch_hf(repo, revision.as_deref(), progress),
+            ModelSource::HfRepo { repo, revision } => Hub::from_env().fetch(repo, revision.as_deref(), progress),
+            ModelSource::HfGguf { repo, revision, quant } => Hub::from_env().fetch_quant(repo, revision.as_deref(), quant, progress),
         }
     }
-}
-
-fn hf_repo(repo: &str, revision: Option<&str>) -> Repo {
-    match revision {
-        Some(r) => Repo::with_revision(repo.to_string(), RepoType::Model, r.to_string()),
-        None => Repo::new(repo.to_string(), RepoType::Model),
-    }
-}
-
-/// Files a model directory needs, given the repo's file list.
-fn needed_files(available: &[String]) -> Vec<String> {
-    let mut files = vec!["config.json".to_string()];
-    for optional in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
-        if available.iter().any(|f| f == optional) {
-            files.push(optional.to_string());
-        }
-    }
-    if available.iter().any(|f| f == "model.safetensors.index.json") {
-        files.push("model.safetensors.index.json".into());
-    }
-    files.extend(available.iter().filter(|f| f.ends_with(".safetensors") && !f.contains('/')).cloned());
-    files
-}
-
-struct Reporter<'a> {
-    file: String,
-    total: u64,
-    done: u64,
-    sink: &'a mut dyn FnMut(LoadProgress),
-}
-
-impl hf_hub::api::Progress for Reporter<'_> {
-    fn init(&mut self, size: usize, filename: &str) {
-        self.total = size as u64;
-        self.file = filename.to_string();
-        (self.sink)(LoadProgress::Download { file: self.file.clone(), done: 0, total: self.total });
-    }
-    fn update(&mut self, size: usize) {
-        self.done += size as u64;
-        (self.sink)(LoadProgress::Download { file: self.file.clone(), done: self.done, total: self.total });
-    }
-    fn finish(&mut self) {
-        (self.sink)(LoadProgress::Download { file: self.file.clone(), done: self.total, total: self.total });
-    }
-}
-
-/// The local Hugging Face cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
-/// `~/.cache/huggingface/hub` (as the Python libraries resolve it).
-pub fn hf_cache() -> Cache {
-    match std::env::var_os("HF_HUB_CACHE") {
-        Some(p) => Cache::new(PathBuf::from(p)),
-        None => Cache::from_env(),
-    }
-}
-
-/// Resolves a hub repo to its snapshot directory in the local cache, downloading what is
-/// missing unless `HF_HUB_OFFLINE` is set.
-pub fn fetch_hf(repo: &str, revision: Option<&str>, progress: &mut dyn FnMut(LoadProgress)) -> Result<PathBuf> {
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    fetch_hf_in(&hf_cache(), offline, repo, revision, progress)
-}
-
-/// [`fetch_hf`] with an explicit cache and offline switch.
-pub fn fetch_hf_in(
-    cache: &Cache,
-    offline: bool,
-    repo: &str,
-    revision: Option<&str>,
-    progress: &mut dyn FnMut(LoadProgress),
-) -> Result<PathBuf> {
-    let cached = cache.repo(hf_repo(repo, revision));
-    // Offline path: everything the index or single file names is already cached.
-    if let Some(config) = cached.get("config.json") {
-        let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
-        if crate::checkpoint::safetensors_files(&dir).is_ok() {
-            return Ok(dir);
-        }
-    }
-    if offline {
-        return Err(ModelError::Source(format!(
-            "{repo}: not in the local Hugging Face cache ({}) and HF_HUB_OFFLINE is set",
-            cache.path().display()
-        )));
-    }
-    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
-        .with_progress(false)
-        .build()
-        .map_err(|e| ModelError::Source(format!("{repo}: cannot reach the Hugging Face hub: {e}")))?;
-    let remote = api.repo(hf_repo(repo, revision));
-    let info = remote.info().map_err(|e| ModelError::Source(format!("{repo}: cannot list the repository on the hub: {e}")))?;
-    let available: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
-    if !available.iter().any(|f| f == "config.json") {
-        return Err(ModelError::Source(format!("{repo}: the repository has no config.json")));
-    }
-    let mut dir = None;
-    for file in needed_files(&available) {
-        let path = match cached.get(&file) {
-            Some(p) => p,
-            None => remote
-                .download_with_progress(&file, Reporter { file: file.clone(), total: 0, done: 0, sink: progress })
-                .map_err(|e| ModelError::Source(format!("{repo}: downloading {file} failed: {e}")))?,
-        };
-        if file == "config.json" {
-            dir = path.parent().map(Path::to_path_buf);
-        }
-    }
-    dir.ok_or_else(|| ModelError::Source(format!("{repo}: config.json did not download")))
 }
 
 #[cfg(test)]
@@ -261,21 +184,37 @@ mod tests {
     }
 
     #[test]
-    fn sharded_checkpoints_need_their_index_and_shards() {
-        let files: Vec<String> = [
-            "config.json",
-            "tokenizer.json",
-            "model.safetensors.index.json",
-            "model-00001-of-00002.safetensors",
-            "model-00002-of-00002.safetensors",
-            "README.md",
-            "original/consolidated.safetensors",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let needed = needed_files(&files);
-        assert!(needed.contains(&"model-00002-of-00002.safetensors".to_string()));
-        assert!(!needed.iter().any(|f| f.starts_with("original/") || f == "README.md"));
+    fn a_quant_after_a_repo_id_names_one_quant_of_a_gguf_repo() {
+        let gguf = |repo: &str, revision: Option<&str>, quant: &str| ModelSource::HfGguf {
+            repo: repo.into(),
+            revision: revision.map(str::to_string),
+            quant: quant.into(),
+        };
+        assert_eq!(ModelSource::parse("Qwen/Qwen3-30B-A3B-GGUF:Q4_K_M").unwrap(), gguf("Qwen/Qwen3-30B-A3B-GGUF", None, "Q4_K_M"));
+        assert_eq!(ModelSource::parse("Qwen/Qwen3-30B-A3B-GGUF:q8_0").unwrap(), gguf("Qwen/Qwen3-30B-A3B-GGUF", None, "Q8_0"));
+        assert_eq!(
+            ModelSource::parse("unsloth/Qwen3-30B-A3B-GGUF@main:ud-q4_k_xl").unwrap(),
+            gguf("unsloth/Qwen3-30B-A3B-GGUF", Some("main"), "UD-Q4_K_XL")
+        );
+        assert_eq!(ModelSource::parse("o/n@v2:BF16").unwrap().display_name(), "o/n@v2:BF16");
+        let err = ModelSource::parse("o/n:main").unwrap_err().to_string();
+        assert!(err.contains("\"main\" is not a GGUF quant name"), "{err}");
+        // Windows paths that are not there are not repo ids either.
+        for path in ["C:\\models\\m.gguf", "C:/models/m.gguf", "/models/o/n:Q8_0"] {
+            let err = ModelSource::parse(path).unwrap_err().to_string();
+            assert!(err.contains("no such file or directory"), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_local_path_with_a_colon_wins_over_a_repo_reading() {
+        // A relative `dir/name:Q8_0` that exists (tempdir_in(".") is removed even on panic).
+        let dir = tempfile::Builder::new().prefix("rl-src-").tempdir_in(".").unwrap();
+        let name = dir.path().file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::create_dir(dir.path().join("m:Q8_0")).unwrap();
+        let spec = format!("{name}/m:Q8_0");
+        assert_eq!(ModelSource::parse(&spec).unwrap(), ModelSource::Dir(PathBuf::from(&spec)));
+        std::fs::remove_dir(dir.path().join("m:Q8_0")).unwrap();
+        assert!(matches!(ModelSource::parse(&spec).unwrap(), ModelSource::HfGguf { .. }));
     }
 }

@@ -123,3 +123,27 @@ pub fn json(path: &std::path::Path) -> serde_json::Value {
 pub fn ids_of(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().unwrap_or_else(|| panic!("not an id list: {v}")).iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
+
+/// Puts `files` (path in the repo, local file) into a Hugging Face cache at `cache` as hf-hub
+/// and the Python libraries lay it out: the contents in `blobs/`, `refs/main` naming a commit,
+/// and `snapshots/{commit}/{path}` linking to the blobs. Returns the snapshot directory.
+pub fn hf_cache_repo(cache: &std::path::Path, repo: &str, files: &[(&str, PathBuf)]) -> PathBuf {
+    let root = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = root.join("snapshots").join(commit);
+    for dir in [root.join("blobs"), root.join("refs"), snapshot.clone()] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(root.join("refs").join("main"), commit).unwrap();
+    for (i, (path, from)) in files.iter().enumerate() {
+        let blob = root.join("blobs").join(format!("blob{i}"));
+        std::fs::copy(from, &blob).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        let link = snapshot.join(path);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&blob, &link).unwrap();
+        #[cfg(not(unix))]
+        std::fs::copy(&blob, &link).unwrap();
+    }
+    snapshot
+}

@@ -7,8 +7,9 @@ use std::path::Path;
 use routelab_model::capture::CaptureSpec;
 use routelab_model::decoder::ForwardOptions;
 use routelab_model::hooks::{HookPoint, Quantity};
+use routelab_model::hub::{Hub, Origin};
 use routelab_model::session::{LoadOptions, Session};
-use routelab_model::source::{fetch_hf_in, ModelSource};
+use routelab_model::source::ModelSource;
 use routelab_tests::*;
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -154,16 +155,81 @@ fn hub_repo_ids_resolve_from_the_local_cache_offline() {
     for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(case_dir("llama").join(f), snap.join(f)).unwrap();
     }
-    let cache = hf_hub::Cache::new(cache.path().to_path_buf());
+    let hub = Hub::new(cache.path().to_path_buf(), true);
     assert_eq!(
         ModelSource::parse("someone/tiny-llama").unwrap(),
         ModelSource::HfRepo { repo: "someone/tiny-llama".into(), revision: None }
     );
-    let dir = fetch_hf_in(&cache, true, "someone/tiny-llama", None, &mut |_| {}).unwrap();
+    let dir = hub.fetch("someone/tiny-llama", None, &mut |_| {}).unwrap();
     assert_eq!(dir, snap);
     assert_eq!(logits(&dir), logits(&case_dir("llama")));
-    let e = fetch_hf_in(&cache, true, "someone/absent", None, &mut |_| {}).unwrap_err().to_string();
+    let e = hub.fetch("someone/absent", None, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("someone/absent") && e.contains("HF_HUB_OFFLINE"), "{e}");
+}
+
+fn gguf_logits(path: &Path) -> Vec<f32> {
+    let s = Session::load(&ModelSource::Gguf(path.to_path_buf()), &LoadOptions::default(), &mut |_| {}).unwrap();
+    let ids = Reference::load("olmoe").ids("input_ids");
+    let spec = CaptureSpec::items(&["logits"]).plan(s.model.config.num_layers);
+    let out = s.model.forward(&ids, &mut s.model.new_cache(), &ForwardOptions::new(&spec)).unwrap();
+    out.logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// A GGUF repo as llama.cpp's publishers lay one out (a quant per file, a big one in shards in
+/// its own folder, a vision projector beside them), in a Hugging Face cache, offline: the
+/// quants are listed from the snapshot, `repo:QUANT` finds every shard, a missing shard or
+/// quant is named, and a bare repo id with several quants is refused listing them.
+#[test]
+fn a_gguf_quant_resolves_from_the_local_cache_offline_with_all_its_shards() {
+    let cache = tempfile::tempdir().unwrap();
+    let (gguf, sharded) = (fixtures().join("gguf"), fixtures().join("gguf").join("sharded"));
+    let shard = |n: usize| sharded.join(format!("olmoe.f32-0000{n}-of-00003.gguf"));
+    let repo = "someone/OLMoE-GGUF";
+    let snap = hf_cache_repo(
+        cache.path(),
+        repo,
+        &[
+            ("OLMoE-Q8_0.gguf", gguf.join("olmoe.q8_0.gguf")),
+            ("OLMoE-Q4_K_M.gguf", gguf.join("olmoe.q4_k_m.gguf")),
+            ("F32/OLMoE-F32-00001-of-00003.gguf", shard(1)),
+            ("F32/OLMoE-F32-00002-of-00003.gguf", shard(2)),
+            ("F32/OLMoE-F32-00003-of-00003.gguf", shard(3)),
+            ("mmproj-OLMoE-F16.gguf", gguf.join("olmoe.f16.gguf")),
+            ("README.md", gguf.join("README.md")),
+        ],
+    );
+    let hub = Hub::new(cache.path().to_path_buf(), true);
+
+    let listing = hub.quants(repo, None).unwrap();
+    assert!(listing.is_gguf() && matches!(&listing.origin, Origin::Cache { why } if why.contains("HF_HUB_OFFLINE")));
+    let names: Vec<&str> = listing.quants.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["Q4_K_M", "Q8_0", "F32"]);
+    let f32 = &listing.quants[2];
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert_eq!((f32.shards, f32.bytes), (3, Some((1..=3).map(|n| size(&shard(n))).sum())));
+    assert_eq!(listing.spec("F32"), "someone/OLMoE-GGUF:F32");
+
+    assert_eq!(
+        ModelSource::parse("someone/OLMoE-GGUF:f32").unwrap(),
+        ModelSource::HfGguf { repo: repo.into(), revision: None, quant: "F32".into() }
+    );
+    let first = hub.fetch_quant(repo, None, "f32", &mut |_| {}).unwrap();
+    assert_eq!(first, snap.join("F32/OLMoE-F32-00001-of-00003.gguf"));
+    // Opened from the snapshot's links, the shards give the single file's logits exactly.
+    assert_eq!(gguf_logits(&first), gguf_logits(&gguf.join("olmoe.f32.gguf")));
+    assert_eq!(hub.fetch_quant(repo, None, "Q8_0", &mut |_| {}).unwrap(), snap.join("OLMoE-Q8_0.gguf"));
+
+    let e = hub.fetch(repo, None, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("several quants (Q4_K_M, Q8_0, F32)") && e.contains("someone/OLMoE-GGUF:Q4_K_M"), "{e}");
+    let e = hub.fetch_quant(repo, None, "IQ4_XS", &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("no IQ4_XS quant") && e.contains("Q4_K_M, Q8_0, F32"), "{e}");
+    std::fs::remove_file(snap.join("F32/OLMoE-F32-00002-of-00003.gguf")).unwrap();
+    let e = hub.fetch_quant(repo, None, "F32", &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("lacks shard 2") && e.contains("HF_HUB_OFFLINE"), "{e}");
+
+    // A repo with one quant: the bare id loads it.
+    let single = hf_cache_repo(cache.path(), "someone/one-GGUF", &[("one.Q8_0.gguf", gguf.join("olmoe.q8_0.gguf"))]);
+    assert_eq!(hub.fetch("someone/one-GGUF", None, &mut |_| {}).unwrap(), single.join("one.Q8_0.gguf"));
 }
 
 #[test]

@@ -12,7 +12,9 @@ use routelab_probes::jobs::scan::NeedleSettings;
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// A model directory (Hugging Face layout), a .gguf file, a Hugging Face repo id
-    /// (owner/name[@revision]) or a bundled model name.
+    /// (owner/name[@revision]), one quant of a GGUF repo (owner/name[@revision]:QUANT, e.g.
+    /// Qwen/Qwen3-30B-A3B-GGUF:Q4_K_M; `routelab info -m owner/name` lists them) or a bundled
+    /// model name.
     #[arg(long, short)]
     pub model: String,
     /// cpu, cuda or cuda:N.

@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use routelab_model::hub::{self, QuantListing};
 use routelab_model::interventions::{ExpertMethod, HeadMethod, Intervention, Interventions};
 use routelab_model::session::{ModelInfo, Prompt};
-use routelab_model::source::LoadProgress;
+use routelab_model::source::{LoadProgress, ModelSource};
 use routelab_probes::jobs::run::RunJob;
 
 use super::dialogs::FileDialogs;
@@ -57,6 +58,18 @@ pub struct ModelStatus {
     pub info: Option<ModelInfo>,
     pub has_chat_template: bool,
     pub error: Option<String>,
+    /// The quants of the hub repo last asked for, to choose from.
+    pub quants: Option<QuantList>,
+}
+
+/// A hub repo's GGUF quants in the model panel.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QuantList {
+    /// Being listed; `repo` is `owner/name[@revision]`.
+    Listing {
+        repo: String,
+    },
+    Listed(QuantListing),
 }
 
 pub struct AppState {
@@ -156,6 +169,37 @@ impl AppState {
                     self.jobs.queue.extend(ids);
                 }
                 self.next_in_queue(worker);
+            }
+            Event::QuantsListed { repo, listing } => {
+                if !matches!(&self.model.quants, Some(QuantList::Listing { repo: r }) if *r == repo) {
+                    return; // Another repo was asked for since.
+                }
+                match listing {
+                    Ok(l) if l.is_gguf() => {
+                        let mut names: Vec<&str> = l.quants.iter().map(|q| q.name.as_str()).collect();
+                        names.dedup();
+                        if let [only] = names[..] {
+                            self.model.requested = l.spec(only);
+                            self.model.quants = Some(QuantList::Listed(l));
+                            self.load_model(worker);
+                        } else {
+                            self.info(format!("{repo} is a GGUF repository with {} quants: choose one in the model panel", l.quants.len()));
+                            self.model.quants = Some(QuantList::Listed(l));
+                        }
+                    }
+                    // A safetensors checkpoint (or nothing loadable, which the load will say).
+                    Ok(_) => {
+                        self.model.quants = None;
+                        self.load_model(worker);
+                    }
+                    // Nothing was loaded: the model loaded before, if any, stays.
+                    Err(m) => {
+                        self.model.quants = None;
+                        self.model.error = Some(m.clone());
+                        self.jobs.queue.clear();
+                        self.error(format!("listing {repo} failed: {m}"));
+                    }
+                }
             }
             Event::LoadFailed(m) => {
                 self.model.loading = None;
@@ -313,23 +357,47 @@ impl AppState {
         self.next_in_queue(worker);
     }
 
+    /// Loads `model.requested` on the worker.
+    fn load_model(&mut self, worker: &Worker) {
+        self.model.info = None;
+        self.model.error = None;
+        self.model.loading = Some(LoadProgress::Layers { done: 0, total: 0 });
+        self.model.load_started = Some(Instant::now());
+        self.doc.notebook.model = self.model.requested.clone();
+        self.mark_dirty();
+        worker.send(Command::Load {
+            model: self.model.requested.clone(),
+            device: self.model.device.clone(),
+            dtype: self.model.dtype.clone(),
+        });
+    }
+
     // ---- actions from views ----
 
     pub fn apply(&mut self, action: Action, worker: &Worker, dialogs: &mut dyn FileDialogs) {
         match action {
-            Action::LoadModel => {
-                self.model.info = None;
-                self.model.error = None;
-                self.model.loading = Some(LoadProgress::Layers { done: 0, total: 0 });
-                self.model.load_started = Some(Instant::now());
-                self.doc.notebook.model = self.model.requested.clone();
-                self.mark_dirty();
-                worker.send(Command::Load {
-                    model: self.model.requested.clone(),
-                    device: self.model.device.clone(),
-                    dtype: self.model.dtype.clone(),
-                });
-            }
+            Action::LoadModel => match ModelSource::parse(&self.model.requested) {
+                // A bare repo id may name a GGUF repo of several quants: list it first; the
+                // listing decides what loads (`on_event`).
+                Ok(ModelSource::HfRepo { repo, revision }) => {
+                    self.model.error = None;
+                    self.model.quants = Some(QuantList::Listing { repo: hub::repo_id(&repo, revision.as_deref()) });
+                    worker.list_quants(repo, revision);
+                }
+                source => {
+                    // The list stays while one of its quants is chosen.
+                    let same_repo = match (&source, &self.model.quants) {
+                        (Ok(ModelSource::HfGguf { repo, revision, .. }), Some(QuantList::Listed(l))) => {
+                            l.repo == *repo && l.revision == *revision
+                        }
+                        _ => false,
+                    };
+                    if !same_repo {
+                        self.model.quants = None;
+                    }
+                    self.load_model(worker);
+                }
+            },
             Action::RunCell(id) => {
                 self.jobs.enqueue(id);
                 self.next_in_queue(worker);

@@ -1,12 +1,15 @@
 //! The worker thread: owns the loaded model (the `Session`) and does every long job — loading,
 //! generation, compare, scans, corpus analyses — reporting through a channel so the UI never
 //! blocks. The UI polls events each frame; the worker asks for a repaint after each one.
+//! Listing a hub repo's quants needs no model, so it runs on a thread of its own and reports
+//! through the same channel: it never waits behind a long job.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
+use routelab_model::hub::{Hub, QuantListing};
 use routelab_model::interventions::Interventions;
 use routelab_model::session::{LoadOptions, ModelInfo, RunEvent, Session};
 use routelab_model::source::{LoadProgress, ModelSource};
@@ -58,6 +61,11 @@ pub enum Event {
         has_chat_template: bool,
     },
     LoadFailed(String),
+    /// The quants of the hub repo `repo` (`owner/name[@revision]`), or why they are unknown.
+    QuantsListed {
+        repo: String,
+        listing: Result<QuantListing, String>,
+    },
     /// The prompt's rows of the run's capture store.
     Prefilled {
         cell: u64,
@@ -104,6 +112,9 @@ pub enum Event {
 pub struct Worker {
     commands: Sender<Command>,
     pub events: Receiver<Event>,
+    /// For threads other than the worker's (quant listings).
+    sender: Sender<Event>,
+    wake: Arc<dyn Fn() + Send + Sync>,
     /// Set by the UI to stop the current job; cleared when a job starts.
     pub cancel: Cancel,
     /// A job is running.
@@ -112,16 +123,17 @@ pub struct Worker {
 
 impl Worker {
     /// Starts the thread; `wake` is called after every event (egui's request_repaint).
-    pub fn spawn(wake: impl Fn() + Send + 'static) -> Worker {
+    pub fn spawn(wake: impl Fn() + Send + Sync + 'static) -> Worker {
         let (cmd_tx, cmd_rx) = channel::<Command>();
         let (ev_tx, ev_rx) = channel::<Event>();
         let cancel = Cancel::new();
         let busy = Arc::new(AtomicBool::new(false));
-        let (c, b) = (cancel.clone(), busy.clone());
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
+        let (c, b, w, sender) = (cancel.clone(), busy.clone(), wake.clone(), ev_tx.clone());
         std::thread::Builder::new()
             .name("routelab-worker".into())
             .spawn(move || {
-                let mut state = WorkerState { session: None, events: ev_tx, wake: Box::new(wake), cancel: c };
+                let mut state = WorkerState { session: None, events: ev_tx, wake: Box::new(move || w()), cancel: c };
                 for cmd in cmd_rx {
                     b.store(true, Ordering::SeqCst);
                     state.cancel.reset();
@@ -131,7 +143,22 @@ impl Worker {
                 }
             })
             .expect("spawning the worker thread");
-        Worker { commands: cmd_tx, events: ev_rx, cancel, busy }
+        Worker { commands: cmd_tx, events: ev_rx, sender, wake, cancel, busy }
+    }
+
+    /// Lists the GGUF quants of a hub repo (from the hub, else the local cache) on a thread of
+    /// its own; answers with [`Event::QuantsListed`].
+    pub fn list_quants(&self, repo: String, revision: Option<String>) {
+        let id = routelab_model::hub::repo_id(&repo, revision.as_deref());
+        let (events, wake, reply) = (self.sender.clone(), self.wake.clone(), id.clone());
+        let spawned = std::thread::Builder::new().name("routelab-hub-list".into()).spawn(move || {
+            let listing = Hub::from_env().quants(&repo, revision.as_deref()).map_err(|e| e.to_string());
+            let _ = events.send(Event::QuantsListed { repo: reply, listing });
+            wake();
+        });
+        if let Err(e) = spawned {
+            let _ = self.sender.send(Event::QuantsListed { repo: id, listing: Err(format!("cannot start a thread: {e}")) });
+        }
     }
 
     pub fn send(&self, cmd: Command) {

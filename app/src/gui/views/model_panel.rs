@@ -1,17 +1,35 @@
 //! The model panel: choose and load a model, watch it load, see what it is.
 
 use egui::{RichText, Ui};
+use routelab_model::hub::{Origin, QuantListing};
 use routelab_model::session::DTYPES;
 use routelab_model::source::{LoadProgress, BUNDLED};
 
-use crate::gui::state::{Action, AppState};
+use crate::gui::state::{Action, AppState, QuantList};
+use crate::units;
 
-fn fmt_bytes(b: usize) -> String {
-    if b >= 1 << 30 {
-        format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+/// A GGUF repo's quants: name (click to load, when `enabled`), size, files.
+fn quant_list(ui: &mut Ui, l: &QuantListing, requested: &str, enabled: bool) -> Option<String> {
+    let mut chosen = None;
+    ui.separator();
+    ui.label(RichText::new(format!("{} · GGUF quants", l.repo_id())).strong());
+    if let Origin::Cache { why } = &l.origin {
+        ui.label(RichText::new(format!("Only what the local cache holds: {why}")).weak().small());
     }
+    egui::Grid::new("quants").num_columns(3).spacing([12.0, 3.0]).striped(true).show(ui, |ui| {
+        for q in &l.quants {
+            let spec = l.spec(&q.name);
+            // Shards missing from a cache listing cannot be fetched: the hub was not asked.
+            let usable = enabled && (q.is_complete() || l.origin == Origin::Hub);
+            if ui.add_enabled(usable, egui::Button::selectable(requested == spec, q.name.as_str())).clicked() {
+                chosen = Some(spec);
+            }
+            ui.label(units::quant_size(q));
+            ui.label(RichText::new(units::quant_files(q)).weak());
+            ui.end_row();
+        }
+    });
+    chosen
 }
 
 pub fn model_panel(ui: &mut Ui, state: &mut AppState, actions: &mut Vec<Action>) {
@@ -58,7 +76,7 @@ pub fn model_panel(ui: &mut Ui, state: &mut AppState, actions: &mut Vec<Action>)
                 "The weights' dtype. On the CPU the arithmetic is f32 either way; bf16 halves the memory and the bytes read per token",
             )
             .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, "dtype"));
-        let loading = state.model.loading.is_some();
+        let loading = state.model.loading.is_some() || matches!(state.model.quants, Some(QuantList::Listing { .. }));
         if ui.add_enabled(!loading && !state.busy(), egui::Button::new("Load")).clicked() {
             actions.push(Action::LoadModel);
         }
@@ -79,6 +97,21 @@ pub fn model_panel(ui: &mut Ui, state: &mut AppState, actions: &mut Vec<Action>)
         if ui.button("Cancel").clicked() {
             actions.push(Action::Cancel);
         }
+    }
+    match &state.model.quants {
+        Some(QuantList::Listing { repo }) => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("listing the files of {repo}…"));
+            });
+        }
+        Some(QuantList::Listed(l)) => {
+            if let Some(spec) = quant_list(ui, l, &state.model.requested, !state.busy()) {
+                state.model.requested = spec;
+                actions.push(Action::LoadModel);
+            }
+        }
+        None => {}
     }
     if let Some(e) = &state.model.error {
         ui.colored_label(ui.visuals().error_fg_color, e);
@@ -105,7 +138,7 @@ pub fn model_panel(ui: &mut Ui, state: &mut AppState, actions: &mut Vec<Action>)
                 }
             }
             row("parameters", format!("{:.1} M", info.parameters as f64 / 1e6));
-            row("memory", format!("{} ({})", fmt_bytes(info.weight_bytes), info.dtype));
+            row("memory", format!("{} ({})", units::bytes(info.weight_bytes as u64), info.dtype));
             row("storage", info.storage.clone());
             row("context", format!("{} positions", info.context));
             row("vocabulary", info.vocab.to_string());
