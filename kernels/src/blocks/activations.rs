@@ -31,6 +31,9 @@ pub(crate) fn q4k_order(i: usize) -> usize {
     half * 128 + slot * 32 + at
 }
 
+/// One row's index and its scales, values and sums, as [`quantize`] fills them.
+type Row<'a> = (usize, (&'a mut [f32], (&'a mut [i8], &'a mut [i16])));
+
 /// Rounds `x` (`m` rows of `k`) for `ty`; `k` must be a multiple of `ty`'s block.
 pub(crate) fn quantize(ty: BlockType, x: &[f32], m: usize, k: usize) -> Quantized {
     let group = match ty {
@@ -40,7 +43,7 @@ pub(crate) fn quantize(ty: BlockType, x: &[f32], m: usize, k: usize) -> Quantize
     let groups = k / group;
     // Sums are kept for every type (Q8_0's go unused): one layout, rows split alike.
     let mut q = Quantized { group, groups, d: vec![0.0; m * groups], qs: vec![0; m * k], sums: vec![0; m * groups * 16] };
-    let row = |(r, (d, (qs, sums))): (usize, (&mut [f32], (&mut [i8], &mut [i16])))| {
+    let row = |(r, (d, (qs, sums))): Row| {
         let x = &x[r * k..(r + 1) * k];
         for g in 0..groups {
             let (src, dst) = (&x[g * group..(g + 1) * group], &mut qs[g * group..(g + 1) * group]);

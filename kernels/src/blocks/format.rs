@@ -49,6 +49,7 @@ impl BlockType {
     }
 }
 
+#[inline]
 pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
 }

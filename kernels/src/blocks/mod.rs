@@ -3,7 +3,7 @@
 //! place, with no repacked or dequantised copy. Activations are rounded to 8 bits per block
 //! (llama.cpp's Q8_K and Q8_0) and every product is an integer dot product per block.
 //!
-//! The vector kernels ([`x86`], AVX-512 with VNNI) compute the same integer sums as the
+//! The vector kernels ([`x86`], AVX-512 with VNNI, and F16C) compute the same integer sums as the
 //! scalar ones ([`scalar`]); both are checked against the dequantised weights ([`format`]).
 
 mod activations;
@@ -44,7 +44,7 @@ impl BlockMatrix {
     /// `[n, k]` in `ty` blocks at `range` of `bytes`; the sizes must agree.
     pub fn new(ty: BlockType, n: usize, k: usize, bytes: Bytes, range: Range<usize>) -> Result<Self, String> {
         let bv = ty.block_values();
-        if k == 0 || k % bv != 0 {
+        if k == 0 || !k.is_multiple_of(bv) {
             return Err(format!("{} rows of {k} values do not split into blocks of {bv}", ty.name()));
         }
         let want = n.checked_mul(k / bv).and_then(|b| b.checked_mul(ty.block_bytes()));
@@ -100,52 +100,96 @@ impl BlockMatrix {
 
     /// `y = x Wᵀ`: `x` `[m, k]`, `y` `[m, n]` (overwritten).
     pub fn matmul_t(&self, x: &[f32], m: usize, y: &mut [f32]) {
-        let (n, k) = (self.n, self.k);
-        assert!(x.len() >= m * k && y.len() >= m * n, "block matmul: slices do not fit [{m}, {k}] x [{n}, {k}]ᵀ");
-        if m == 0 || n == 0 {
-            return;
+        matmul_t_grouped(&mut [Product { x, m, w: self, y }]);
+    }
+}
+
+/// One product of [`matmul_t_grouped`]: `y = x Wᵀ`, `x` `[m, k]`, `y` `[m, n]`.
+pub struct Product<'a> {
+    pub x: &'a [f32],
+    pub m: usize,
+    pub w: &'a BlockMatrix,
+    pub y: &'a mut [f32],
+}
+
+/// Several products in one parallel region (a MoE layer's selected experts, stacked q|k|v
+/// parts): no thread waits at each product's end, and activations shared by several
+/// products are rounded once per block type.
+pub fn matmul_t_grouped(products: &mut [Product]) {
+    for p in products.iter() {
+        let (n, k) = (p.w.n, p.w.k);
+        assert!(p.x.len() >= p.m * k && p.y.len() >= p.m * n, "block matmul: slices do not fit [{}, {k}] x [{n}, {k}]ᵀ", p.m);
+    }
+    // Activations rounded once per (slice, block type).
+    let mut rounded: Vec<((usize, usize, BlockType), activations::Quantized)> = Vec::new();
+    let mut which = Vec::with_capacity(products.len());
+    for p in products.iter() {
+        let key = (p.x.as_ptr() as usize, p.m * p.w.k, p.w.ty);
+        let i = match rounded.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                rounded.push((key, activations::quantize(p.w.ty, &p.x[..p.m * p.w.k], p.m, p.w.k)));
+                rounded.len() - 1
+            }
+        };
+        which.push(i);
+    }
+    // Tasks of whole weight rows, about 64 KiB of blocks each, fewer for a small product: a
+    // prompt's rows all pass over a task's weights while they are in L2, and there are
+    // enough tasks to keep every thread busy without a scheduling cost per few rows.
+    let threads = rayon::current_num_threads().max(1);
+    let mut tasks = Vec::new();
+    for (i, p) in products.iter().enumerate() {
+        let (n, rb) = (p.w.n, p.w.row_bytes());
+        if p.m == 0 || n == 0 {
+            continue;
         }
-        let xq = activations::quantize(self.ty, &x[..m * k], m, k);
-        let vector = vector_kernels();
-        let rb = self.row_bytes();
-        let data = self.data();
-        // Tasks of whole weight rows: a prompt's rows all pass over a task's weights while
-        // they are in L1/L2; decode splits the rows finely enough to keep every thread busy.
-        let threads = rayon::current_num_threads().max(1);
-        let per_task = (n / (4 * threads)).clamp(1, 16.max(16 * 1024 / rb.max(1)));
-        let y_ptr = Out(y.as_mut_ptr());
-        (0..n.div_ceil(per_task)).into_par_iter().for_each(|t| {
-            let rows = t * per_task..((t + 1) * per_task).min(n);
-            let y = y_ptr;
-            for r0 in (0..m).step_by(4) {
-                for j in rows.clone() {
-                    let w = &data[j * rb..(j + 1) * rb];
-                    let left = m - r0;
-                    let mut out = [0f32; 4];
-                    if vector {
-                        // SAFETY: the CPU has the kernels' features, `w` is one row of
-                        // blocks and rows r0..r0 + left exist in `xq`.
-                        #[cfg(target_arch = "x86_64")]
-                        unsafe {
-                            match left {
-                                1 => out[..1].copy_from_slice(&x86::dots::<1>(self.ty, w, &xq, r0)),
-                                2 => out[..2].copy_from_slice(&x86::dots::<2>(self.ty, w, &xq, r0)),
-                                3 => out[..3].copy_from_slice(&x86::dots::<3>(self.ty, w, &xq, r0)),
-                                _ => out = x86::dots::<4>(self.ty, w, &xq, r0),
-                            }
-                        }
-                    } else {
-                        for (r, o) in out.iter_mut().enumerate().take(left.min(4)) {
-                            *o = scalar::dot(self.ty, w, &xq, r0 + r);
-                        }
-                    }
-                    for (r, &v) in out.iter().enumerate().take(left.min(4)) {
-                        // SAFETY: (r0 + r, j) lies in y, and only this task writes column j.
-                        unsafe { *y.0.add((r0 + r) * n + j) = v };
+        let per_task = (n / (4 * threads)).clamp(1, 16.max(64 * 1024 / rb.max(1)));
+        tasks.extend((0..n.div_ceil(per_task)).map(|t| (i, t * per_task..((t + 1) * per_task).min(n))));
+    }
+    let outs: Vec<Out> = products.iter_mut().map(|p| Out(p.y.as_mut_ptr())).collect();
+    let products = &*products;
+    let vector = vector_kernels();
+    tasks.into_par_iter().for_each(|(i, rows)| {
+        let (p, xq, y) = (&products[i], &rounded[which[i]].1, outs[i]);
+        // SAFETY: y is [m, n] (asserted above) and only this task writes these columns.
+        unsafe { task(p.w, xq, p.m, rows, y, vector) }
+    });
+}
+
+/// Rows `rows` of `w` against every row of `xq`, into columns `rows` of `y` `[m, n]`.
+///
+/// # Safety
+/// `y` must hold `m · n` values and no other thread may write these columns.
+unsafe fn task(w: &BlockMatrix, xq: &activations::Quantized, m: usize, rows: Range<usize>, y: Out, vector: bool) {
+    let (n, rb, data) = (w.n, w.row_bytes(), w.data());
+    for r0 in (0..m).step_by(4) {
+        let left = (m - r0).min(4);
+        for j in rows.clone() {
+            let row = &data[j * rb..(j + 1) * rb];
+            let mut out = [0f32; 4];
+            if vector {
+                // SAFETY: the CPU has the kernels' features, `row` is one row of blocks and
+                // rows r0..r0 + left exist in `xq`.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    match left {
+                        1 => out[..1].copy_from_slice(&x86::dots::<1>(w.ty, row, xq, r0)),
+                        2 => out[..2].copy_from_slice(&x86::dots::<2>(w.ty, row, xq, r0)),
+                        3 => out[..3].copy_from_slice(&x86::dots::<3>(w.ty, row, xq, r0)),
+                        _ => out = x86::dots::<4>(w.ty, row, xq, r0),
                     }
                 }
+            } else {
+                for (r, o) in out.iter_mut().enumerate().take(left) {
+                    *o = scalar::dot(w.ty, row, xq, r0 + r);
+                }
             }
-        });
+            for (r, &v) in out.iter().enumerate().take(left) {
+                // SAFETY: (r0 + r, j) lies in y (the caller's promise).
+                unsafe { *y.0.add((r0 + r) * n + j) = v };
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
-use routelab_kernels::blocks::{BlockMatrix, BlockType};
+use routelab_kernels::blocks::{matmul_t_grouped, BlockMatrix, BlockType, Product};
 
 #[derive(Debug)]
 pub enum Blocks {
@@ -19,6 +19,14 @@ pub enum Blocks {
 }
 
 impl Blocks {
+    /// The blocks in place, when RouteLab's kernels read them.
+    pub fn mapped(&self) -> Option<&BlockMatrix> {
+        match self {
+            Blocks::Mapped(m) => Some(m),
+            Blocks::Candle(_) => None,
+        }
+    }
+
     pub fn out_dim(&self) -> usize {
         match self {
             Blocks::Mapped(m) => m.out_dim(),
@@ -108,6 +116,52 @@ impl Blocks {
         }
         Tensor::from_vec(rows, (ids.len(), d), &Device::Cpu)
     }
+}
+
+/// Products of several activations with their weights' parts, in one parallel region (a MoE
+/// layer's selected experts; q|k|v): `items` `(x [T, in], parts)`; per item the parts'
+/// outputs side by side, `[T, Σ out]` f32 on the CPU.
+pub fn grouped(items: &[(&Tensor, Vec<&BlockMatrix>)]) -> candle_core::Result<Vec<Tensor>> {
+    let xs: Vec<Tensor> = items.iter().map(|(x, _)| x.to_dtype(DType::F32)?.contiguous()).collect::<candle_core::Result<_>>()?;
+    let mut outs: Vec<Vec<f32>> = Vec::new();
+    for (x, (_, parts)) in xs.iter().zip(items) {
+        let (t, k) = x.dims2()?;
+        for w in parts {
+            if w.in_dim() != k {
+                candle_core::bail!("x [{t}, {k}] does not fit a [{}, {}] weight", w.out_dim(), w.in_dim());
+            }
+            outs.push(vec![0f32; t * w.out_dim()]);
+        }
+    }
+    {
+        let guards: Vec<_> = xs.iter().map(|x| x.storage_and_layout()).collect();
+        let mut slices = Vec::with_capacity(xs.len());
+        for ((storage, layout), x) in guards.iter().zip(&xs) {
+            let candle_core::Storage::Cpu(cpu) = &**storage else { candle_core::bail!("block matmul: x must be on the CPU") };
+            slices.push(&cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + x.elem_count()]);
+        }
+        let mut products = Vec::with_capacity(outs.len());
+        let mut out_iter = outs.iter_mut();
+        for ((x, xs_), (_, parts)) in slices.iter().zip(&xs).zip(items) {
+            let m = xs_.dim(0)?;
+            for w in parts {
+                let y = out_iter.next().expect("one output per part");
+                products.push(Product { x, m, w, y: y.as_mut_slice() });
+            }
+        }
+        matmul_t_grouped(&mut products);
+    }
+    let mut outs = outs.into_iter();
+    let mut ys = Vec::with_capacity(items.len());
+    for (x, (_, parts)) in xs.iter().zip(items) {
+        let t = x.dim(0)?;
+        let parts: Vec<Tensor> = parts
+            .iter()
+            .map(|w| Tensor::from_vec(outs.next().expect("one output per part"), (t, w.out_dim()), &Device::Cpu))
+            .collect::<candle_core::Result<_>>()?;
+        ys.push(if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(&parts, 1)? });
+    }
+    Ok(ys)
 }
 
 /// The block type RouteLab's kernels take for a GGUF type, if any.

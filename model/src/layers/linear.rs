@@ -53,6 +53,14 @@ impl Linear {
         })
     }
 
+    /// Every part's blocks in place (read by RouteLab's block kernels), if all are.
+    pub fn mapped_parts(&self) -> Option<Vec<&routelab_kernels::blocks::BlockMatrix>> {
+        match &self.weight {
+            Weight::Quantized(q) => q.iter().map(|b| b.mapped()).collect(),
+            _ => None,
+        }
+    }
+
     /// Whether the weight is kept in GGUF blocks.
     pub fn is_quantized(&self) -> bool {
         matches!(self.weight, Weight::Quantized(_))
@@ -152,6 +160,10 @@ impl Linear {
         let y = match &self.weight {
             Weight::Rows(w) => x.matmul(&w.t()?)?,
             Weight::Packed(p) => matmul::matmul_t(&x.to_dtype(DType::F32)?, p)?.to_dtype(x.dtype())?,
+            Weight::Quantized(_) if self.mapped_parts().is_some() => {
+                let parts = self.mapped_parts().expect("checked");
+                super::blocks::grouped(&[(x, parts)])?.remove(0).to_dtype(x.dtype())?
+            }
             Weight::Quantized(q) => {
                 let x32 = x.to_dtype(DType::F32)?.contiguous()?;
                 let parts = q.iter().map(|q| q.matmul_t(&x32)).collect::<candle_core::Result<Vec<_>>>()?;

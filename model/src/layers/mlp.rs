@@ -2,6 +2,7 @@
 //! into one `[2I, D]` projection so each token costs two matmuls.
 
 use candle_core::{DType, Tensor, D};
+use routelab_kernels::blocks::BlockMatrix;
 use routelab_kernels::gated;
 use routelab_kernels::matmul::PackedWeight;
 
@@ -76,6 +77,15 @@ impl Mlp {
             (true, Some(gu), Some(d)) => Some((gu, d)),
             _ => None,
         }
+    }
+
+    /// Both projections' blocks in place, when both are kept that way and have no biases
+    /// (what the MoE's grouped block products take).
+    pub fn mapped(&self) -> Option<(Vec<&BlockMatrix>, Vec<&BlockMatrix>)> {
+        if self.gate_up.bias.is_some() || self.down.bias.is_some() {
+            return None;
+        }
+        Some((self.gate_up.mapped_parts()?, self.down.mapped_parts()?))
     }
 
     pub fn linears_mut(&mut self) -> Vec<&mut Linear> {

@@ -22,6 +22,7 @@ use crate::config::{Activation, ModelConfig, MoeConfig};
 use crate::error::{ModelError, Result};
 use crate::families::layout::{ExpertNames, MlpNames, MoeNames, TensorLayout};
 use crate::hooks::Quantity;
+use crate::layers::blocks;
 use crate::layers::context::LayerCtx;
 use crate::layers::linear::{tensor_bytes, Linear};
 use crate::layers::mlp::{activate, Mlp};
@@ -301,6 +302,14 @@ impl Moe {
             let hs = picked.iter().zip(&gu).map(|((e, ..), g)| self.experts[*e].gated(g)).collect::<Result<Vec<_>>>()?;
             let pairs: Vec<_> = picked.iter().zip(&hs).map(|((e, ..), h)| (h, packed[*e].1)).collect();
             matmul::matmul_t_grouped(&pairs)?
+        } else if let Some(mapped) = self.experts.iter().map(Mlp::mapped).collect::<Option<Vec<_>>>().filter(|_| x.device().is_cpu()) {
+            // Experts kept in GGUF blocks: likewise, on the blocks.
+            let xs = picked.iter().map(|(_, idx, _)| x.index_select(idx, 0)).collect::<candle_core::Result<Vec<_>>>()?;
+            let items: Vec<_> = picked.iter().zip(&xs).map(|((e, ..), xe)| (xe, mapped[*e].0.clone())).collect();
+            let gu = blocks::grouped(&items)?;
+            let hs = picked.iter().zip(&gu).map(|((e, ..), g)| self.experts[*e].gated(g)).collect::<Result<Vec<_>>>()?;
+            let items: Vec<_> = picked.iter().zip(&hs).map(|((e, ..), h)| (h, mapped[*e].1.clone())).collect();
+            blocks::grouped(&items)?.into_iter().map(|y| y.to_dtype(x.dtype())).collect::<candle_core::Result<_>>()?
         } else {
             picked.iter().map(|(e, idx, _)| self.experts[*e].forward(&x.index_select(idx, 0)?)).collect::<Result<_>>()?
         };
