@@ -367,7 +367,7 @@ impl GgufWeights {
 
 /// That `rows` split into `heads` heads of rotary pairs.
 fn check_rotary_rows(rows: usize, heads: usize) -> std::result::Result<(), String> {
-    if heads == 0 || rows % (2 * heads) != 0 {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) {
         return Err(format!("{rows} rows cannot be split into {heads} heads of rotary pairs"));
     }
     Ok(())

@@ -16,6 +16,7 @@ use memmap2::Mmap;
 use routelab_kernels::blocks::Bytes;
 
 use crate::error::{ModelError, Result};
+use crate::hub::quants::shard_name;
 
 struct Shard {
     path: PathBuf,
@@ -30,15 +31,6 @@ pub(crate) struct Shards {
     index: HashMap<String, usize>,
 }
 
-/// `(stem, n, count)` of a shard's file name `stem-0000n-of-0000N.gguf`.
-fn shard_name(path: &Path) -> Option<(String, usize, usize)> {
-    let name = path.file_name()?.to_str()?.strip_suffix(".gguf")?;
-    let (rest, count) = name.rsplit_once("-of-")?;
-    let (stem, n) = rest.rsplit_once('-')?;
-    let ok = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
-    (ok(n) && ok(count)).then(|| Some((stem.to_string(), n.parse().ok()?, count.parse().ok()?))).flatten()
-}
-
 fn read(path: &Path) -> Result<Shard> {
     let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
     let content = Content::read(&mut file).map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))?;
@@ -51,7 +43,7 @@ fn read(path: &Path) -> Result<Shard> {
 impl Shards {
     /// Opens `path`, and when it is one shard of several, all of them (any shard may be given).
     pub fn open(path: &Path) -> Result<Shards> {
-        let paths = match shard_name(path) {
+        let paths = match path.file_name().and_then(|n| n.to_str()).and_then(shard_name) {
             Some((stem, _, count)) if count > 1 => {
                 let dir = path.parent().unwrap_or(Path::new("."));
                 (1..=count).map(|i| dir.join(format!("{stem}-{i:05}-of-{count:05}.gguf"))).collect()
@@ -127,17 +119,5 @@ impl Shards {
         let (bytes, range) = self.map(name, info)?;
         qtensor_from_ggml(info.ggml_dtype, &(*bytes).as_ref()[range], info.shape.dims().to_vec(), &Device::Cpu)
             .map_err(|e| ModelError::weights(self.path(), format!("tensor {name:?}: {e}")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shard_names() {
-        assert_eq!(shard_name(Path::new("/m/olmoe.Q4_K_M-00002-of-00003.gguf")), Some(("olmoe.Q4_K_M".into(), 2, 3)));
-        assert_eq!(shard_name(Path::new("a-1-of-3.gguf")), None);
-        assert_eq!(shard_name(Path::new("model.gguf")), None);
     }
 }
