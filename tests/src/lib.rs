@@ -65,9 +65,15 @@ pub struct Reference {
 }
 
 impl Reference {
+    /// A case's `reference.safetensors` (see `tests/fixtures/FORMAT.md`).
     pub fn load(case: &str) -> Reference {
-        let path = case_dir(case).join("reference.safetensors");
-        let bytes = std::fs::read(&path).unwrap();
+        Reference::load_file(&case_dir(case).join("reference.safetensors"))
+    }
+
+    /// A reference file in that format anywhere under `tests/fixtures`.
+    pub fn load_file(path: &std::path::Path) -> Reference {
+        let case = path.display();
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{case}: {e}"));
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         let mut tensors = HashMap::new();

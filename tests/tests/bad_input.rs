@@ -121,8 +121,12 @@ fn a_truncated_gguf_names_the_file() {
     let p = d.path().join("cut.gguf");
     let bytes = std::fs::read(smollm2_gguf()).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
-    let e = Session::load(&ModelSource::Gguf(p), &LoadOptions::default(), &mut |_| {}).err().expect("truncated GGUF loaded").to_string();
-    assert!(e.contains("cut.gguf"), "{e}");
+    for opts in [LoadOptions::default(), LoadOptions::parse("cpu", None).unwrap()] {
+        // Dequantised, and kept in blocks (mapped): either way the first tensor past the end
+        // is named, before anything reads past the file.
+        let e = Session::load(&ModelSource::Gguf(p.clone()), &opts, &mut |_| {}).err().expect("truncated GGUF loaded").to_string();
+        assert!(e.contains("cut.gguf") && e.contains("tensor \"") && e.contains("truncated"), "{e}");
+    }
 }
 
 fn fixture_session(case: &str) -> Session {
