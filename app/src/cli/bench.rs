@@ -116,6 +116,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         100.0 * (1.0 - fd / pd),
         100.0 * (1.0 - fp / pp)
     );
+    // The peak before the bandwidth measurement, whose 1 GiB buffer is not the model's.
+    let peak = resident_bytes("VmHWM:");
     let active = session.model.active_weight_bytes();
     // The bandwidth limit: decode reads every active weight once per token.
     let bandwidth = (session.model.device().is_cpu() && !a.no_bandwidth).then(|| matmul::read_bandwidth(1 << 30));
@@ -130,7 +132,6 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             100.0 * pd / limit
         );
     }
-    let peak = resident_bytes("VmHWM:");
     let gb = |b: Option<u64>| b.map_or("?".to_string(), |b| format!("{:.2} GB", b as f64 / 1e9));
     println!("load {load_seconds:.2} s; resident after load {}, peak {}", gb(resident_after_load), gb(peak));
     if let Some(path) = &a.json {
