@@ -129,6 +129,30 @@ fn a_truncated_gguf_names_the_file() {
     }
 }
 
+#[test]
+fn a_gguf_tensor_of_impossible_size_names_the_file_and_tensor() {
+    // A converter-written file whose header then claims [2^40, 2^40] for one tensor: 2^80
+    // elements, more than any address space. Refused at open (no product of the dims
+    // overflows later, no allocation follows from them).
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("huge.gguf");
+    let mut bytes = std::fs::read(fixtures().join("gguf").join("qwen2.f32.gguf")).unwrap();
+    let name = b"blk.0.attn_q.weight";
+    let at = bytes.windows(name.len()).position(|w| w == name).expect("tensor name in the header") + name.len();
+    assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), 2, "a matrix");
+    for dim in 0..2 {
+        let o = at + 4 + 8 * dim;
+        bytes[o..o + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    }
+    std::fs::write(&p, &bytes).unwrap();
+    for opts in [LoadOptions::default(), LoadOptions::parse("cpu", None).unwrap()] {
+        let e = Session::load(&ModelSource::Gguf(p.clone()), &opts, &mut |_| {}).err().expect("impossible tensor loaded").to_string();
+        assert!(e.contains("huge.gguf") && e.contains("blk.0.attn_q.weight") && e.contains("no file can hold"), "{e}");
+    }
+    let Err(e) = Session::inspect(&ModelSource::Gguf(p), &LoadOptions::default()) else { panic!("impossible tensor inspected") };
+    assert!(e.to_string().contains("blk.0.attn_q.weight"), "{e}");
+}
+
 fn fixture_session(case: &str) -> Session {
     Session::load(&ModelSource::Dir(case_dir(case)), &LoadOptions::default(), &mut |_| {}).unwrap()
 }

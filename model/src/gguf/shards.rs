@@ -37,7 +37,38 @@ fn read(path: &Path) -> Result<Shard> {
     // SAFETY: the map is read-only; like every reader of a mapped checkpoint (safetensors
     // here, llama.cpp) this assumes nobody truncates the file while it is open.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+    check_tensors(path, &content, map.len())?;
     Ok(Shard { path: path.to_path_buf(), content, map: Arc::new(map) })
+}
+
+/// Every tensor's shape has a size that fits the platform and whole blocks, and its data lies
+/// inside the file: checked once here, so later code may multiply dims and slice the map. The
+/// error names the file and the first offending tensor (in file order).
+fn check_tensors(path: &Path, content: &Content, file_len: usize) -> Result<()> {
+    let mut infos: Vec<(&String, &TensorInfo)> = content.tensor_infos.iter().collect();
+    infos.sort_by_key(|(name, i)| (i.offset, name.as_str()));
+    for (name, info) in infos {
+        let (dtype, dims) = (info.ggml_dtype, info.shape.dims());
+        let what = || format!("tensor {name:?} ({dtype:?}, {dims:?})");
+        let elems = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let bytes =
+            elems.filter(|e| e.is_multiple_of(dtype.block_size())).and_then(|e| (e / dtype.block_size()).checked_mul(dtype.type_size()));
+        let Some(bytes) = bytes else {
+            return Err(ModelError::weights(path, format!("{} declares a size no file can hold or not whole blocks of {dtype:?}", what())));
+        };
+        let start = (content.tensor_data_offset as usize).checked_add(info.offset as usize);
+        match start.and_then(|s| s.checked_add(bytes).map(|e| (s, e))) {
+            Some((_, end)) if end <= file_len => {}
+            Some((start, end)) => {
+                return Err(ModelError::weights(
+                    path,
+                    format!("{} needs bytes {start}..{end} but the file has {file_len} (truncated?)", what()),
+                ))
+            }
+            None => return Err(ModelError::weights(path, format!("{} lies past any file's end", what()))),
+        }
+    }
+    Ok(())
 }
 
 impl Shards {
