@@ -120,26 +120,9 @@ unsafe fn q4k<const R: usize>(row: &[u8], x: &Quantized, r0: usize) -> [f32; R] 
                 _mm512_and_si512(qb, m4),
                 _mm512_and_si512(_mm512_srli_epi16(qb, 4), m4),
             ];
-            for r in 0..R {
-                let at = (r0 + r) * x.groups + g;
-                let xq = x.qs[at * 256..].as_ptr();
-                let mut p = _mm512_setzero_si512();
-                for (i, (wi, si)) in w.iter().zip(&s).enumerate() {
-                    let xi = _mm512_loadu_si512(xq.add(64 * i).cast());
-                    p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(*wi, xi), *si);
-                }
-                let dx = x.d[at];
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * dx), acc[r]);
-                let sums = _mm256_loadu_si256(x.sums[at * 16..].as_ptr().cast());
-                let m = _mm256_madd_epi16(sums, mn16);
-                accm[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dmin * dx), accm[r]);
-            }
+            k_rows(&w, &s, mn16, d, dmin, x, r0, g, &mut acc, &mut accm);
         }
-        let mut out = [0f32; R];
-        for r in 0..R {
-            out[r] = _mm512_reduce_add_ps(acc[r]) - hsum256(accm[r]);
-        }
-        out
+        k_finish(&acc, &accm)
     }
 }
 
@@ -168,27 +151,58 @@ unsafe fn q6k<const R: usize>(row: &[u8], x: &Quantized, r0: usize) -> [f32; R] 
                 );
             }
             let s = [spread(sc16, &Q6K_S[0]), spread(sc16, &Q6K_S[1]), spread(sc16, &Q6K_S[2]), spread(sc16, &Q6K_S[3])];
-            for r in 0..R {
-                let at = (r0 + r) * x.groups + g;
-                let xq = x.qs[at * 256..].as_ptr();
-                let mut p = _mm512_setzero_si512();
-                for (i, (wi, si)) in w.iter().zip(&s).enumerate() {
-                    let xi = _mm512_loadu_si512(xq.add(64 * i).cast());
-                    p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(*wi, xi), *si);
-                }
-                let dd = d * x.d[at];
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(dd), acc[r]);
-                let sums = _mm256_loadu_si256(x.sums[at * 16..].as_ptr().cast());
-                let c = _mm256_madd_epi16(sums, sc16y);
-                accc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(32.0 * dd), accc[r]);
-            }
+            k_rows(&w, &s, sc16y, d, 32.0 * d, x, r0, g, &mut acc, &mut accc);
         }
-        let mut out = [0f32; R];
-        for r in 0..R {
-            out[r] = _mm512_reduce_add_ps(acc[r]) - hsum256(accc[r]);
-        }
-        out
+        k_finish(&acc, &accc)
     }
+}
+
+/// The K-quants' shared step: one decoded super-block, four vectors of 64 weights `w` as
+/// unsigned bytes with their 16-bit scale vectors `s`, against activation rows `r0..r0 + R` of
+/// group `g`: `acc += d·dx·Σ s·w·x` and `corr += dc·dx·Σ c·sums`, where `c` weighs the
+/// 16-value activation sums (Q4_K: its mins, with `dc` = dmin; Q6_K: its scales, with `dc` =
+/// 32·d, undoing the values' offset of 32). The dot product is `acc − corr` ([`k_finish`]).
+///
+/// Inlined into the kernels (whose target features its intrinsics take), as the matmul's tiles
+/// are.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn k_rows<const R: usize>(
+    w: &[__m512i; 4],
+    s: &[__m512i; 4],
+    c: __m256i,
+    d: f32,
+    dc: f32,
+    x: &Quantized,
+    r0: usize,
+    g: usize,
+    acc: &mut [__m512; R],
+    corr: &mut [__m256; R],
+) {
+    for (r, (acc, corr)) in acc.iter_mut().zip(corr.iter_mut()).enumerate() {
+        let at = (r0 + r) * x.groups + g;
+        let xq = x.qs[at * 256..].as_ptr();
+        let dx = x.d[at];
+        // SAFETY: `xq` points at the group's 256 activations, `sums` at its 16 sums.
+        unsafe {
+            let mut p = _mm512_setzero_si512();
+            for (i, (wi, si)) in w.iter().zip(s).enumerate() {
+                let xi = _mm512_loadu_si512(xq.add(64 * i).cast());
+                p = _mm512_dpwssd_epi32(p, _mm512_maddubs_epi16(*wi, xi), *si);
+            }
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(d * dx), *acc);
+            let sums = _mm256_loadu_si256(x.sums[at * 16..].as_ptr().cast());
+            let m = _mm256_madd_epi16(sums, c);
+            *corr = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dc * dx), *corr);
+        }
+    }
+}
+
+/// Each row's `acc − corr`, summed across lanes.
+#[inline(always)]
+unsafe fn k_finish<const R: usize>(acc: &[__m512; R], corr: &[__m256; R]) -> [f32; R] {
+    // SAFETY: register arithmetic only.
+    std::array::from_fn(|r| unsafe { _mm512_reduce_add_ps(acc[r]) - hsum256(corr[r]) })
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
