@@ -130,6 +130,25 @@ pub fn ids_of(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().unwrap_or_else(|| panic!("not an id list: {v}")).iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
+/// The repo id of [`gguf_repo_files`] in the tests' fake Hugging Face caches.
+pub const GGUF_REPO: &str = "someone/OLMoE-GGUF";
+
+/// A GGUF repo as llama.cpp's publishers lay one out, made of the olmoe fixtures llama.cpp's
+/// converter wrote: Q4_K_M and Q8_0 in one file each, F32 in three shards in a folder, and a
+/// vision projector that is not a quant. `(path in the repo, local file)`.
+pub fn gguf_repo_files() -> Vec<(&'static str, PathBuf)> {
+    let gguf = fixtures().join("gguf");
+    let shard = |n: usize| gguf.join("sharded").join(format!("olmoe.f32-0000{n}-of-00003.gguf"));
+    vec![
+        ("OLMoE-Q8_0.gguf", gguf.join("olmoe.q8_0.gguf")),
+        ("OLMoE-Q4_K_M.gguf", gguf.join("olmoe.q4_k_m.gguf")),
+        ("F32/OLMoE-F32-00001-of-00003.gguf", shard(1)),
+        ("F32/OLMoE-F32-00002-of-00003.gguf", shard(2)),
+        ("F32/OLMoE-F32-00003-of-00003.gguf", shard(3)),
+        ("mmproj-OLMoE-F16.gguf", gguf.join("olmoe.f16.gguf")),
+    ]
+}
+
 /// Puts `files` (path in the repo, local file) into a Hugging Face cache at `cache` as hf-hub
 /// and the Python libraries lay it out: the contents in `blobs/`, `refs/main` naming a commit,
 /// and `snapshots/{commit}/{path}` linking to the blobs. Returns the snapshot directory.

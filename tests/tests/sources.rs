@@ -182,22 +182,12 @@ fn gguf_logits(path: &Path) -> Vec<f32> {
 #[test]
 fn a_gguf_quant_resolves_from_the_local_cache_offline_with_all_its_shards() {
     let cache = tempfile::tempdir().unwrap();
-    let (gguf, sharded) = (fixtures().join("gguf"), fixtures().join("gguf").join("sharded"));
-    let shard = |n: usize| sharded.join(format!("olmoe.f32-0000{n}-of-00003.gguf"));
-    let repo = "someone/OLMoE-GGUF";
-    let snap = hf_cache_repo(
-        cache.path(),
-        repo,
-        &[
-            ("OLMoE-Q8_0.gguf", gguf.join("olmoe.q8_0.gguf")),
-            ("OLMoE-Q4_K_M.gguf", gguf.join("olmoe.q4_k_m.gguf")),
-            ("F32/OLMoE-F32-00001-of-00003.gguf", shard(1)),
-            ("F32/OLMoE-F32-00002-of-00003.gguf", shard(2)),
-            ("F32/OLMoE-F32-00003-of-00003.gguf", shard(3)),
-            ("mmproj-OLMoE-F16.gguf", gguf.join("olmoe.f16.gguf")),
-            ("README.md", gguf.join("README.md")),
-        ],
-    );
+    let gguf = fixtures().join("gguf");
+    let shard = |n: usize| gguf.join("sharded").join(format!("olmoe.f32-0000{n}-of-00003.gguf"));
+    let repo = GGUF_REPO;
+    let mut files = gguf_repo_files();
+    files.push(("README.md", gguf.join("README.md")));
+    let snap = hf_cache_repo(cache.path(), repo, &files);
     let hub = Hub::new(cache.path().to_path_buf(), true);
 
     let listing = hub.quants(repo, None).unwrap();
