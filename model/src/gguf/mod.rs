@@ -292,7 +292,7 @@ impl GgufWeights {
 
     /// Bytes a tensor takes in the file.
     pub fn stored_bytes(&self, hf: &str) -> Option<usize> {
-        let size = |i: &TensorInfo| i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size();
+        let size = |i: &TensorInfo| shards::tensor_bytes(i).unwrap_or(0);
         let (src, i) = self.info(hf)?;
         let v_b = src.v_b.as_ref().and_then(|v| self.shards.info(v)).map_or(0, size);
         Some(size(&i) + v_b)

@@ -41,6 +41,32 @@ fn read(path: &Path) -> Result<Shard> {
     Ok(Shard { path: path.to_path_buf(), content, map: Arc::new(map) })
 }
 
+/// Bytes `info`'s data takes: `None` when its element count overflows or is not whole blocks.
+pub(crate) fn tensor_bytes(info: &TensorInfo) -> Option<usize> {
+    let dtype = info.ggml_dtype;
+    let elems = info.shape.dims().iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+    (elems.is_multiple_of(dtype.block_size())).then(|| (elems / dtype.block_size()).checked_mul(dtype.type_size())).flatten()
+}
+
+/// The byte range of `info`'s data (the tensor `name`'s, or a slice of it) in a file of
+/// `file_len` bytes whose tensor data starts at `data_offset`; an error naming `path` and the
+/// tensor when no file can hold it or it lies past the end.
+fn locate(path: &Path, name: &str, info: &TensorInfo, data_offset: u64, file_len: usize) -> Result<Range<usize>> {
+    let (dtype, dims) = (info.ggml_dtype, info.shape.dims());
+    let what = || format!("tensor {name:?} ({dtype:?}, {dims:?})");
+    let Some(bytes) = tensor_bytes(info) else {
+        return Err(ModelError::weights(path, format!("{} declares a size no file can hold or not whole blocks of {dtype:?}", what())));
+    };
+    let start = (data_offset as usize).checked_add(info.offset as usize);
+    match start.and_then(|s| s.checked_add(bytes).map(|e| (s, e))) {
+        Some((start, end)) if end <= file_len => Ok(start..end),
+        Some((start, end)) => {
+            Err(ModelError::weights(path, format!("{} needs bytes {start}..{end} but the file has {file_len} (truncated?)", what())))
+        }
+        None => Err(ModelError::weights(path, format!("{} lies past any file's end", what()))),
+    }
+}
+
 /// Every tensor's shape has a size that fits the platform and whole blocks, and its data lies
 /// inside the file: checked once here, so later code may multiply dims and slice the map. The
 /// error names the file and the first offending tensor (in file order).
@@ -48,25 +74,7 @@ fn check_tensors(path: &Path, content: &Content, file_len: usize) -> Result<()> 
     let mut infos: Vec<(&String, &TensorInfo)> = content.tensor_infos.iter().collect();
     infos.sort_by_key(|(name, i)| (i.offset, name.as_str()));
     for (name, info) in infos {
-        let (dtype, dims) = (info.ggml_dtype, info.shape.dims());
-        let what = || format!("tensor {name:?} ({dtype:?}, {dims:?})");
-        let elems = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let bytes =
-            elems.filter(|e| e.is_multiple_of(dtype.block_size())).and_then(|e| (e / dtype.block_size()).checked_mul(dtype.type_size()));
-        let Some(bytes) = bytes else {
-            return Err(ModelError::weights(path, format!("{} declares a size no file can hold or not whole blocks of {dtype:?}", what())));
-        };
-        let start = (content.tensor_data_offset as usize).checked_add(info.offset as usize);
-        match start.and_then(|s| s.checked_add(bytes).map(|e| (s, e))) {
-            Some((_, end)) if end <= file_len => {}
-            Some((start, end)) => {
-                return Err(ModelError::weights(
-                    path,
-                    format!("{} needs bytes {start}..{end} but the file has {file_len} (truncated?)", what()),
-                ))
-            }
-            None => return Err(ModelError::weights(path, format!("{} lies past any file's end", what()))),
-        }
+        locate(path, name, info, content.tensor_data_offset, file_len)?;
     }
     Ok(())
 }
@@ -127,21 +135,8 @@ impl Shards {
             name: name.to_string(),
             hint: None,
         })?;
-        let (dtype, elems) = (info.ggml_dtype, info.shape.elem_count());
-        let len = (elems / dtype.block_size()).saturating_mul(dtype.type_size());
-        let start = (shard.content.tensor_data_offset as usize).saturating_add(info.offset as usize);
-        let end = start.saturating_add(len);
-        if elems % dtype.block_size() != 0 || end > shard.map.len() {
-            return Err(ModelError::weights(
-                &shard.path,
-                format!(
-                    "tensor {name:?} ({dtype:?}, {:?}) needs bytes {start}..{end} but the file has {} (truncated?)",
-                    info.shape.dims(),
-                    shard.map.len()
-                ),
-            ));
-        }
-        Ok((shard.map.clone(), start..end))
+        let range = locate(&shard.path, name, info, shard.content.tensor_data_offset, shard.map.len())?;
+        Ok((shard.map.clone(), range))
     }
 
     /// Reads `info` (the tensor `name`'s, or a slice of it) from the shard holding `name`, as
