@@ -113,6 +113,21 @@ impl Prompt {
     pub fn text(s: &str) -> Self {
         Prompt::Text { text: s.to_string() }
     }
+
+    /// `text` as given, or (with `chat`, or a `system` message) as a user message in the chat
+    /// template, after the system message.
+    pub fn of(text: &str, chat: bool, system: Option<&str>) -> Self {
+        if chat || system.is_some() {
+            let mut messages = vec![];
+            if let Some(s) = system {
+                messages.push(Message::new("system", s));
+            }
+            messages.push(Message::new("user", text));
+            Prompt::Chat { messages }
+        } else {
+            Prompt::text(text)
+        }
+    }
     /// The prompt as one string (for trace metadata and display).
     pub fn display(&self) -> String {
         match self {

@@ -6,10 +6,10 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use routelab_model::interventions::HeadMethod;
 use routelab_probes::analysis::retrieval::HeadScores;
-use routelab_probes::export::csv::{num, Table};
+use routelab_probes::export::csv::Table;
 use routelab_probes::export::views;
 use routelab_probes::jobs::ablation::{AblationJob, AblationSettings};
-use routelab_probes::jobs::specialization::{SpecializationJob, SpecializationOutput, SpecializationSettings};
+use routelab_probes::jobs::specialization::{Export, SpecializationJob, SpecializationOutput, SpecializationSettings};
 use routelab_probes::jobs::{Cancel, Job};
 
 use super::args::{print_progress, ModelArgs, NeedleArgs};
@@ -81,76 +81,24 @@ fn run_specialization(a: SpecializationArgs) -> anyhow::Result<()> {
         max_tokens: a.max_tokens,
         code_domains: a.code_domains.clone(),
     };
-    let SpecializationOutput { routing, report, skipped } =
-        SpecializationJob { settings }.execute(&session, &mut |p| print_progress("routing corpus", p), &Cancel::new())?;
-    for s in skipped {
+    let output = SpecializationJob { settings }.execute(&session, &mut |p| print_progress("routing corpus", p), &Cancel::new())?;
+    for s in &output.skipped {
         eprintln!("skipped {} (not UTF-8 text or empty)", s.display());
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let model = session.name.clone();
-    views::specialization_summary(&report, &model).write_all(&a.out, "summary")?;
-    // Expert load heatmap across layers.
-    let e = routing.num_experts;
-    let mut load_table = Table::new(&["layer", "expert", "selections", "share"]);
-    for l in &report {
-        for (x, (&c, s)) in l.load.counts.iter().zip(l.load.shares()).enumerate() {
-            load_table.push(vec![l.layer.to_string(), x.to_string(), c.to_string(), num(s)]);
+    for (stem, export) in output.exports(&model, &|t| session.tokenizer.piece(t)) {
+        match export {
+            Export::View(v) => v.write_all(&a.out, &stem)?,
+            Export::Table(t) => t.write(&a.out.join(format!("{stem}.csv")))?,
         }
     }
-    let load_view = views::View::Heatmap(
-        load_table,
-        routelab_probes::export::plots::Heatmap {
-            title: format!("Expert load over {} corpus tokens — {model}", routing.tokens.len()),
-            x_label: "expert".into(),
-            y_label: "layer".into(),
-            row_labels: report.iter().map(|l| l.layer.to_string()).collect(),
-            col_labels: (0..e).map(|x| x.to_string()).collect(),
-            values: report.iter().map(|l| l.load.shares()).collect(),
-            scale_label: "share of top-k selections".into(),
-            range: None,
-            annotate: e <= 16 && report.len() <= 16,
-        },
-    );
-    load_view.write_all(&a.out, "load")?;
-    // Per layer: domain distributions and the tokens each expert takes most.
-    for l in &report {
-        views::specialization_domains(l, &routing.domains, &model).write_all(&a.out, &format!("domains_layer{}", l.layer))?;
-        let mut t = Table::new(&["expert", "rank", "token", "text", "selections", "share_of_token_routings"]);
-        for (x, list) in l.top_tokens.iter().enumerate() {
-            for (rank, (tok, c, share)) in list.iter().enumerate() {
-                t.push(vec![
-                    x.to_string(),
-                    (rank + 1).to_string(),
-                    tok.to_string(),
-                    session.tokenizer.piece(*tok),
-                    c.to_string(),
-                    num(*share),
-                ]);
-            }
-        }
-        t.write(&a.out.join(format!("top_tokens_layer{}.csv", l.layer)))?;
-    }
-    // The most specialised layer's co-activation.
-    if let Some(best) = report.iter().max_by(|x, y| x.mi_class_bits.total_cmp(&y.mi_class_bits)) {
-        let mut t = Table::new(&["expert_a", "expert_b", "tokens_together"]);
-        for (i, row) in best.coactivation.iter().enumerate() {
-            for (j, c) in row.iter().enumerate() {
-                t.push(vec![i.to_string(), j.to_string(), c.to_string()]);
-            }
-        }
-        t.write(&a.out.join(format!("coactivation_layer{}.csv", best.layer)))?;
-    }
-    let json = serde_json::json!({
-        "model": model,
-        "domains": routing.domains,
-        "tokens": routing.tokens.len(),
-        "classes": routelab_probes::analysis::corpus::CLASSES,
-        "layers": report,
-    });
+    let json = output.report_json(&model);
     routelab_probes::atomic::write_atomic(&a.out.join("report.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    let SpecializationOutput { routing, report, .. } = &output;
     println!("{} tokens in {} domains ({}); per MoE layer:", routing.tokens.len(), routing.domains.len(), routing.domains.join(", "));
     println!("{:>5} {:>8} {:>10} {:>10} {:>9} {:>8}", "layer", "balance", "MI class", "MI domain", "vocab sp", "top1 agr");
-    for l in &report {
+    for l in report {
         println!(
             "{:>5} {:>8.3} {:>10.3} {:>10.3} {:>9.3} {:>8.3}",
             l.layer, l.balance, l.mi_class_bits, l.mi_domain_bits, l.vocabulary_specialization, l.agreement.top1

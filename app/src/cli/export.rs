@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use routelab_probes::analysis::diff::diff;
 use routelab_probes::export::views;
 use routelab_probes::trace::Trace;
 
@@ -29,23 +28,8 @@ pub struct ExportArgs {
 
 pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let trace = Trace::read(&a.trace)?;
-    let against = || -> anyhow::Result<Trace> {
-        let p = a.against.as_ref().context("this view compares two traces: give --against OTHER.safetensors")?;
-        Ok(Trace::read(p)?)
-    };
-    let view = match a.view.as_str() {
-        "expert-load" => views::expert_load(&trace)?,
-        "routing" => views::routing_map(&trace)?,
-        "heads" => views::heads_view(&trace)?,
-        "coactivation" => views::coactivation(&trace, a.layer)?,
-        "router-entropy" => views::router_entropy(&trace)?,
-        "contributions" => views::contributions(&trace)?,
-        "diff-routing" => views::diff_routing(&diff(&trace, &against()?)?, &trace.pieces)?,
-        "diff-kl" => views::diff_kl(&diff(&trace, &against()?)?)?,
-        other => anyhow::bail!(
-            "--view {other:?}: expected expert-load, routing, heads, coactivation, router-entropy, contributions, diff-routing, diff-kl"
-        ),
-    };
+    let against = a.against.as_ref().map(|p| Trace::read(p)).transpose()?;
+    let view = views::trace_view(&a.view, &trace, a.layer, against.as_ref()).context("--view")?;
     view.write(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!("{} written", a.out.display());
     Ok(())

@@ -10,7 +10,6 @@ use routelab_probes::jobs::run::{GenerationSettings, RunJob};
 use routelab_probes::jobs::{Cancel, Job};
 
 use super::args::{CaptureArgs, InterventionArgs, ModelArgs};
-use super::generate::prompt_of;
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
@@ -44,7 +43,7 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
     let session = a.model.load()?;
     let prompt = match (&a.tokens, &a.prompt) {
         (Some(t), None) => Prompt::Tokens { ids: parse_tokens(t)? },
-        (None, Some(p)) => prompt_of(p, a.chat, None),
+        (None, Some(p)) => Prompt::of(p, a.chat, None),
         _ => bail!("give either --tokens or --prompt"),
     };
     let tokens = session.encode(&prompt)?;

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use routelab_model::capture::CaptureSpec;
-use routelab_model::chat::Message;
 use routelab_model::sampling::SamplingSettings;
 use routelab_model::session::{Prompt, RunEvent};
 use routelab_probes::jobs::run::{GenerationSettings, RunJob};
@@ -52,24 +51,11 @@ pub struct RunArgs {
     pub trace: Option<PathBuf>,
 }
 
-pub fn prompt_of(text: &str, chat: bool, system: Option<&str>) -> Prompt {
-    if chat || system.is_some() {
-        let mut messages = vec![];
-        if let Some(s) = system {
-            messages.push(Message::new("system", s));
-        }
-        messages.push(Message::new("user", text));
-        Prompt::Chat { messages }
-    } else {
-        Prompt::text(text)
-    }
-}
-
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     // Arguments are checked before the model loads, so a typo fails in seconds.
     let capture = a.capture.spec(CaptureSpec::default())?;
     let session = a.model.load()?;
-    let prompt = prompt_of(&a.prompt, a.chat, a.system.as_deref());
+    let prompt = Prompt::of(&a.prompt, a.chat, a.system.as_deref());
     let tokens = session.encode(&prompt)?;
     let job = RunJob {
         interventions: a.interventions.build(&session, &tokens)?,

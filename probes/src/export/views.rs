@@ -4,13 +4,14 @@
 use std::path::Path;
 
 use super::csv::{num, Table};
-use super::figure::write_plot;
+use super::figure::{to_png, to_svg};
 use super::plots::{Bars, CategoryMap, Heatmap, Lines};
 use super::Format;
 use crate::analysis::ablation::{ArmResult, RetrievalAblation};
 use crate::analysis::corpus::{LayerSpecialization, CLASSES};
-use crate::analysis::diff::RunDiff;
+use crate::analysis::diff::{diff, RunDiff};
 use crate::analysis::retrieval::HeadScores;
+use crate::atomic::write_atomic;
 use crate::error::{ProbeError, Result};
 use crate::stats::{heads, routing};
 use crate::trace::Trace;
@@ -31,16 +32,42 @@ impl View {
         }
     }
 
+    /// The plot's title.
+    pub fn title(&self) -> &str {
+        match self {
+            View::Heatmap(_, p) => &p.title,
+            View::Bars(_, p) => &p.title,
+            View::Map(_, p) => &p.title,
+            View::Lines(_, p) => &p.title,
+        }
+    }
+
+    /// The plot as PNG bytes.
+    pub fn png(&self) -> Result<Vec<u8>> {
+        match self {
+            View::Heatmap(_, p) => to_png(p),
+            View::Bars(_, p) => to_png(p),
+            View::Map(_, p) => to_png(p),
+            View::Lines(_, p) => to_png(p),
+        }
+    }
+
+    /// The plot as an SVG document.
+    pub fn svg(&self) -> Result<String> {
+        match self {
+            View::Heatmap(_, p) => to_svg(p),
+            View::Bars(_, p) => to_svg(p),
+            View::Map(_, p) => to_svg(p),
+            View::Lines(_, p) => to_svg(p),
+        }
+    }
+
     /// Writes the table (.csv) or the plot (.png, .svg), by extension.
     pub fn write(&self, path: &Path) -> Result<()> {
-        if Format::of(path)? == Format::Csv {
-            return self.table().write(path);
-        }
-        match self {
-            View::Heatmap(_, p) => write_plot(p, path),
-            View::Bars(_, p) => write_plot(p, path),
-            View::Map(_, p) => write_plot(p, path),
-            View::Lines(_, p) => write_plot(p, path),
+        match Format::of(path)? {
+            Format::Csv => self.table().write(path),
+            Format::Png => write_atomic(path, &self.png()?),
+            Format::Svg => write_atomic(path, self.svg()?.as_bytes()),
         }
     }
 
@@ -50,6 +77,34 @@ impl View {
             self.write(&dir.join(format!("{stem}.{ext}")))?;
         }
         Ok(())
+    }
+}
+
+/// The views of one trace (or of two, for the `diff-` ones), by the name `routelab export
+/// --view` and Python's `Trace.view` take.
+pub const TRACE_VIEWS: &[&str] =
+    &["expert-load", "routing", "heads", "coactivation", "router-entropy", "contributions", "diff-routing", "diff-kl"];
+
+/// The view `name` of `trace`; `layer` for per-layer views (coactivation; default the first MoE
+/// layer), `against` the second trace of the diff views.
+pub fn trace_view(name: &str, trace: &Trace, layer: Option<usize>, against: Option<&Trace>) -> Result<View> {
+    let against = || {
+        against.ok_or_else(|| {
+            ProbeError::Invalid(format!(
+                "the {name} view compares two traces: give the second (`--against` on the command line, `against=` in Python)"
+            ))
+        })
+    };
+    match name {
+        "expert-load" => expert_load(trace),
+        "routing" => routing_map(trace),
+        "heads" => heads_view(trace),
+        "coactivation" => coactivation(trace, layer),
+        "router-entropy" => router_entropy(trace),
+        "contributions" => contributions(trace),
+        "diff-routing" => diff_routing(&diff(trace, against()?)?, &trace.pieces),
+        "diff-kl" => diff_kl(&diff(trace, against()?)?),
+        other => Err(ProbeError::Invalid(format!("view {other:?}: expected {}", TRACE_VIEWS.join(", ")))),
     }
 }
 

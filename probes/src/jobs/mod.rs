@@ -47,6 +47,11 @@ impl Cancel {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+
+    /// Whether `other` is this flag (a clone of it), not merely in the same state.
+    pub fn same(&self, other: &Cancel) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// One kind of work on a loaded model. Jobs own their settings and inputs (plain data that can

@@ -7,8 +7,11 @@ use routelab_model::session::Session;
 use serde::{Deserialize, Serialize};
 
 use super::{Cancel, Job, Progress};
-use crate::analysis::corpus::{classes, read_corpus, route_corpus, specialization, CorpusRouting, LayerSpecialization};
+use crate::analysis::corpus::{classes, read_corpus, route_corpus, specialization, CorpusRouting, LayerSpecialization, CLASSES};
 use crate::error::Result;
+use crate::export::csv::{num, Table};
+use crate::export::plots::Heatmap;
+use crate::export::views::{self, View};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -59,5 +62,81 @@ impl Job for SpecializationJob {
         })?;
         let report = specialization(&routing, &classes(&routing, &s.code_domains));
         Ok(SpecializationOutput { routing, report, skipped })
+    }
+}
+
+/// One file of a specialization's results: a view (table and plot) or a table alone.
+pub enum Export {
+    View(View),
+    Table(Table),
+}
+
+impl SpecializationOutput {
+    /// Every result `routelab analyze specialization` writes and Python returns, by file stem:
+    /// `summary`, `load`, `domains_layer{l}` and `top_tokens_layer{l}` per MoE layer, and the most
+    /// specialised layer's `coactivation_layer{l}`. `piece` gives a token's text.
+    pub fn exports(&self, model: &str, piece: &dyn Fn(u32) -> String) -> Vec<(String, Export)> {
+        let report = &self.report;
+        let mut out = vec![
+            ("summary".to_string(), Export::View(views::specialization_summary(report, model))),
+            ("load".to_string(), Export::View(self.load_view(model))),
+        ];
+        for l in report {
+            out.push((format!("domains_layer{}", l.layer), Export::View(views::specialization_domains(l, &self.routing.domains, model))));
+            let mut t = Table::new(&["expert", "rank", "token", "text", "selections", "share_of_token_routings"]);
+            for (x, list) in l.top_tokens.iter().enumerate() {
+                for (rank, (tok, c, share)) in list.iter().enumerate() {
+                    t.push(vec![x.to_string(), (rank + 1).to_string(), tok.to_string(), piece(*tok), c.to_string(), num(*share)]);
+                }
+            }
+            out.push((format!("top_tokens_layer{}", l.layer), Export::Table(t)));
+        }
+        if let Some(best) = report.iter().max_by(|x, y| x.mi_class_bits.total_cmp(&y.mi_class_bits)) {
+            let mut t = Table::new(&["expert_a", "expert_b", "tokens_together"]);
+            for (i, row) in best.coactivation.iter().enumerate() {
+                for (j, c) in row.iter().enumerate() {
+                    t.push(vec![i.to_string(), j.to_string(), c.to_string()]);
+                }
+            }
+            out.push((format!("coactivation_layer{}", best.layer), Export::Table(t)));
+        }
+        out
+    }
+
+    /// Expert load across MoE layers: layer × expert share of the corpus's top-k selections.
+    fn load_view(&self, model: &str) -> View {
+        let e = self.routing.num_experts;
+        let mut t = Table::new(&["layer", "expert", "selections", "share"]);
+        for l in &self.report {
+            for (x, (&c, s)) in l.load.counts.iter().zip(l.load.shares()).enumerate() {
+                t.push(vec![l.layer.to_string(), x.to_string(), c.to_string(), num(s)]);
+            }
+        }
+        View::Heatmap(
+            t,
+            Heatmap {
+                title: format!("Expert load over {} corpus tokens — {model}", self.routing.tokens.len()),
+                x_label: "expert".into(),
+                y_label: "layer".into(),
+                row_labels: self.report.iter().map(|l| l.layer.to_string()).collect(),
+                col_labels: (0..e).map(|x| x.to_string()).collect(),
+                values: self.report.iter().map(|l| l.load.shares()).collect(),
+                scale_label: "share of top-k selections".into(),
+                range: None,
+                annotate: e <= 16 && self.report.len() <= 16,
+            },
+        )
+    }
+
+    /// The report `report.json` holds: model, domains, token count, token classes, and every
+    /// MoE layer's measures.
+    pub fn report_json(&self, model: &str) -> serde_json::Value {
+        serde_json::json!({
+            "model": model,
+            "domains": self.routing.domains,
+            "tokens": self.routing.tokens.len(),
+            "classes": CLASSES,
+            "layers": self.report,
+        })
     }
 }
