@@ -1,0 +1,177 @@
+"""Results of RouteLab's analyses: each with its table(s) and figure(s)."""
+
+import json
+
+import numpy as np
+
+from . import _routelab
+from ._figure import Figure, Table
+
+
+def _settings(**kwargs):
+    """The job's settings as JSON, with what is left None taking the job's defaults."""
+    return json.dumps({k: v for k, v in kwargs.items() if v is not None})
+
+
+class RetrievalScan:
+    """A retrieval-head scan: ``scores`` (numpy [layers, heads]), ``figure`` (the per-head
+    score view; its ``records`` / ``to_pandas()`` are the table the CLI writes),
+    ``accuracy`` (needle accuracy), ``heads(threshold)`` (retrieval heads, strongest first),
+    ``trials`` (each trial's result), ``incomplete`` (cancelled before the end)."""
+
+    THRESHOLD = 0.1
+
+    def __init__(self, result, figure):
+        self.result = result
+        self.figure = Figure(figure)
+        self.layers, self.num_heads = result["layers"], result["heads"]
+        self.trials = result["trials"]
+        self.incomplete = result["incomplete"]
+        self.mode = result["mode"]
+        # RouteLab's scores (the table's): mean over trials of the answer positions each head
+        # copied, as a share of the answer's length.
+        by_head = {(r["layer"], r["head"]): r["retrieval_score"] for r in self.figure.records}
+        self.scores = np.array([[by_head[(l, h)] for h in range(self.num_heads)] for l in range(self.layers)], dtype=np.float64)
+        self._head_scores = {"layers": self.layers, "heads": self.num_heads, "scores": self.scores.ravel().tolist()}
+
+    @property
+    def accuracy(self):
+        return sum(t["correct"] for t in self.trials) / len(self.trials) if self.trials else 0.0
+
+    def heads(self, threshold=THRESHOLD):
+        """(layer, head, score) of the heads scoring above ``threshold``, strongest first."""
+        cells = [(l, h, float(self.scores[l, h])) for l in range(self.layers) for h in range(self.num_heads)]
+        above = [c for c in cells if c[2] > threshold]
+        return sorted(above, key=lambda c: (-c[2], c[0], c[1]))
+
+    @property
+    def records(self):
+        return self.figure.records
+
+    def to_pandas(self):
+        return self.figure.to_pandas()
+
+    def _repr_png_(self):
+        return self.figure._repr_png_()
+
+    def __repr__(self):
+        return (
+            f"<routelab.RetrievalScan {len(self.trials)} trials, accuracy {self.accuracy:.0%}, "
+            f"{len(self.heads())} of {self.layers * self.num_heads} heads > {self.THRESHOLD}>"
+        )
+
+
+class Ablation:
+    """Needle accuracy with the top retrieval heads masked against random heads: ``baseline``,
+    ``masked_retrieval``, ``random_draws``, ``random_mean``, ``figure``."""
+
+    def __init__(self, result, figure):
+        self.result = result
+        self.figure = Figure(figure)
+        self.baseline = result["baseline"]
+        self.masked_retrieval = result["masked_retrieval"]
+        self.retrieval_heads = [tuple(h) for h in result["retrieval_heads"]]
+        self.random_draws = [([tuple(h) for h in heads], acc) for heads, acc in result["random_draws"]]
+
+    @property
+    def random_mean(self):
+        return sum(a for _, a in self.random_draws) / len(self.random_draws) if self.random_draws else 0.0
+
+    @property
+    def records(self):
+        return self.figure.records
+
+    def to_pandas(self):
+        return self.figure.to_pandas()
+
+    def _repr_png_(self):
+        return self.figure._repr_png_()
+
+    def __repr__(self):
+        return (
+            f"<routelab.Ablation baseline {self.baseline:.0%}, top-{len(self.retrieval_heads)} retrieval heads masked "
+            f"{self.masked_retrieval:.0%}, random {self.random_mean:.0%}>"
+        )
+
+
+class Specialization:
+    """Expert specialization over a corpus: ``report`` (``report.json``'s content),
+    ``results`` (every figure and table by the file stem the CLI writes: ``summary``, ``load``,
+    ``domains_layer{l}``, ``top_tokens_layer{l}``, ``coactivation_layer{l}``), ``summary`` and
+    ``load`` figures, ``skipped`` corpus files."""
+
+    def __init__(self, report, results, skipped):
+        self.report = report
+        self.results = {
+            stem: Figure(obj) if isinstance(obj, _routelab.Figure) else Table(obj) for stem, obj in results
+        }
+        self.skipped = [str(p) for p in skipped]
+        self.layers = report["layers"]
+
+    @property
+    def summary(self):
+        return self.results["summary"]
+
+    @property
+    def load(self):
+        return self.results["load"]
+
+    @property
+    def records(self):
+        return self.summary.records
+
+    def to_pandas(self):
+        return self.summary.to_pandas()
+
+    def _repr_png_(self):
+        return self.summary._repr_png_()
+
+    def __repr__(self):
+        return f"<routelab.Specialization {self.report['tokens']} tokens, {len(self.layers)} MoE layers>"
+
+
+class RunDiff:
+    """What changed between two traces of the same prompt: ``first_divergence``,
+    ``routing_flips`` ({layer: bool per position}), ``flip_rates`` ({layer: share}), ``kl``
+    (next-token KL per position along each run's own tokens, when both have logits),
+    ``top1_changed``; ``figures`` (``diff-routing``, and ``diff-kl`` with logits). From
+    :meth:`Session.compare`, also ``kl_teacher_forced``: the KL with the second run's
+    interventions teacher-forced on the first run's tokens, as a compare cell shows it."""
+
+    def __init__(self, result, a, b, kl_teacher_forced=None):
+        self.result = result
+        self.positions = result["positions"]
+        self.first_divergence = result.get("first_divergence")
+        self.routing_flips = {l: np.asarray(f, dtype=bool) for l, f in result["routing_flips"]}
+        self.flip_rates = {l: float(f.mean()) if len(f) else 0.0 for l, f in self.routing_flips.items()}
+        self.kl = None if result.get("kl") is None else np.asarray(result["kl"])
+        self.kl_teacher_forced = None if kl_teacher_forced is None else np.asarray(kl_teacher_forced)
+        self.top1_changed = None if result.get("top1_changed") is None else np.asarray(result["top1_changed"], dtype=bool)
+        self._a, self._b = a, b
+
+    @property
+    def figures(self):
+        out = {}
+        for name in ("diff-routing", "diff-kl"):
+            try:
+                out[name] = self._a.view(name, against=self._b)
+            except _routelab.InvalidArgument:
+                pass
+        return out
+
+    def _repr_png_(self):
+        figures = self.figures
+        return next(iter(figures.values()))._repr_png_() if figures else None
+
+    def __repr__(self):
+        return f"<routelab.RunDiff {self.positions} positions, first divergence {self.first_divergence}>"
+
+
+def diff(a, b):
+    """What changed between traces ``a`` and ``b`` of the same prompt."""
+    return RunDiff(json.loads(_routelab.diff(a._inner, b._inner)), a, b)
+
+
+def _compare(session, a, b, report):
+    summary = json.loads(_routelab.compare(session, a._inner, b._inner, report))
+    return RunDiff(json.loads(_routelab.diff(a._inner, b._inner)), a, b, kl_teacher_forced=summary["kl"])

@@ -1,0 +1,223 @@
+"""Sessions: a loaded model and what runs on it."""
+
+import json
+
+from . import _routelab
+from ._routelab import InvalidArgument
+from ._analyses import Ablation, RetrievalScan, Specialization, _compare, _settings
+from ._progress import reporting
+from ._trace import Trace
+
+
+def _items(x):
+    if x is None:
+        return None
+    if isinstance(x, str):
+        return [x]
+    return [str(i) for i in x]
+
+
+def load(model, device="cpu", dtype=None, progress=None):
+    """Loads ``model``: anything the CLI's ``--model`` takes (a bundled name such as
+    ``tiny-moe``, a Hugging Face directory, a ``.gguf`` file or any shard of one, a Hugging Face
+    repo id ``owner/name[@revision]``, or one quant of a GGUF repo ``owner/name:Q4_K_M``).
+
+    ``device``: ``cpu``, ``cuda`` or ``cuda:N``; ``dtype``: ``f32`` or ``bf16`` (default: as
+    stored on the CPU, bf16 on a GPU). ``progress`` as in :meth:`Session.generate`.
+    """
+    with reporting(progress) as report:
+        return Session(_routelab.load(str(model), device, dtype, report))
+
+
+class Session:
+    """A loaded model. ``info`` holds its architecture (``routelab info``'s fields)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.info = json.loads(inner.info_json())
+
+    @property
+    def name(self):
+        return self._inner.name
+
+    def __repr__(self):
+        return f"<routelab.Session {self.name}: {self.info['summary']}>"
+
+    def encode(self, prompt, chat=False, system=None):
+        """The prompt's token ids (with ``chat`` or ``system``, in the model's chat template)."""
+        return self._inner.encode(prompt, chat, system)
+
+    def decode(self, tokens):
+        return self._inner.decode([int(t) for t in tokens])
+
+    def token_text(self, tokens):
+        """Each token's text, as traces label tokens."""
+        return self._inner.token_text([int(t) for t in tokens])
+
+    def cancel(self):
+        """Stops this session's calls in progress (from another thread); each raises
+        :class:`routelab.Cancelled`."""
+        self._inner.cancel()
+
+    def generate(
+        self,
+        prompt,
+        max_new_tokens=None,
+        capture=None,
+        interventions=None,
+        chat=False,
+        system=None,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        seed=None,
+        stop_at_eos=None,
+        progress=None,
+        on_token=None,
+    ):
+        """Generates from ``prompt`` and returns the run's :class:`Trace`.
+
+        ``capture``: what to record, as the CLI's ``--capture`` takes it (``"default"``,
+        ``"all"``, ``"router,stats"``, ``"probs:3"``, ``"layers.*.router.margin"``, or a list).
+        ``interventions``: ``HOOK:METHOD`` strings as ``--intervene`` takes them
+        (``"layers.3.experts.5:drop"``, ``"layers.0.attn.head.2:uniform"``,
+        ``"layers.4.shared_expert:mute"``). ``chat``/``system`` wrap the prompt in the chat
+        template. Settings left None take ``routelab run``'s defaults (48 new tokens, greedy,
+        seed 0, stop at end of sequence). ``progress``: None (a tqdm bar when tqdm is installed
+        and the output is a notebook or terminal), True, False, or a callable
+        ``(what, done, total)``; ``on_token(text)`` gets each token as it is generated.
+        The GIL is released while the model runs; Ctrl-C stops it at the next token.
+        """
+        with reporting(progress, on_token) as report:
+            return Trace(
+                self._inner.run(
+                    prompt=str(prompt),
+                    chat=chat,
+                    system=system,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                    top_k=top_k,
+                    seed=seed,
+                    stop_at_eos=stop_at_eos,
+                    capture=_items(capture),
+                    interventions=_items(interventions),
+                    progress=report,
+                )
+            )
+
+    def forward(self, prompt_or_token_ids, capture=None, interventions=None, chat=False):
+        """One forward pass over a prompt (text) or token ids (as ``routelab forward``; logits
+        are always recorded)."""
+        if isinstance(prompt_or_token_ids, str):
+            kwargs = dict(prompt=prompt_or_token_ids, chat=chat)
+        else:
+            kwargs = dict(tokens=[int(t) for t in prompt_or_token_ids])
+        return Trace(
+            self._inner.run(
+                max_new_tokens=0,
+                capture=_items(capture),
+                interventions=_items(interventions),
+                **kwargs,
+            )
+        )
+
+    def scan_retrieval(
+        self,
+        lengths=None,
+        depths=None,
+        per_cell=None,
+        seed=None,
+        haystack=None,
+        needle=None,
+        question=None,
+        digits=None,
+        mode="generate",
+        interventions=None,
+        state=None,
+        progress=None,
+    ):
+        """The retrieval-head scan (``routelab scan retrieval``; Wu et al. 2024): needle
+        trials over context ``lengths`` × needle ``depths`` (0 = start, 1 = end), ``per_cell``
+        trials each; ``mode`` ``generate`` (the paper's) or ``teacher-forced``. ``state``: a
+        file that keeps finished trials so an interrupted scan resumes. Settings left None
+        take the CLI's defaults."""
+        if mode not in ("generate", "teacher-forced", "teacher_forced"):
+            raise InvalidArgument(f"mode {mode!r}: expected generate or teacher-forced")
+        settings = _settings(
+            lengths=lengths,
+            depths=depths,
+            per_cell=per_cell,
+            seed=seed,
+            haystack=None if haystack is None else str(haystack),
+            needle=needle,
+            question=question,
+            digits=digits,
+            teacher_forced=mode != "generate",
+        )
+        with reporting(progress) as report:
+            result, figure = _routelab.scan_retrieval(
+                self._inner, settings, _items(interventions), None if state is None else str(state), report
+            )
+        return RetrievalScan(json.loads(result), figure)
+
+    def ablation(
+        self,
+        heads,
+        top=None,
+        draws=None,
+        method="uniform",
+        lengths=None,
+        depths=None,
+        per_cell=None,
+        seed=None,
+        haystack=None,
+        needle=None,
+        question=None,
+        digits=None,
+        progress=None,
+    ):
+        """Needle accuracy with the ``top`` retrieval heads masked against ``top`` random other
+        heads, ``draws`` times (``routelab analyze ablation``). ``heads``: a
+        :class:`RetrievalScan` or the path of the CSV a scan wrote; ``method`` ``uniform`` (the
+        paper's) or ``zero``."""
+        settings = _settings(
+            top=top,
+            draws=draws,
+            lengths=lengths,
+            depths=depths,
+            per_cell=per_cell,
+            seed=seed,
+            haystack=None if haystack is None else str(haystack),
+            needle=needle,
+            question=question,
+            digits=digits,
+        )
+        if isinstance(heads, RetrievalScan):
+            scores, csv = json.dumps(heads._head_scores), None
+        else:
+            scores, csv = None, str(heads)
+        with reporting(progress) as report:
+            result, figure = _routelab.ablation(self._inner, settings, method, scores, csv, report)
+        return Ablation(json.loads(result), figure)
+
+    def specialization(self, corpus, chunk_tokens=None, max_tokens=None, code_domains=None, progress=None):
+        """Expert specialization over a labelled corpus (one subdirectory of text files per
+        domain; ``routelab analyze specialization``)."""
+        settings = _settings(
+            corpus=str(corpus),
+            chunk_tokens=chunk_tokens,
+            max_tokens=max_tokens,
+            code_domains=None if code_domains is None else list(code_domains),
+        )
+        with reporting(progress) as report:
+            report_json, results, skipped = _routelab.specialization(self._inner, settings, report)
+        return Specialization(json.loads(report_json), results, skipped)
+
+    def compare(self, a, b, progress=None):
+        """How ``b`` (a run with interventions) differs from ``a`` (the same prompt without):
+        :func:`routelab.diff` plus the next-token KL with ``b``'s interventions teacher-forced
+        on ``a``'s tokens, as a compare cell shows it."""
+        with reporting(progress) as report:
+            return _compare(self._inner, a, b, report)
+

@@ -1,0 +1,144 @@
+//! The analyses from Python: retrieval-head scan, ablation, specialization, run diff and
+//! compare. Each runs the job the CLI and the GUI run, with its settings as JSON (fields left
+//! out take the job's own defaults), and returns its result as JSON plus its views.
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use routelab_model::interventions::HeadMethod;
+use routelab_probes::analysis::diff::diff as run_diff;
+use routelab_probes::analysis::retrieval::HeadScores;
+use routelab_probes::export::csv::Table;
+use routelab_probes::export::views;
+use routelab_probes::jobs::ablation::{AblationJob, AblationSettings};
+use routelab_probes::jobs::compare::CompareJob;
+use routelab_probes::jobs::scan::{ScanJob, ScanSettings};
+use routelab_probes::jobs::specialization::{Export, SpecializationJob, SpecializationSettings};
+use routelab_probes::jobs::{Job, Progress};
+use serde::de::DeserializeOwned;
+
+use crate::call::Report;
+use crate::errors::{invalid, to_py};
+use crate::figure::{Figure, TableData};
+use crate::session::{interventions, Session};
+use crate::trace::Trace;
+
+fn settings<T: DeserializeOwned>(json: &str, what: &str) -> PyResult<T> {
+    serde_json::from_str(json).map_err(|e| invalid(format!("{what} settings: {e}")))
+}
+
+fn json(v: &impl serde::Serialize) -> PyResult<String> {
+    serde_json::to_string(v).map_err(|e| invalid(e.to_string()))
+}
+
+fn steps<'a>(what: &'a str, report: &'a mut dyn FnMut(Report)) -> impl FnMut(Progress) + 'a {
+    move |p: Progress| report(Report { what, done: p.done, total: p.total, text: None })
+}
+
+/// The retrieval-head scan (`routelab scan retrieval`): `settings` are `ScanSettings`
+/// (`lengths`, `depths`, `per_cell`, `seed`, `haystack`, `needle`, `question`, `digits`,
+/// `teacher_forced`); `state` a file that keeps finished trials so a scan resumes. Returns the
+/// result (`ScanResult` as JSON) and the per-head score view.
+#[pyfunction]
+#[pyo3(signature = (session, settings_json, interventions=None, state=None, progress=None))]
+pub fn scan_retrieval(
+    py: Python<'_>,
+    session: &Session,
+    settings_json: &str,
+    interventions: Option<Vec<String>>,
+    state: Option<PathBuf>,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(String, Figure)> {
+    let job = ScanJob {
+        settings: settings::<ScanSettings>(settings_json, "scan")?,
+        interventions: self::interventions(&session.core, interventions)?,
+        state,
+    };
+    let result = session.detached(py, progress, None, |cancel, report| job.execute(&session.core, &mut steps("scan", report), cancel))?;
+    let view = views::head_scores(&result.head_scores(), &session.core.name);
+    Ok((json(&result)?, Figure::new(view)))
+}
+
+/// Needle accuracy with the top retrieval heads masked against random heads (`routelab analyze
+/// ablation`). `scores` is a scan's `HeadScores` as JSON, or `scores_csv` the CSV a scan wrote;
+/// `method` uniform or zero.
+#[pyfunction]
+#[pyo3(signature = (session, settings_json, method, scores_json=None, scores_csv=None, progress=None))]
+pub fn ablation(
+    py: Python<'_>,
+    session: &Session,
+    settings_json: &str,
+    method: &str,
+    scores_json: Option<&str>,
+    scores_csv: Option<PathBuf>,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(String, Figure)> {
+    let method = match method {
+        "uniform" => HeadMethod::Uniform,
+        "zero" => HeadMethod::Zero,
+        other => return Err(invalid(format!("method {other:?}: expected uniform or zero"))),
+    };
+    let scores: HeadScores = match (scores_json, &scores_csv) {
+        (Some(j), None) => settings(j, "head scores")?,
+        (None, Some(p)) => {
+            let table = Table::read(p).map_err(|e| to_py(e, None))?;
+            HeadScores::from_table(&table, p).map_err(|e| to_py(e, None))?
+        }
+        _ => return Err(invalid("give the head scores: a scan's result or the CSV it wrote")),
+    };
+    let mut s: AblationSettings = settings(settings_json, "ablation")?;
+    s.method = method;
+    let job = AblationJob { scores, settings: s };
+    let context = scores_csv.as_ref().map(|p| format!("head scores {}", p.display()));
+    job.check(&session.core).map_err(|e| to_py(e, context.as_deref()))?;
+    let result =
+        session.detached(py, progress, None, |cancel, report| job.execute(&session.core, &mut steps("ablation", report), cancel))?;
+    let view = views::retrieval_ablation(&result, &session.core.name);
+    Ok((json(&result)?, Figure::new(view)))
+}
+
+/// The report as JSON, each result by file stem (a `Figure` or a `TableData`), the files skipped.
+type SpecializationResult = (String, Vec<(String, Py<PyAny>)>, Vec<PathBuf>);
+
+/// Expert specialization over a labelled corpus (`routelab analyze specialization`): the
+/// report (as `report.json`), each result by the file stem the CLI writes it under (a figure, or
+/// a table alone), and the corpus files skipped.
+#[pyfunction]
+#[pyo3(signature = (session, settings_json, progress=None))]
+pub fn specialization(
+    py: Python<'_>,
+    session: &Session,
+    settings_json: &str,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<SpecializationResult> {
+    let job = SpecializationJob { settings: settings::<SpecializationSettings>(settings_json, "specialization")? };
+    let output =
+        session.detached(py, progress, None, |cancel, report| job.execute(&session.core, &mut steps("routing corpus", report), cancel))?;
+    let model = &session.core.name;
+    let mut results = vec![];
+    for (stem, export) in output.exports(model, &|t| session.core.tokenizer.piece(t)) {
+        let object = match export {
+            Export::View(v) => Py::new(py, Figure::new(v))?.into_any(),
+            Export::Table(t) => Py::new(py, TableData::new(t))?.into_any(),
+        };
+        results.push((stem, object));
+    }
+    Ok((output.report_json(model).to_string(), results, output.skipped))
+}
+
+/// What changed between two traces of the same prompt (`RunDiff` as JSON).
+#[pyfunction]
+pub fn diff(a: &Trace, b: &Trace) -> PyResult<String> {
+    json(&run_diff(&a.core, &b.core).map_err(|e| to_py(e, None))?)
+}
+
+/// A compare cell's summary: `b`'s interventions teacher-forced on `a`'s tokens (next-token KL
+/// per position), first divergence, flip rate per MoE layer.
+#[pyfunction]
+#[pyo3(signature = (session, a, b, progress=None))]
+pub fn compare(py: Python<'_>, session: &Session, a: &Trace, b: &Trace, progress: Option<&Bound<'_, PyAny>>) -> PyResult<String> {
+    let job = CompareJob { a: a.core.clone(), b: b.core.clone(), b_interventions: b.core.meta.interventions.clone() };
+    let summary =
+        session.detached(py, progress, None, |cancel, report| job.execute(&session.core, &mut steps("compare", report), cancel))?;
+    json(&summary)
+}
