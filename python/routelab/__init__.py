@@ -20,6 +20,9 @@ _os.environ.setdefault("CANDLE_BARRIER_POOL_SPIN_LIMIT", "200")
 #: over a second, in notebooks and terminals, when tqdm is installed), True or False.
 progress = None
 
+#: How figures show inline in Jupyter: "png" or "svg".
+inline_format = "png"
+
 from . import _routelab  # noqa: E402
 from ._routelab import (  # noqa: E402,F401
     Cancelled,

@@ -2,8 +2,7 @@
 
 import math
 
-#: Which image a figure shows inline in Jupyter: "png" or "svg".
-inline_format = "png"
+import routelab
 
 
 def _typed_columns(header, rows):
@@ -104,10 +103,10 @@ class Figure(Table):
         self._inner.save(str(path))
 
     def _repr_png_(self):
-        return self.png() if inline_format == "png" else None
+        return self.png() if routelab.inline_format == "png" else None
 
     def _repr_svg_(self):
-        return self.svg() if inline_format == "svg" else None
+        return self.svg() if routelab.inline_format == "svg" else None
 
     def _repr_html_(self):
         # The image, not the table, is what a figure shows.

@@ -126,7 +126,12 @@ def test_figures_save_png_svg_and_csv_and_show_inline(runs, tmp_path):
         figure.save(tmp_path / f"load.{ext}")
     assert (tmp_path / "load.png").read_bytes() == figure.png()
     assert (tmp_path / "load.csv").read_text() == figure.csv()
-    assert figure._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figure._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n" and figure._repr_svg_() is None
+    routelab.inline_format = "svg"
+    try:
+        assert figure._repr_png_() is None and figure._repr_svg_() == figure.svg()
+    finally:
+        routelab.inline_format = "png"
     records = figure.records
     assert records[0].keys() == {"layer", "expert", "selections", "share", "weight_mass"}
     assert isinstance(records[0]["selections"], int) and isinstance(records[0]["share"], float)
