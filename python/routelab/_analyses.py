@@ -13,7 +13,28 @@ def _settings(**kwargs):
     return json.dumps({k: v for k, v in kwargs.items() if v is not None})
 
 
-class RetrievalScan:
+class _Figured:
+    """A result shown as its main figure: its table's ``records`` and ``to_pandas()``, and its
+    plot inline."""
+
+    def _main(self):
+        return self.figure
+
+    @property
+    def records(self):
+        return self._main().records
+
+    def to_pandas(self):
+        return self._main().to_pandas()
+
+    def _repr_png_(self):
+        return self._main()._repr_png_()
+
+    def _repr_svg_(self):
+        return self._main()._repr_svg_()
+
+
+class RetrievalScan(_Figured):
     """A retrieval-head scan: ``scores`` (numpy [layers, heads]), ``figure`` (the per-head
     score view; its ``records`` / ``to_pandas()`` are the table the CLI writes),
     ``accuracy`` (needle accuracy), ``heads(threshold)`` (retrieval heads, strongest first),
@@ -44,16 +65,6 @@ class RetrievalScan:
         above = [c for c in cells if c[2] > threshold]
         return sorted(above, key=lambda c: (-c[2], c[0], c[1]))
 
-    @property
-    def records(self):
-        return self.figure.records
-
-    def to_pandas(self):
-        return self.figure.to_pandas()
-
-    def _repr_png_(self):
-        return self.figure._repr_png_()
-
     def __repr__(self):
         return (
             f"<routelab.RetrievalScan {len(self.trials)} trials, accuracy {self.accuracy:.0%}, "
@@ -61,7 +72,7 @@ class RetrievalScan:
         )
 
 
-class Ablation:
+class Ablation(_Figured):
     """Needle accuracy with the top retrieval heads masked against random heads: ``baseline``,
     ``masked_retrieval``, ``random_draws``, ``random_mean``, ``figure``."""
 
@@ -77,16 +88,6 @@ class Ablation:
     def random_mean(self):
         return sum(a for _, a in self.random_draws) / len(self.random_draws) if self.random_draws else 0.0
 
-    @property
-    def records(self):
-        return self.figure.records
-
-    def to_pandas(self):
-        return self.figure.to_pandas()
-
-    def _repr_png_(self):
-        return self.figure._repr_png_()
-
     def __repr__(self):
         return (
             f"<routelab.Ablation baseline {self.baseline:.0%}, top-{len(self.retrieval_heads)} retrieval heads masked "
@@ -94,7 +95,7 @@ class Ablation:
         )
 
 
-class Specialization:
+class Specialization(_Figured):
     """Expert specialization over a corpus: ``report`` (``report.json``'s content),
     ``results`` (every figure and table by the file stem the CLI writes: ``summary``, ``load``,
     ``domains_layer{l}``, ``top_tokens_layer{l}``, ``coactivation_layer{l}``), ``summary`` and
@@ -116,15 +117,8 @@ class Specialization:
     def load(self):
         return self.results["load"]
 
-    @property
-    def records(self):
-        return self.summary.records
-
-    def to_pandas(self):
-        return self.summary.to_pandas()
-
-    def _repr_png_(self):
-        return self.summary._repr_png_()
+    def _main(self):
+        return self.summary
 
     def __repr__(self):
         return f"<routelab.Specialization {self.report['tokens']} tokens, {len(self.layers)} MoE layers>"

@@ -17,6 +17,20 @@ def _items(x):
     return [str(i) for i in x]
 
 
+def _needle(lengths, depths, per_cell, seed, haystack, needle, question, digits):
+    """The needle-trial settings a scan and an ablation share (``NeedleSettings``)."""
+    return dict(
+        lengths=lengths,
+        depths=depths,
+        per_cell=per_cell,
+        seed=seed,
+        haystack=None if haystack is None else str(haystack),
+        needle=needle,
+        question=question,
+        digits=digits,
+    )
+
+
 def load(model, device="cpu", dtype=None, progress=None):
     """Loads ``model``: anything the CLI's ``--model`` takes (a bundled name such as
     ``tiny-moe``, a Hugging Face directory, a ``.gguf`` file or any shard of one, a Hugging Face
@@ -113,10 +127,12 @@ class Session:
             kwargs = dict(prompt=prompt_or_token_ids, chat=chat)
         else:
             kwargs = dict(tokens=[int(t) for t in prompt_or_token_ids])
+        # Logits are what a forward pass is for: always recorded, as `routelab forward` does.
+        capture = (_items(capture) or ["default"]) + ["logits"]
         return Trace(
             self._inner.run(
                 max_new_tokens=0,
-                capture=_items(capture),
+                capture=capture,
                 interventions=_items(interventions),
                 **kwargs,
             )
@@ -145,14 +161,7 @@ class Session:
         if mode not in ("generate", "teacher-forced", "teacher_forced"):
             raise InvalidArgument(f"mode {mode!r}: expected generate or teacher-forced")
         settings = _settings(
-            lengths=lengths,
-            depths=depths,
-            per_cell=per_cell,
-            seed=seed,
-            haystack=None if haystack is None else str(haystack),
-            needle=needle,
-            question=question,
-            digits=digits,
+            **_needle(lengths, depths, per_cell, seed, haystack, needle, question, digits),
             teacher_forced=mode != "generate",
         )
         with reporting(progress) as report:
@@ -181,18 +190,7 @@ class Session:
         heads, ``draws`` times (``routelab analyze ablation``). ``heads``: a
         :class:`RetrievalScan` or the path of the CSV a scan wrote; ``method`` ``uniform`` (the
         paper's) or ``zero``."""
-        settings = _settings(
-            top=top,
-            draws=draws,
-            lengths=lengths,
-            depths=depths,
-            per_cell=per_cell,
-            seed=seed,
-            haystack=None if haystack is None else str(haystack),
-            needle=needle,
-            question=question,
-            digits=digits,
-        )
+        settings = _settings(top=top, draws=draws, **_needle(lengths, depths, per_cell, seed, haystack, needle, question, digits))
         if isinstance(heads, RetrievalScan):
             scores, csv = json.dumps(heads._head_scores), None
         else:
