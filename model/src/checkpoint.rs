@@ -53,7 +53,11 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
         files.sort();
         files.dedup();
-        let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+        let paths = files
+            .iter()
+            .map(|f| crate::repo_path::relative(f).map(|rel| dir.join(rel)))
+            .collect::<std::result::Result<Vec<PathBuf>, String>>()
+            .map_err(|why| ModelError::weights(&index, format!("`weight_map` names {why}")))?;
         if let Some(missing) = paths.iter().find(|p| !p.exists()) {
             return Err(ModelError::weights(&index, format!("names shard {} which does not exist", missing.display())));
         }

@@ -19,6 +19,7 @@ pub mod hub;
 pub mod interventions;
 pub mod layers;
 pub mod memory;
+pub mod repo_path;
 pub mod rope;
 pub mod sampling;
 pub mod session;

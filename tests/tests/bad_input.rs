@@ -61,6 +61,41 @@ fn config_with_a_bad_field_names_the_field() {
     assert!(e.contains("config.json") && e.contains("JSON"), "{e}");
 }
 
+/// A config.json that declares a billion layers once aborted the process on a 16 GB
+/// allocation for its per-layer table; it is refused before anything is allocated.
+#[test]
+fn absurd_sizes_in_config_are_refused_before_allocating() {
+    let d = copy_case("mixtral");
+    edit_config(d.path(), |v| v["num_hidden_layers"] = 1_000_000_000u64.into());
+    let e = load_err(d.path());
+    assert!(e.contains("config.json") && e.contains("num_hidden_layers") && e.contains("at most"), "{e}");
+}
+
+/// Nothing in a model directory is executed: a config asking for the repository's own code
+/// says so instead of "unknown model_type".
+#[test]
+fn a_config_that_needs_remote_code_says_it_is_not_run() {
+    let d = copy_case("llama");
+    edit_config(d.path(), |v| {
+        v["model_type"] = "custom_moe".into();
+        v["auto_map"] = serde_json::json!({ "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM" });
+    });
+    let e = load_err(d.path());
+    assert!(e.contains("config.json") && e.contains("modeling_custom.CustomForCausalLM") && e.contains("runs no code"), "{e}");
+}
+
+/// A shard index cannot make RouteLab read files outside the model's directory.
+#[test]
+fn a_shard_index_cannot_point_outside_the_model_directory() {
+    for shard in ["../outside.safetensors", "/etc/passwd"] {
+        let d = copy_case("llama");
+        let index = serde_json::json!({ "weight_map": { "model.embed_tokens.weight": shard } });
+        std::fs::write(d.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+        let e = load_err(d.path());
+        assert!(e.contains("model.safetensors.index.json") && e.contains(shard), "{e}");
+    }
+}
+
 #[test]
 fn a_tensor_with_the_wrong_shape_is_named_with_both_shapes() {
     let d = copy_case("llama");

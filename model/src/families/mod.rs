@@ -98,11 +98,29 @@ impl Family {
 pub fn parse_config(path: &Path, value: &serde_json::Value) -> Result<ModelConfig> {
     let raw = RawConfig::new(path, value);
     let model_type = raw.opt_str("model_type")?.ok_or_else(|| raw.missing("model_type"))?;
-    let family = model_type.parse::<Family>().map_err(|_| ModelError::UnknownArchitecture {
-        path: path.to_path_buf(),
-        found: model_type.to_string(),
-        supported: Family::supported(),
-    })?;
+    let family = match model_type.parse::<Family>() {
+        Ok(f) => f,
+        // transformers would import the repository's own modeling file (trust_remote_code);
+        // RouteLab never runs code from a model directory, so say that rather than "unknown".
+        Err(_) if value.get("auto_map").is_some() => {
+            let module = value["auto_map"].get("AutoModelForCausalLM").and_then(|m| m.as_str()).unwrap_or("its own modeling file");
+            return Err(ModelError::config(
+                path,
+                format!(
+                    "model_type {model_type:?} needs the repository's own Python code ({module}, trust_remote_code in \
+                     transformers); RouteLab runs no code from model directories. Supported model types: {}",
+                    Family::supported().join(", ")
+                ),
+            ));
+        }
+        Err(_) => {
+            return Err(ModelError::UnknownArchitecture {
+                path: path.to_path_buf(),
+                found: model_type.to_string(),
+                supported: Family::supported(),
+            })
+        }
+    };
     let mut config = family.parse(&raw)?;
     config.raw = value.clone();
     validate(path, &config)?;
@@ -181,5 +199,49 @@ mod tests {
             "m/config.json: unknown model_type \"gpt_neox_9000\"; supported model types: llama, mistral, qwen2, qwen3, phi3, mixtral, \
              qwen2_moe, qwen3_moe, olmoe, phimoe, deepseek_v2, deepseek_v3, dbrx, arctic"
         );
+    }
+
+    #[test]
+    fn remote_code_is_refused_by_name() {
+        let c = serde_json::json!({
+            "model_type": "my_moe",
+            "auto_map": { "AutoConfig": "configuration_my.MyConfig", "AutoModelForCausalLM": "modeling_my.MyForCausalLM" }
+        });
+        let e = parse_config(Path::new("m/config.json"), &c).unwrap_err().to_string();
+        assert!(
+            e.starts_with("m/config.json: model_type \"my_moe\" needs the repository's own Python code (modeling_my.MyForCausalLM"),
+            "{e}"
+        );
+        assert!(e.contains("runs no code") && e.contains("deepseek_v3"), "{e}");
+        // A family RouteLab implements keeps loading when its config also names remote code
+        // (DeepSeek-V2 and Phi-3.5-MoE ship auto_map): the code is simply not used.
+        let mut known = c.clone();
+        known["model_type"] = "deepseek_v2".into();
+        let e = parse_config(Path::new("m/config.json"), &known).unwrap_err().to_string();
+        assert!(!e.contains("Python code"), "{e}");
+    }
+
+    /// A hostile config.json drives no allocation: each family's parser reads the size fields
+    /// before building per-layer tables, and absurd sizes are refused, naming the field.
+    #[test]
+    fn absurd_sizes_are_refused_before_anything_is_allocated() {
+        let base = serde_json::json!({
+            "model_type": "mixtral", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 8
+        });
+        assert!(parse_config(Path::new("m/config.json"), &base).is_ok());
+        for (key, value) in [
+            ("num_hidden_layers", serde_json::json!(1_000_000_000u64)),
+            ("num_hidden_layers", serde_json::json!(1e300)),
+            ("num_local_experts", serde_json::json!(u64::MAX)),
+            ("vocab_size", serde_json::json!(1u64 << 40)),
+            ("num_attention_heads", serde_json::json!(1u64 << 33)),
+        ] {
+            let mut c = base.clone();
+            c[key] = value.clone();
+            let e = parse_config(Path::new("m/config.json"), &c).unwrap_err().to_string();
+            assert!(e.starts_with("m/config.json: ") && e.contains(key), "{key}={value}: {e}");
+        }
     }
 }

@@ -6,6 +6,41 @@ use serde_json::Value;
 
 use crate::error::{ModelError, Result};
 
+/// Upper bounds on the sizes that RouteLab allocates per item before any weight is read
+/// (per-layer and per-expert tables, head masks). Each is far above every published model
+/// (126 layers, 256 routed experts, 128 heads, 256k vocabulary, 53248 intermediate): a value
+/// beyond it is a damaged or hostile file, refused before it can drive an allocation.
+const LIMITS: &[(&str, u64)] = &[
+    ("num_hidden_layers", 1 << 12),
+    ("n_layers", 1 << 12),
+    ("num_attention_heads", 1 << 14),
+    ("n_heads", 1 << 14),
+    ("num_key_value_heads", 1 << 14),
+    ("kv_n_heads", 1 << 14),
+    ("num_local_experts", 1 << 16),
+    ("num_experts", 1 << 16),
+    ("n_routed_experts", 1 << 16),
+    ("moe_num_experts", 1 << 16),
+    ("n_shared_experts", 1 << 16),
+    ("num_experts_per_tok", 1 << 16),
+    ("moe_top_k", 1 << 16),
+    ("n_group", 1 << 16),
+    ("topk_group", 1 << 16),
+    ("hidden_size", 1 << 20),
+    ("d_model", 1 << 20),
+    ("intermediate_size", 1 << 22),
+    ("moe_intermediate_size", 1 << 22),
+    ("shared_expert_intermediate_size", 1 << 22),
+    ("ffn_hidden_size", 1 << 22),
+    ("head_dim", 1 << 16),
+    ("v_head_dim", 1 << 16),
+    ("qk_rope_head_dim", 1 << 16),
+    ("qk_nope_head_dim", 1 << 16),
+    ("kv_lora_rank", 1 << 20),
+    ("q_lora_rank", 1 << 20),
+    ("vocab_size", 1 << 26),
+];
+
 /// A config.json object (or a nested object such as DBRX's `attn_config`) and the file it came
 /// from. JSON `null` counts as absent, as transformers treats it.
 #[derive(Clone, Copy)]
@@ -42,17 +77,29 @@ impl<'a> RawConfig<'a> {
     }
 
     pub fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
-        match self.get(key) {
-            None => Ok(None),
+        let n = match self.get(key) {
+            None => return Ok(None),
             Some(v) => match v.as_u64() {
-                Some(n) => Ok(Some(n as usize)),
+                Some(n) => n,
                 // Some configs write integers as floats (4096.0).
                 None => match v.as_f64() {
-                    Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as usize)),
-                    _ => Err(self.err(key, "a non-negative integer", v)),
+                    Some(f) if (0.0..=u64::MAX as f64).contains(&f) && f.fract() == 0.0 => f as u64,
+                    _ => return Err(self.err(key, "a non-negative integer", v)),
                 },
             },
+        };
+        if let Some(&(_, limit)) = LIMITS.iter().find(|(k, _)| *k == key) {
+            if n > limit {
+                return Err(ModelError::config(
+                    self.path,
+                    format!(
+                        "field `{}{key}` is {n}, beyond what any model has (RouteLab accepts at most {limit}); the file is damaged or not a model's config",
+                        self.scope
+                    ),
+                ));
+            }
         }
+        usize::try_from(n).map(Some).map_err(|_| self.err(key, "an integer that fits in memory", &Value::from(n)))
     }
 
     /// The first of several aliases present (transformers renames fields between versions,

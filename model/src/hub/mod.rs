@@ -4,10 +4,12 @@
 //! is complete in the cache is used without a request.
 
 pub mod quants;
+pub mod verify;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{ApiBuilder, ApiRepo};
+use hf_hub::api::sync::{Api, ApiBuilder};
 use hf_hub::{Cache, Repo, RepoType};
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +43,8 @@ pub struct RepoFiles {
     /// The commit the list is of (the snapshot's directory name in the cache).
     pub commit: Option<String>,
     pub origin: Origin,
+    /// What each file must be once downloaded (from the hub's listing; empty for the cache).
+    pub expected: HashMap<String, verify::Expected>,
 }
 
 /// The GGUF quants a repo offers.
@@ -145,6 +149,13 @@ struct RemoteInfo {
 struct RemoteFile {
     rfilename: String,
     size: Option<u64>,
+    lfs: Option<RemoteLfs>,
+}
+
+#[derive(Deserialize)]
+struct RemoteLfs {
+    sha256: String,
+    size: u64,
 }
 
 /// Every file under `dir` as a `/`-separated relative path with its size; snapshot entries
@@ -194,23 +205,36 @@ impl Hub {
         dir.is_dir().then_some(dir)
     }
 
-    fn api_repo(&self, repo: &str, revision: Option<&str>) -> Result<ApiRepo> {
+    fn api(&self, repo: &str) -> Result<Api> {
         let mut builder = ApiBuilder::from_cache(self.cache.clone()).with_progress(false);
         // A mirror, as the Python libraries take it.
         if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
             builder = builder.with_endpoint(endpoint);
         }
-        let api = builder.build().map_err(|e| ModelError::Source(format!("{repo}: cannot reach the Hugging Face hub: {e}")))?;
-        Ok(api.repo(hf_repo(repo, revision)))
+        builder.build().map_err(|e| ModelError::Source(format!("{repo}: cannot reach the Hugging Face hub: {e}")))
     }
 
     /// The repo's file list from the hub, with sizes.
     fn remote_files(&self, repo: &str, revision: Option<&str>) -> Result<RepoFiles> {
         let fail = |e: String| ModelError::Source(format!("{repo}: cannot list the repository on the hub: {e}"));
-        let mut response = self.api_repo(repo, revision)?.info_request().query("blobs", "true").call().map_err(|e| fail(e.to_string()))?;
+        let mut response =
+            self.api(repo)?.repo(hf_repo(repo, revision)).info_request().query("blobs", "true").call().map_err(|e| fail(e.to_string()))?;
         let body = response.body_mut().read_to_string().map_err(|e| fail(e.to_string()))?;
         let info: RemoteInfo = serde_json::from_str(&body).map_err(|e| fail(format!("unexpected answer: {e}")))?;
-        Ok(RepoFiles { files: info.siblings.into_iter().map(|f| (f.rfilename, f.size)).collect(), commit: info.sha, origin: Origin::Hub })
+        let expected = info
+            .siblings
+            .iter()
+            .map(|f| {
+                let sha256 = f.lfs.as_ref().map(|l| l.sha256.clone());
+                (f.rfilename.clone(), verify::Expected { size: f.lfs.as_ref().map(|l| l.size).or(f.size), sha256 })
+            })
+            .collect();
+        Ok(RepoFiles {
+            files: info.siblings.into_iter().map(|f| (f.rfilename, f.size)).collect(),
+            commit: info.sha,
+            origin: Origin::Hub,
+            expected,
+        })
     }
 
     fn cached_files(&self, repo: &str, revision: Option<&str>, why: String) -> Result<RepoFiles> {
@@ -221,7 +245,7 @@ impl Hub {
             ))
         })?;
         let commit = snapshot.file_name().map(|c| c.to_string_lossy().into_owned());
-        Ok(RepoFiles { files: list_dir(&snapshot), commit, origin: Origin::Cache { why } })
+        Ok(RepoFiles { files: list_dir(&snapshot), commit, origin: Origin::Cache { why }, expected: HashMap::new() })
     }
 
     /// The repo's files: from the hub, else (offline, or the hub not reachable) what the cache
@@ -329,15 +353,13 @@ impl Hub {
                 missing.join(", ")
             )));
         }
-        let remote = self.api_repo(repo, revision)?;
         let snapshot = listed.commit.as_ref().map(|c| self.cache.repo(hf_repo(repo, revision)).pointer_path(c));
         let mut paths = Vec::with_capacity(q.files.len());
         for file in &q.files {
+            verify::file_name(repo, file)?;
             let path = match snapshot.as_ref().map(|s| s.join(file)).filter(|p| p.exists()) {
                 Some(p) => p,
-                None => remote
-                    .download_with_progress(file, Reporter { file: file.clone(), total: 0, done: 0, sink: progress })
-                    .map_err(|e| ModelError::Source(format!("{repo}: downloading {file} failed: {e}")))?,
+                None => self.download(repo, revision, &listed, file, progress)?,
             };
             paths.push(path);
         }
@@ -357,22 +379,44 @@ impl Hub {
         listed: &RepoFiles,
         progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<PathBuf> {
-        let remote = self.api_repo(repo, revision)?;
         let cached = self.cache.repo(hf_repo(repo, revision));
         let available: Vec<String> = listed.files.iter().map(|(f, _)| f.clone()).collect();
         let mut dir = None;
         for file in needed_files(&available) {
             let path = match cached.get(&file) {
                 Some(p) => p,
-                None => remote
-                    .download_with_progress(&file, Reporter { file: file.clone(), total: 0, done: 0, sink: progress })
-                    .map_err(|e| ModelError::Source(format!("{repo}: downloading {file} failed: {e}")))?,
+                None => self.download(repo, revision, listed, &file, progress)?,
             };
             if file == "config.json" {
                 dir = path.parent().map(Path::to_path_buf);
             }
         }
         dir.ok_or_else(|| ModelError::Source(format!("{repo}: config.json did not download")))
+    }
+
+    /// Downloads one listed file into the cache and checks it (see [`verify`]).
+    fn download(
+        &self,
+        repo: &str,
+        revision: Option<&str>,
+        listed: &RepoFiles,
+        file: &str,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<PathBuf> {
+        verify::file_name(repo, file)?;
+        let failed = |e: hf_hub::api::sync::ApiError| ModelError::Source(format!("{repo}: downloading {file} failed: {e}"));
+        let api = self.api(repo)?;
+        let remote = api.repo(hf_repo(repo, revision));
+        let head = api.metadata(&remote.url(file)).map_err(failed)?;
+        verify::cache_key(repo, "file hash (etag)", head.etag())?;
+        verify::cache_key(repo, "commit", head.commit_hash())?;
+        let path =
+            remote.download_with_progress(file, Reporter { file: file.to_string(), total: 0, done: 0, sink: progress }).map_err(failed)?;
+        let mut expected = listed.expected.get(file).cloned().unwrap_or_default();
+        // The size the download itself announced, when the listing has none.
+        expected.size = expected.size.or(Some(head.size() as u64));
+        verify::downloaded(repo, file, &path, &expected)?;
+        Ok(path)
     }
 }
 
