@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod capture;
+pub mod capture_size;
 pub mod chat;
 pub mod checkpoint;
 pub mod config;

@@ -454,6 +454,8 @@ impl Session {
         self.check_context(prompt.len())?;
         let edits = self.model.edits(&request.interventions)?;
         let plan = request.capture.plan(self.model.config.num_layers);
+        let positions = prompt.len().saturating_add(request.max_new_tokens).min(self.model.config.max_position_embeddings.max(prompt.len()));
+        crate::capture_size::check(&plan, &self.model.config, positions)?;
         let opts = ForwardOptions { edits: &edits, ..ForwardOptions::new(&plan) };
         let mut cache = self.model.new_cache();
         let mut record = RunRecord {

@@ -192,6 +192,54 @@ fn fixture_session(case: &str) -> Session {
     Session::load(&ModelSource::Dir(case_dir(case)), &LoadOptions::default(), &mut |_| {}).unwrap()
 }
 
+/// The capture estimate a run is checked against is what the run then records, per
+/// quantity, on dense, MoE, shared-expert and dense-residual families (probabilities counted
+/// as the trace file holds them, `[H, T, T]`).
+#[test]
+fn capture_estimates_are_what_runs_record() {
+    use routelab_model::capture::CaptureSpec;
+    use routelab_model::capture_size;
+    use routelab_model::hooks::HookPoint;
+    for case in ["llama", "mixtral", "qwen2_moe", "arctic", "deepseek_v3"] {
+        let s = fixture_session(case);
+        let request = RunRequest { max_new_tokens: 3, ..RunRequest::forward(vec![5, 6, 7, 8, 9], CaptureSpec::all(), Interventions::default()) };
+        let record = s.run(&request, &mut |_| true).unwrap();
+        let t = record.store.len();
+        assert_eq!(t, 8, "{case}");
+        let mut recorded: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (hook, stored) in record.store.iter() {
+            let (name, values) = match hook {
+                HookPoint::Logits => ("logits", (t * s.config().vocab_size) as u64),
+                HookPoint::Layer { quantity, layer } if quantity.name() == "attn.probs" => {
+                    (quantity.name(), (record.store.heads(*layer) * t * t) as u64)
+                }
+                HookPoint::Layer { quantity, .. } => (quantity.name(), stored.row_shape.iter().product::<usize>().max(1) as u64 * t as u64),
+                _ => continue,
+            };
+            *recorded.entry(name).or_default() += values * 4;
+        }
+        let plan = CaptureSpec::all().plan(s.config().num_layers);
+        let estimated: std::collections::BTreeMap<&str, u64> = capture_size::estimate(&plan, s.config(), t).into_iter().collect();
+        assert_eq!(estimated, recorded, "{case}");
+        // Refused against a limit below it, with the largest parts named and the way out.
+        let total: u64 = estimated.values().sum();
+        let e = capture_size::check_within(&plan, s.config(), t, Some((total - 1, "a test limit".into()))).unwrap_err().to_string();
+        assert!(e.contains("the capture of 8 positions would take") && e.contains("a test limit") && e.contains("ROUTELAB_TRACE_LIMIT"), "{e}");
+        capture_size::check_within(&plan, s.config(), t, Some((total, "a test limit".into()))).unwrap();
+    }
+}
+
+/// Full attention probabilities over a long prompt are refused before the run starts.
+#[test]
+fn a_capture_that_would_not_fit_is_refused_before_running() {
+    use routelab_model::capture::CaptureSpec;
+    use routelab_model::capture_size;
+    let s = fixture_session("llama");
+    let plan = CaptureSpec::items(&["probs"]).plan(s.config().num_layers);
+    let e = capture_size::check_within(&plan, s.config(), 1 << 20, Some((1 << 30, "the memory available".into()))).unwrap_err().to_string();
+    assert!(e.contains("attn.probs") && e.contains("probs:0-3") && e.contains("GiB"), "{e}");
+}
+
 #[test]
 fn a_prompt_longer_than_the_context_window_is_refused() {
     let s = fixture_session("llama");
