@@ -1,4 +1,8 @@
 //! `routelab`: see `routelab --help`.
+// Data from outside the process (model files, notebooks, traces, specs, the network) is never
+// unwrapped: a failure is an error naming the file. Tests may (clippy.toml); the few internal
+// invariants that expect carry an `allow` with the reason.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use clap::Parser;
 

@@ -57,7 +57,7 @@ pub fn reference(parts: &[Tensor], device: &Device) -> Result<Tensor> {
     let flat: Vec<Tensor> = parts.iter().map(|p| p.to_dtype(DType::F32)?.flatten_all()).collect::<Result<_>>()?;
     match flat.len() {
         0 => Tensor::zeros(0, DType::F32, device),
-        1 => Ok(flat.into_iter().next().unwrap()),
+        // One part comes back as it is.
         _ => Tensor::cat(&flat, 0),
     }
 }

@@ -28,6 +28,10 @@
 //! - [`gated`]: the gated MLP's `silu(gate) ⊙ up` on the CPU in one vectorised pass.
 //! - [`launch`]: each CUDA kernel's launch (grid, block, scalar arguments), shared by the ops
 //!   and by the CPU emulator that runs the `.cu` sources in tests on machines without a GPU.
+// Data from outside the process (model files, notebooks, traces, specs, the network) is never
+// unwrapped: a failure is an error naming the file. Tests may (clippy.toml); the few internal
+// invariants that expect carry an `allow` with the reason.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod attention_op;
 pub mod attn_stats;

@@ -32,7 +32,9 @@ impl LayerCache {
             self.k = Some(grow(&self.k, k)?);
             self.v = Some(grow(&self.v, v)?);
         }
-        let (kb, vb) = (self.k.as_ref().unwrap(), self.v.as_ref().unwrap());
+        let (Some(kb), Some(vb)) = (self.k.as_ref(), self.v.as_ref()) else {
+            return Err(crate::error::ModelError::Invalid("kv cache: no buffer after growing".into()));
+        };
         kb.slice_set(&k.contiguous()?, 1, self.len)?;
         vb.slice_set(&v.contiguous()?, 1, self.len)?;
         self.len = needed;

@@ -73,8 +73,11 @@ impl Default for CaptureSpec {
     }
 }
 
+/// For names written in code only (the groups' patterns, checked by a test, and
+/// [`CaptureSpec::with`]'s callers); what a user typed goes through [`CaptureSpec::parse_items`].
+#[allow(clippy::expect_used)]
 fn pattern(s: &str) -> HookPattern {
-    s.parse().expect("the capture groups name valid patterns")
+    s.parse().expect("a hook pattern written in code")
 }
 
 impl CaptureSpec {
@@ -415,6 +418,15 @@ impl HeadStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_group_names_valid_patterns() {
+        for (_, patterns) in GROUPS {
+            for p in *patterns {
+                assert!(p.parse::<HookPattern>().is_ok(), "{p}");
+            }
+        }
+    }
 
     #[test]
     fn cli_items_expand_to_hook_patterns() {

@@ -49,7 +49,7 @@ pub fn estimate(plan: &CapturePlan, config: &ModelConfig, positions: usize) -> V
         }
     }
     by_name.retain(|(_, b)| *b > 0);
-    by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    by_name.sort_by_key(|b| std::cmp::Reverse(b.1));
     by_name
 }
 

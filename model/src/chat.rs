@@ -67,8 +67,11 @@ impl ChatTemplate {
     fn environment(&self) -> Result<Environment<'_>> {
         let mut env = Environment::new();
         // transformers renders with jinja2's trim_blocks and lstrip_blocks.
-        let syntax =
-            minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().expect("default delimiters are valid");
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| ModelError::tokenizer(&self.origin, format!("chat template syntax: {e}")))?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, Error> {
@@ -85,7 +88,7 @@ impl ChatTemplate {
 
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let env = self.environment()?;
-        let tmpl = env.get_template("chat").expect("added above");
+        let tmpl = env.get_template("chat").map_err(|e| ModelError::tokenizer(&self.origin, format!("chat template: {e}")))?;
         tmpl.render(minijinja::context! {
             messages => minijinja::Value::from(minijinja::value::Serde(messages)),
             add_generation_prompt => add_generation_prompt,

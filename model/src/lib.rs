@@ -4,6 +4,10 @@
 //! matching Hugging Face transformers numerically. A forward pass records what
 //! [`capture::CaptureSpec`] asks for and applies [`interventions::Interventions`], both plain
 //! data. [`session::Session`] ties model, tokenizer and chat template together and generates.
+// Data from outside the process (model files, notebooks, traces, specs, the network) is never
+// unwrapped: a failure is an error naming the file. Tests may (clippy.toml); the few internal
+// invariants that expect carry an `allow` with the reason.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cache;
 pub mod capture;

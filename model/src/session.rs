@@ -434,7 +434,9 @@ impl Session {
         for i in interventions.items.iter_mut() {
             if let Intervention::Head { layer, head, method: HeadMethod::Mean { reference } } = i {
                 if reference.is_empty() {
-                    let per_head = out.layers[*layer].head_outputs.as_ref().expect("requested above");
+                    let Some(per_head) = out.layers[*layer].head_outputs.as_ref() else {
+                        return Err(ModelError::Invalid(format!("layer {layer} recorded no head outputs")));
+                    };
                     if *head >= per_head.dim(1)? {
                         return Err(ModelError::Invalid(format!("head {head} out of range")));
                     }
@@ -454,7 +456,8 @@ impl Session {
         self.check_context(prompt.len())?;
         let edits = self.model.edits(&request.interventions)?;
         let plan = request.capture.plan(self.model.config.num_layers);
-        let positions = prompt.len().saturating_add(request.max_new_tokens).min(self.model.config.max_position_embeddings.max(prompt.len()));
+        let positions =
+            prompt.len().saturating_add(request.max_new_tokens).min(self.model.config.max_position_embeddings.max(prompt.len()));
         crate::capture_size::check(&plan, &self.model.config, positions)?;
         let opts = ForwardOptions { edits: &edits, ..ForwardOptions::new(&plan) };
         let mut cache = self.model.new_cache();

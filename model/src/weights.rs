@@ -55,7 +55,7 @@ impl SafetensorsFile {
     }
 
     fn load(&self, name: &str) -> Result<Tensor> {
-        let info = self.metadata.info(name).expect("caller checked the name");
+        let info = self.metadata.info(name).ok_or_else(|| ModelError::weights(&self.path, format!("missing tensor {name}")))?;
         let dtype = match info.dtype {
             StDtype::F32 => DType::F32,
             StDtype::F16 => DType::F16,

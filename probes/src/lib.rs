@@ -4,6 +4,10 @@
 //! - [`jobs`]: the typed jobs the CLI, the GUI and Python run;
 //! - [`summary`]: per-layer expert load of a run, as printed by `routelab run`;
 //! - [`atomic`]: atomic writes for everything a user keeps.
+// Data from outside the process (model files, notebooks, traces, specs, the network) is never
+// unwrapped: a failure is an error naming the file. Tests may (clippy.toml); the few internal
+// invariants that expect carry an `allow` with the reason.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod analysis;
 pub mod atomic;

@@ -195,7 +195,9 @@ impl Trace {
         names.sort();
         for (hook, name) in names {
             let view = st.tensor(&name).map_err(|e| bad(format!("tensor {name}: {e}")))?;
-            let (elem, layout) = hook.elem_layout().expect("captured hooks have a layout");
+            let Some((elem, layout)) = hook.elem_layout() else {
+                return Err(bad(format!("tensor {name} names an intervention site, not a captured quantity")));
+            };
             let (want, rank) = match (elem, layout) {
                 (Elem::F32, Layout::HeadsQueriesKeys) => (Dtype::F32, 3),
                 (Elem::F32, Layout::Rows) => (Dtype::F32, quantity_rank(&hook)),
@@ -205,8 +207,8 @@ impl Trace {
             if view.dtype() != want || shape.len() != rank {
                 return Err(bad(format!("tensor {name} is {:?} {shape:?}, expected {want:?} of rank {rank}", view.dtype())));
             }
-            let f32v = || view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
-            let u32v = || view.data().chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<u32>>();
+            let f32v = || view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
+            let u32v = || view.data().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<u32>>();
             let appended = match layout {
                 Layout::HeadsQueriesKeys => {
                     if shape[1] != t || shape[2] != t {

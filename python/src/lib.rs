@@ -1,6 +1,10 @@
 //! The `routelab` Python package's native module, `routelab._routelab`: sessions, traces,
 //! figures and the analyses over RouteLab's engine. The Python package (`python/routelab/`)
 //! wraps it with numpy accessors, DataFrames, progress bars and inline figures.
+// Data from outside the process (model files, notebooks, traces, specs, the network) is never
+// unwrapped: a failure is an error naming the file. Tests may (clippy.toml); the few internal
+// invariants that expect carry an `allow` with the reason.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use pyo3::prelude::*;
 

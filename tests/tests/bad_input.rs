@@ -202,7 +202,8 @@ fn capture_estimates_are_what_runs_record() {
     use routelab_model::hooks::HookPoint;
     for case in ["llama", "mixtral", "qwen2_moe", "arctic", "deepseek_v3"] {
         let s = fixture_session(case);
-        let request = RunRequest { max_new_tokens: 3, ..RunRequest::forward(vec![5, 6, 7, 8, 9], CaptureSpec::all(), Interventions::default()) };
+        let request =
+            RunRequest { max_new_tokens: 3, ..RunRequest::forward(vec![5, 6, 7, 8, 9], CaptureSpec::all(), Interventions::default()) };
         let record = s.run(&request, &mut |_| true).unwrap();
         let t = record.store.len();
         assert_eq!(t, 8, "{case}");
@@ -224,7 +225,10 @@ fn capture_estimates_are_what_runs_record() {
         // Refused against a limit below it, with the largest parts named and the way out.
         let total: u64 = estimated.values().sum();
         let e = capture_size::check_within(&plan, s.config(), t, Some((total - 1, "a test limit".into()))).unwrap_err().to_string();
-        assert!(e.contains("the capture of 8 positions would take") && e.contains("a test limit") && e.contains("ROUTELAB_TRACE_LIMIT"), "{e}");
+        assert!(
+            e.contains("the capture of 8 positions would take") && e.contains("a test limit") && e.contains("ROUTELAB_TRACE_LIMIT"),
+            "{e}"
+        );
         capture_size::check_within(&plan, s.config(), t, Some((total, "a test limit".into()))).unwrap();
     }
 }

@@ -57,7 +57,8 @@ impl ModelArgs {
                     if let Some((_, old)) = bar.take() {
                         old.finish_and_clear();
                     }
-                    let style = ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> ");
+                    let style =
+                        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ");
                     let b = ProgressBar::new(total).with_style(style).with_message(phase.clone()).with_position(done);
                     b.tick();
                     bar = Some((phase, b));
@@ -182,7 +183,7 @@ pub fn print_progress(what: &str, p: routelab_probes::analysis::retrieval::Progr
         }
         _ => {
             let style = ProgressStyle::with_template("{prefix}: [{bar:30}] {pos}/{len} ({percent}%), {msg}")
-                .expect("a valid template")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
             ProgressBar::new(p.total as u64).with_style(style).with_prefix(what.to_string()).with_message(timing.clone())
         }

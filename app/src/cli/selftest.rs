@@ -528,7 +528,7 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<()> {
         let tol = Tolerance::for_dtype(dtype);
         println!("selftest: {} in {dtype:?} against cpu (f32) on {} fixture models ({tol:?})", a.device, dirs.len());
         for dir in &dirs {
-            let name = dir.file_name().unwrap().to_string_lossy().to_string();
+            let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
             let (cpu, dev) = (load(dir, &Device::Cpu, candle_core::DType::F32)?, load(dir, &dev, dtype)?);
             let vocab = cpu.config().vocab_size as u32;
             let tokens: Vec<u32> = (0..24u32).map(|i| (i * 37 + 11) % vocab).collect();

@@ -123,6 +123,8 @@ pub struct Worker {
 
 impl Worker {
     /// Starts the thread; `wake` is called after every event (egui's request_repaint).
+    /// Without its worker the GUI can do nothing: the OS refusing a thread at launch ends it.
+    #[allow(clippy::expect_used)]
     pub fn spawn(wake: impl Fn() + Send + Sync + 'static) -> Worker {
         let (cmd_tx, cmd_rx) = channel::<Command>();
         let (ev_tx, ev_rx) = channel::<Event>();

@@ -287,9 +287,10 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttendParams) -> Result<At
         }
         first += len;
     }
-    let out = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 1)? };
+    // (cat of one tensor returns it as it is.)
+    let out = Tensor::cat(&outs, 1)?;
     let out = head_edits.apply(out)?;
-    let cat1 = |v: Vec<Tensor>| -> Result<Tensor> { Ok(if v.len() == 1 { v.into_iter().next().unwrap() } else { Tensor::cat(&v, 1)? }) };
+    let cat1 = |v: Vec<Tensor>| Tensor::cat(&v, 1);
     Ok(Attended {
         out,
         stats: if p.stats { Some(HeadStats { packed: cat1(stats)?, has_span: span_within(p.span, s).is_some() }) } else { None },

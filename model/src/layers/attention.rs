@@ -195,9 +195,9 @@ impl Attention {
                 let mut q = qkv.narrow(1, 0, h * hd)?;
                 let mut k = qkv.narrow(1, h * hd, hkv * hd)?;
                 let mut v = qkv.narrow(1, (h + hkv) * hd, hkv * hd)?;
-                if spec.qk_norm == QkNorm::Full {
-                    q = q_norm.as_ref().unwrap().forward(&q)?;
-                    k = k_norm.as_ref().unwrap().forward(&k)?;
+                if let (QkNorm::Full, Some(qn), Some(kn)) = (spec.qk_norm, q_norm, k_norm) {
+                    q = qn.forward(&q)?;
+                    k = kn.forward(&k)?;
                     if let Some(c) = spec.clip_qkv {
                         let c = c as f32;
                         q = q.clamp(-c, c)?;
@@ -207,9 +207,9 @@ impl Attention {
                 }
                 let mut q = q.reshape((t, h, hd))?;
                 let mut k = k.reshape((t, hkv, hd))?;
-                if spec.qk_norm == QkNorm::PerHead {
-                    q = q_norm.as_ref().unwrap().forward(&q)?;
-                    k = k_norm.as_ref().unwrap().forward(&k)?;
+                if let (QkNorm::PerHead, Some(qn), Some(kn)) = (spec.qk_norm, q_norm, k_norm) {
+                    q = qn.forward(&q)?;
+                    k = kn.forward(&k)?;
                 }
                 let q = rope.apply(&q.transpose(0, 1)?.contiguous()?, cos, sin)?;
                 let k = rope.apply(&k.transpose(0, 1)?.contiguous()?, cos, sin)?;

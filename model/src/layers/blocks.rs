@@ -145,7 +145,7 @@ pub fn grouped(items: &[(&Tensor, Vec<&BlockMatrix>)]) -> candle_core::Result<Ve
         for ((x, xs_), (_, parts)) in slices.iter().zip(&xs).zip(items) {
             let m = xs_.dim(0)?;
             for w in parts {
-                let y = out_iter.next().expect("one output per part");
+                let Some(y) = out_iter.next() else { candle_core::bail!("block matmul: fewer outputs than parts") };
                 products.push(Product { x, m, w, y: y.as_mut_slice() });
             }
         }
@@ -157,9 +157,12 @@ pub fn grouped(items: &[(&Tensor, Vec<&BlockMatrix>)]) -> candle_core::Result<Ve
         let t = x.dim(0)?;
         let parts: Vec<Tensor> = parts
             .iter()
-            .map(|w| Tensor::from_vec(outs.next().expect("one output per part"), (t, w.out_dim()), &Device::Cpu))
+            .map(|w| match outs.next() {
+                Some(y) => Tensor::from_vec(y, (t, w.out_dim()), &Device::Cpu),
+                None => candle_core::bail!("block matmul: fewer outputs than parts"),
+            })
             .collect::<candle_core::Result<_>>()?;
-        ys.push(if parts.len() == 1 { parts.into_iter().next().expect("one part") } else { Tensor::cat(&parts, 1)? });
+        ys.push(Tensor::cat(&parts, 1)?);
     }
     Ok(ys)
 }

@@ -160,14 +160,13 @@ impl Linear {
         let y = match &self.weight {
             Weight::Rows(w) => x.matmul(&w.t()?)?,
             Weight::Packed(p) => matmul::matmul_t(&x.to_dtype(DType::F32)?, p)?.to_dtype(x.dtype())?,
-            Weight::Quantized(_) if self.mapped_parts().is_some() => {
-                let parts = self.mapped_parts().expect("checked");
+            Weight::Quantized(_) if let Some(parts) = self.mapped_parts() => {
                 super::blocks::grouped(&[(x, parts)])?.remove(0).to_dtype(x.dtype())?
             }
             Weight::Quantized(q) => {
                 let x32 = x.to_dtype(DType::F32)?.contiguous()?;
                 let parts = q.iter().map(|q| q.matmul_t(&x32)).collect::<candle_core::Result<Vec<_>>>()?;
-                let y = if parts.len() == 1 { parts.into_iter().next().unwrap() } else { Tensor::cat(&parts, 1)? };
+                let y = Tensor::cat(&parts, 1)?;
                 y.to_dtype(x.dtype())?
             }
         };

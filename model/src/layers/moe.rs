@@ -252,7 +252,7 @@ impl Moe {
             outs.push(y.reshape((len, k, d))?.sum(1)?);
             first += len;
         }
-        let out = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 0)? };
+        let out = Tensor::cat(&outs, 0)?;
         ctx.capture.push(Quantity::RouterExperts, &r.experts);
         ctx.capture.push(Quantity::RouterWeights, &r.weights);
         if ctx.plan().wants(Quantity::RouterMargin) {

@@ -118,10 +118,9 @@ pub fn route_corpus(
 ) -> Result<CorpusRouting> {
     let c = session.config();
     let layers: Vec<usize> = (0..c.num_layers).filter(|&l| c.moe(l).is_some()).collect();
-    let Some(&first) = layers.first() else {
+    let Some(m) = layers.first().and_then(|&l| c.moe(l)) else {
         return Err(ProbeError::Invalid(format!("{} is a dense model: it has no experts to analyse", session.name)));
     };
-    let m = c.moe(first).expect("MoE layer");
     let mut out = CorpusRouting {
         layers: layers.clone(),
         top_k: m.routing.top_k,

@@ -26,10 +26,12 @@ impl Table {
         // Flexible: a ragged table is written as it is (and refused when read back).
         let mut w = ::csv::WriterBuilder::new().flexible(true).from_writer(vec![]);
         for row in std::iter::once(&self.header).chain(&self.rows) {
-            w.write_record(row).expect("writing CSV to memory cannot fail");
+            // Writing to memory cannot fail.
+            let _ = w.write_record(row);
         }
-        let bytes = w.into_inner().expect("writing CSV to memory cannot fail");
-        String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
+        let bytes = w.into_inner().unwrap_or_default();
+        // Fields are Strings, so the bytes are UTF-8.
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
