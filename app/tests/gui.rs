@@ -240,6 +240,37 @@ fn a_saved_notebook_reopens_with_its_results_without_running() {
     }
 }
 
+/// The trace a prompt cell's saved result names.
+fn trace_of(a: &WorkbenchApp, id: u64) -> String {
+    match &a.state.doc.notebook.cell(id).unwrap().kind {
+        CellKind::Prompt { result: Some(r), .. } => r.trace.clone(),
+        _ => panic!("cell {id} has no result"),
+    }
+}
+
+#[test]
+fn a_rerun_writes_a_new_trace_and_the_old_one_goes_only_once_saved() {
+    let dir = fresh_dir("rerun");
+    let (mut h, _) = harness(&dir, &dir);
+    run_all(&mut h);
+    h.get_by_label("Save").click();
+    h.run_steps(2);
+    let id = prompt_ids(h.state())[0];
+    let first = trace_of(h.state(), id);
+    h.state_mut().apply(routelab::gui::state::Action::RunCell(id));
+    wait(&mut h, "the re-run", |a| idle(a) && a.state.results.traces.contains_key(&id));
+    let second = trace_of(h.state(), id);
+    assert_ne!(first, second, "a re-run wrote over the saved trace");
+    // The notebook.json on disk still names the first run's trace, so it is still there.
+    let saved = routelab::notebook::load(&dir).unwrap();
+    assert!(routelab::notebook::referenced_traces(&saved).contains(first.as_str()));
+    assert!(dir.join(&first).exists() && dir.join(&second).exists());
+    h.get_by_label("Save").click();
+    h.run_steps(2);
+    assert!(!dir.join(&first).exists(), "the superseded trace is removed after the save");
+    assert!(dir.join(&second).exists());
+}
+
 #[test]
 fn a_corrupt_notebook_opens_read_only_and_is_never_overwritten() {
     let dir = fresh_dir("corrupt");

@@ -1,6 +1,13 @@
 //! Atomic file writes for everything a user keeps (traces, exports, notebooks): write a
 //! temporary file beside the target, fsync it, rename it over the target, fsync the directory.
-//! A failed write leaves the previous file as it was, and no temporary file behind.
+//! A failed write leaves the previous file as it was, and no temporary file behind; a killed
+//! process leaves the previous file as it was and, at worst, a temporary file
+//! ([`temp_target`] recognises one).
+//!
+//! The fsyncs are for power loss and OS crashes (a killed process loses nothing the kernel
+//! already has): the file's before the rename, so the name never points at unwritten data; the
+//! directory's after it, so the rename itself is durable. Where a directory cannot be opened
+//! for syncing (Windows), that step is skipped.
 
 use std::fs::File;
 use std::io::Write;
@@ -10,6 +17,47 @@ use crate::error::{ProbeError, Result};
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// Copies `from` to `to` atomically (streamed, so a large trace is never held in memory).
+pub fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
+    let mut src = File::open(from).map_err(|e| ProbeError::io(from, e))?;
+    write_atomic_with(to, |f| std::io::copy(&mut src, f).map(|_| ()))
+}
+
+/// Creates `dir` and its missing ancestors, syncing the parent of each one created, so that a
+/// file later written inside cannot outlive (after a power loss) the directory holding it.
+pub fn create_dir_durable(dir: &Path) -> Result<()> {
+    let mut missing = vec![];
+    let mut d = dir;
+    while !d.as_os_str().is_empty() && !d.exists() {
+        missing.push(d);
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| ProbeError::io(dir, e))?;
+    for d in missing.iter().rev() {
+        sync_dir(d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")));
+    }
+    Ok(())
+}
+
+/// The name of the file a temporary file of [`write_atomic`] was meant to become
+/// (`.{name}.{random}.tmp`), or `None` if `file_name` is not one.
+pub fn temp_target(file_name: &str) -> Option<&str> {
+    let inner = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (name, random) = inner.rsplit_once('.')?;
+    (!name.is_empty() && !random.is_empty() && random.chars().all(|c| c.is_ascii_alphanumeric())).then_some(name)
+}
+
+/// Makes a directory's entries (a rename, a new file) durable; best effort, as some platforms
+/// cannot open a directory to sync it.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// The temporary file is `tempfile`'s (a fresh name, removed when anything fails); `write`
@@ -34,9 +82,7 @@ fn write_atomic_with(path: &Path, write: impl FnOnce(&mut File) -> std::io::Resu
         // On failure the temporary file comes back inside the error and is removed with it.
         tmp.persist(path).map_err(|e| e.error)?;
         // Make the rename itself durable.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+        sync_dir(dir);
         Ok(())
     })();
     result.map_err(|e| ProbeError::io(path, e))
@@ -71,6 +117,47 @@ mod tests {
         let p = dir.path().join("no/such/dir/out.csv");
         let err = write_atomic(&p, b"x").unwrap_err().to_string();
         assert!(err.contains("no/such/dir/out.csv"), "{err}");
+    }
+
+    #[test]
+    fn temporary_files_are_recognised_by_their_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("notebook.json");
+        // A temporary file as a killed write leaves it.
+        let tmp = tempfile::Builder::new().prefix(".notebook.json.").suffix(".tmp").tempfile_in(dir.path()).unwrap();
+        let name = tmp.path().file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(temp_target(&name), Some("notebook.json"));
+        write_atomic(&target, b"x").unwrap();
+        for other in ["notebook.json", ".notebook.json", "notebook.json.tmp", ".notebook.json..tmp", ".x.a-b.tmp"] {
+            assert_eq!(temp_target(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn copies_are_atomic_and_name_a_missing_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.bin"), dir.path().join("b.bin"));
+        write_atomic(&a, b"trace bytes").unwrap();
+        write_atomic(&b, b"old").unwrap();
+        copy_atomic(&a, &b).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"trace bytes");
+        let err = copy_atomic(&dir.path().join("gone.bin"), &b).unwrap_err().to_string();
+        assert!(err.contains("gone.bin"), "{err}");
+        assert_eq!(std::fs::read(&b).unwrap(), b"trace bytes");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary file left behind");
+    }
+
+    #[test]
+    fn durable_directories_are_created_with_their_ancestors() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("a/b/c");
+        create_dir_durable(&d).unwrap();
+        assert!(d.is_dir());
+        create_dir_durable(&d).unwrap();
+        // A file where a directory should be.
+        write_atomic(&d.join("file"), b"x").unwrap();
+        let err = create_dir_durable(&d.join("file/x")).unwrap_err().to_string();
+        assert!(err.contains("file/x"), "{err}");
     }
 
     #[cfg(unix)]

@@ -149,7 +149,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             "load_seconds": load_seconds, "resident_after_load_bytes": resident_after_load,
             "peak_resident_bytes": peak, "configs": rows,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n").map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        routelab_probes::atomic::write_atomic(path, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes())?;
     }
     Ok(())
 }

@@ -9,6 +9,9 @@ use routelab_probes::analysis::retrieval::Progress;
 pub struct JobQueue {
     /// The cell whose job the worker is doing.
     pub running: Option<u64>,
+    /// The worker is still doing a job of a notebook closed since (`Action::OpenNotebook`):
+    /// its events are dropped, and no job starts until it ends.
+    pub stale: Option<u64>,
     pub queue: VecDeque<u64>,
     pub progress: HashMap<u64, Progress>,
     /// Set when a re-run with masks should produce a compare cell: (masked cell, original cell).

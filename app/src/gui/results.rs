@@ -21,19 +21,21 @@ impl Results {
     /// Every finished prompt cell's results, from its trace file; errors name the cell.
     pub fn load(doc: &Document) -> (Results, Vec<String>) {
         let mut r = Results::default();
-        let mut errors = vec![];
-        for c in &doc.notebook.cells {
-            if let CellKind::Prompt { result: Some(s), .. } = &c.kind {
-                match Trace::read(&doc.dir.join(&s.trace)) {
-                    Ok(t) => {
-                        r.runs.insert(c.id, RunView::from_trace(&t));
-                        r.traces.insert(c.id, t);
-                    }
-                    Err(e) => errors.push(format!("cell “{}”: its saved results could not be read: {e}", c.title)),
-                }
-            }
-        }
+        let errors = doc.notebook.cells.iter().filter_map(|c| r.load_cell(doc, c.id).err()).collect();
         (r, errors)
+    }
+
+    /// A finished prompt cell's results, from its trace file (nothing for other cells); the
+    /// error names the cell.
+    pub fn load_cell(&mut self, doc: &Document, id: u64) -> Result<(), String> {
+        let Some(c) = doc.notebook.cell(id) else { return Ok(()) };
+        if let CellKind::Prompt { result: Some(s), .. } = &c.kind {
+            let t = Trace::read(&doc.dir.join(&s.trace))
+                .map_err(|e| format!("cell “{}”: its saved results could not be read: {e}", c.title))?;
+            self.runs.insert(id, RunView::from_trace(&t));
+            self.traces.insert(id, t);
+        }
+        Ok(())
     }
 
     /// Forgets a cell's results (it is about to run again, or was deleted).

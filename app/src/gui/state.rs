@@ -149,12 +149,30 @@ impl AppState {
     }
 
     pub fn busy(&self) -> bool {
-        self.jobs.running.is_some() || self.model.loading.is_some()
+        self.jobs.running.is_some() || self.jobs.stale.is_some() || self.model.loading.is_some()
     }
 
     // ---- worker events ----
 
     pub fn on_event(&mut self, e: Event, worker: &Worker) {
+        if self.jobs.stale.is_some() {
+            let ended = matches!(
+                e,
+                Event::RunDone { .. }
+                    | Event::CompareDone { .. }
+                    | Event::ScanDone { .. }
+                    | Event::SpecializationDone { .. }
+                    | Event::Failed { cell: Some(_), .. }
+            );
+            if ended || matches!(e, Event::Prefilled { .. } | Event::Token { .. } | Event::Progress { .. }) {
+                // The closed notebook's job: its results must not land in this notebook.
+                if ended {
+                    self.jobs.stale = None;
+                    self.next_in_queue(worker);
+                }
+                return;
+            }
+        }
         match e {
             Event::LoadProgress(p) => self.model.loading = Some(p),
             Event::Loaded { info, has_chat_template } => {
@@ -232,18 +250,27 @@ impl AppState {
                     }
                 }
             }
-            Event::RunDone { cell, summary, trace, interventions } => {
+            Event::RunDone { cell, dir, summary, trace, interventions } => {
+                // Saved as elsewhere while it ran: the trace follows the notebook, before the
+                // notebook references it.
+                if dir != self.doc.dir {
+                    if let Err(e) = notebook::write_trace(&self.doc.dir, &summary.trace, &trace) {
+                        self.error(format!("the run's trace could not be written to {}: {e}", self.doc.dir.display()));
+                        self.finish_job(cell, worker);
+                        return;
+                    }
+                }
                 if let Some(v) = self.results.runs.get_mut(&cell) {
                     v.done = true;
                     v.generated_text = summary.generated_text.clone();
                 }
-                self.results.traces.insert(cell, *trace);
-                if let Some(CellKind::Prompt { result, interventions: iv, .. }) = self.doc.notebook.cell_mut(cell).map(|c| &mut c.kind) {
-                    *result = Some(summary);
-                    // Head means measured on the reference run are kept with the cell.
-                    *iv = interventions;
+                let rel = summary.trace.clone();
+                if self.doc.record_run(cell, summary, interventions) {
+                    self.results.traces.insert(cell, *trace);
+                } else {
+                    // The cell was deleted while it ran: nothing references the trace.
+                    notebook::remove_traces(&self.doc.dir, &self.doc.notebook, [rel.as_str()]);
                 }
-                self.mark_dirty();
                 self.finish_job(cell, worker);
                 if let Some(i) = self.jobs.compare_when_done.iter().position(|(m, _)| *m == cell) {
                     let (masked, original) = self.jobs.compare_when_done.remove(i);
@@ -278,7 +305,15 @@ impl AppState {
                 let title = cell.and_then(|c| self.doc.notebook.cell(c)).map(|c| c.title.clone()).unwrap_or_default();
                 self.error(if title.is_empty() { message } else { format!("cell “{title}”: {message}") });
                 match cell {
-                    Some(c) => self.finish_job(c, worker),
+                    Some(c) => {
+                        // A re-run that failed or was cancelled: the cell shows its kept result again.
+                        if self.jobs.running == Some(c) && self.doc.notebook.cell(c).is_some_and(|c| c.has_result()) {
+                            if let Err(e) = self.results.load_cell(&self.doc, c) {
+                                self.error(e);
+                            }
+                        }
+                        self.finish_job(c, worker)
+                    }
                     None => self.jobs.running = None,
                 }
             }
@@ -291,7 +326,7 @@ impl AppState {
     }
 
     fn next_in_queue(&mut self, worker: &Worker) {
-        if self.jobs.running.is_some() || self.model.loading.is_some() {
+        if self.jobs.running.is_some() || self.jobs.stale.is_some() || self.model.loading.is_some() {
             return;
         }
         while let Some(id) = self.jobs.queue.pop_front() {
@@ -307,14 +342,13 @@ impl AppState {
         let cmd = match cell.kind {
             CellKind::Markdown { .. } => return false,
             CellKind::Prompt { prompt, settings, interventions, capture, .. } => {
-                let rel = notebook::trace_relpath(id);
+                // The cell keeps its saved result (and trace) until the new run is recorded,
+                // so a crash or a cancel mid-run loses nothing; the view shows the live run.
+                let trace_rel = self.doc.begin_run(id);
                 self.results.remove(id);
-                if let Some(CellKind::Prompt { result, .. }) = self.doc.notebook.cell_mut(id).map(|c| &mut c.kind) {
-                    *result = None;
-                }
                 // Logits make compare cells possible.
                 let job = RunJob { prompt, settings, interventions, capture: capture.with("logits") };
-                Command::Run { cell: id, job, trace_path: self.doc.dir.join(&rel), trace_rel: rel }
+                Command::Run { cell: id, job, dir: self.doc.dir.clone(), trace_rel }
             }
             CellKind::Compare { a, b, .. } => {
                 let trace = |c: u64| -> Option<PathBuf> {
@@ -417,10 +451,8 @@ impl AppState {
                 worker.cancel();
             }
             Action::DeleteCell(id) => {
-                if let Some(i) = self.doc.notebook.index_of(id) {
-                    self.doc.notebook.cells.remove(i);
+                if self.doc.delete_cell(id) {
                     self.results.remove(id);
-                    self.mark_dirty();
                 }
             }
             Action::MoveCell(id, by) => {
@@ -513,12 +545,19 @@ impl AppState {
                     if self.doc.dirty_since.is_some() {
                         self.save();
                     }
+                    // The running job belongs to this notebook: stop it; the new notebook
+                    // ignores what it still reports.
+                    let stale = self.jobs.running.or(self.jobs.stale);
+                    if stale.is_some() {
+                        worker.cancel();
+                    }
                     let model = self.model.requested.clone();
                     let fresh = AppState::open(dir, None);
                     let reload = fresh.model.requested != model || self.model.info.is_none();
                     let dark = self.ui.dark;
                     *self = fresh;
                     self.ui.dark = dark;
+                    self.jobs.stale = stale;
                     if reload {
                         self.apply(Action::LoadModel, worker, dialogs);
                     }

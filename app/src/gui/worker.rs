@@ -22,7 +22,7 @@ use routelab_probes::jobs::specialization::{SpecializationJob, SpecializationSet
 use routelab_probes::jobs::{Cancel, Job};
 use routelab_probes::trace::Trace;
 
-use crate::notebook::{RunSummary, ScanSummary, SpecializationSummary};
+use crate::notebook::{self, RunSummary, ScanSummary, SpecializationSummary};
 
 /// What the UI asks the worker to do: load a model, or run a job for a cell.
 pub enum Command {
@@ -31,10 +31,11 @@ pub enum Command {
         device: String,
         dtype: Option<String>,
     },
+    /// Run a prompt cell; its trace goes to `trace_rel` in the notebook directory `dir`.
     Run {
         cell: u64,
         job: RunJob,
-        trace_path: PathBuf,
+        dir: PathBuf,
         trace_rel: String,
     },
     /// Compare the runs traced in `a` and `b`; `b` ran with `b_interventions`.
@@ -80,8 +81,10 @@ pub enum Event {
         rows: CaptureStore,
         text: String,
     },
+    /// The run's trace is written (durably) at `summary.trace` in `dir`.
     RunDone {
         cell: u64,
+        dir: PathBuf,
         summary: RunSummary,
         trace: Box<Trace>,
         interventions: Interventions,
@@ -234,7 +237,7 @@ impl WorkerState {
                 }
                 Ok(())
             }
-            Command::Run { cell, job, trace_path, trace_rel } => {
+            Command::Run { cell, job, dir, trace_rel } => {
                 let s = self.session()?;
                 let c = s.config();
                 let (layers, heads) = (c.num_layers, c.attention.num_heads);
@@ -255,10 +258,7 @@ impl WorkerState {
                         &self.cancel,
                     )
                     .map_err(|e| e.to_string())?;
-                if let Some(dir) = trace_path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                }
-                out.trace.write(&trace_path).map_err(|e| e.to_string())?;
+                notebook::write_trace(&dir, &trace_rel, &out.trace).map_err(|e| e.to_string())?;
                 let summary = RunSummary {
                     trace: trace_rel,
                     generated_text: out.text,
@@ -270,7 +270,7 @@ impl WorkerState {
                     model: s.name.clone(),
                 };
                 let interventions = out.trace.meta.interventions.clone();
-                self.emit(Event::RunDone { cell, summary, trace: Box::new(out.trace), interventions });
+                self.emit(Event::RunDone { cell, dir, summary, trace: Box::new(out.trace), interventions });
                 Ok(())
             }
             Command::Compare { cell, a, b, b_interventions } => {

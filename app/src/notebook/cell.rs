@@ -11,7 +11,7 @@ pub use routelab_probes::jobs::scan::ScanSettings;
 pub use routelab_probes::jobs::specialization::SpecializationSettings;
 use serde::{Deserialize, Serialize};
 
-/// What a finished prompt cell produced (its trace is in `traces/{cell id}.safetensors`).
+/// What a finished prompt cell produced (its trace: `trace`, from `store::trace_relpath`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     /// Relative to the notebook directory.

@@ -2,8 +2,9 @@
 //! shows it (the GUI's views read it; only commands change it).
 //!
 //! A notebook is a directory: `notebook.json` (cells, settings, small results) and `traces/`
-//! (one trace file per prompt cell that has run). Reopening restores every cell
-//! with its results, without running anything.
+//! (the trace file of each prompt cell's last run). Reopening restores every cell
+//! with its results, without running anything. How saves stay consistent through a crash:
+//! `store.rs`.
 
 mod cell;
 mod store;

@@ -3,12 +3,23 @@
 //! Saves are atomic (temporary file, fsync, rename), so a crash or a full disk leaves the
 //! previous `notebook.json` intact. A notebook that cannot be read — corrupt JSON, or written
 //! by a newer RouteLab — is reported and must be opened read-only: it is never overwritten.
+//!
+//! Every run writes its trace to a new file ([`trace_relpath`]), never over one a saved
+//! `notebook.json` may reference, and the trace is durable before any `notebook.json` names
+//! it; a trace is removed only once a saved `notebook.json` no longer names it
+//! ([`remove_traces`]). So at any instant the `notebook.json` on disk, old or new, names only
+//! traces that exist and belong to its runs. What a crash leaves between those steps (a trace
+//! no notebook names, a temporary file) is removed when the notebook is next opened
+//! ([`remove_orphans`]).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use routelab_probes::atomic;
+use routelab_probes::trace::Trace;
 use serde::{Deserialize, Serialize};
 
-use super::cell::Cell;
+use super::cell::{Cell, CellKind};
 
 pub const FORMAT: &str = "routelab-notebook";
 pub const VERSION: u32 = 1;
@@ -71,9 +82,49 @@ pub fn notebook_file(dir: &Path) -> PathBuf {
     dir.join("notebook.json")
 }
 
-/// Where a prompt cell's trace lives, relative to the notebook directory.
-pub fn trace_relpath(cell_id: u64) -> String {
-    format!("traces/cell-{cell_id}.safetensors")
+/// Where the trace of a prompt cell's run lives, relative to the notebook directory. `run` is
+/// unique within the notebook (a [`Notebook::fresh_id`]), so a re-run never overwrites the
+/// trace the saved notebook references.
+pub fn trace_relpath(cell_id: u64, run: u64) -> String {
+    format!("traces/cell-{cell_id}-{run}.safetensors")
+}
+
+/// Whether `file_name` is a trace file by RouteLab's naming: `cell-{id}-{run}.safetensors`, or
+/// `cell-{id}.safetensors` (notebooks saved before runs had their own files).
+pub fn is_trace_file_name(file_name: &str) -> bool {
+    let Some(stem) = file_name.strip_prefix("cell-").and_then(|s| s.strip_suffix(".safetensors")) else { return false };
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match stem.split_once('-') {
+        Some((id, run)) => number(id) && number(run),
+        None => number(stem),
+    }
+}
+
+/// The file name of `rel` if it is `traces/{trace file}` ([`is_trace_file_name`]); nothing
+/// else in a notebook directory is ever removed.
+fn trace_file_name(rel: &str) -> Option<&str> {
+    rel.strip_prefix("traces/").filter(|name| is_trace_file_name(name))
+}
+
+/// The traces `nb` references (relative paths).
+pub fn referenced_traces(nb: &Notebook) -> BTreeSet<&str> {
+    nb.cells
+        .iter()
+        .filter_map(|c| match &c.kind {
+            CellKind::Prompt { result: Some(r), .. } => Some(r.trace.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Writes a run's trace at `rel` (from [`trace_relpath`]), atomically and durably: a
+/// `notebook.json` naming it is saved only after this returns.
+pub fn write_trace(dir: &Path, rel: &str, trace: &Trace) -> Result<(), NotebookError> {
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        atomic::create_dir_durable(parent).map_err(|e| NotebookError::Save(e.to_string()))?;
+    }
+    trace.write(&path).map_err(|e| NotebookError::Save(e.to_string()))
 }
 
 pub fn exists(dir: &Path) -> bool {
@@ -106,11 +157,50 @@ pub fn load(dir: &Path) -> Result<Notebook, NotebookError> {
     Ok(nb)
 }
 
-/// Writes `notebook.json` atomically (creating the directory and `traces/`).
+/// Writes `notebook.json` atomically (creating the directory and `traces/`). The traces it
+/// references must already be written ([`write_trace`]).
 pub fn save(dir: &Path, nb: &Notebook) -> Result<(), NotebookError> {
-    std::fs::create_dir_all(dir.join("traces")).map_err(|source| NotebookError::Io { path: dir.to_path_buf(), source })?;
+    atomic::create_dir_durable(&dir.join("traces")).map_err(|e| NotebookError::Save(e.to_string()))?;
     let json = serde_json::to_string_pretty(nb).map_err(|e| NotebookError::Save(e.to_string()))?;
-    routelab_probes::atomic::write_atomic(&notebook_file(dir), json.as_bytes()).map_err(|e| NotebookError::Save(e.to_string()))
+    atomic::write_atomic(&notebook_file(dir), json.as_bytes()).map_err(|e| NotebookError::Save(e.to_string()))
+}
+
+/// Removes the traces `rels` that `saved` — the notebook just saved in `dir` — does not
+/// reference (a cell's earlier run, a deleted cell's). Only files by RouteLab's trace naming
+/// inside `traces/` are touched. Best effort: what cannot be removed now is an orphan, removed
+/// when the notebook is next opened.
+pub fn remove_traces<'a>(dir: &Path, saved: &Notebook, rels: impl IntoIterator<Item = &'a str>) {
+    let keep = referenced_traces(saved);
+    for rel in rels {
+        if !keep.contains(rel) && trace_file_name(rel).is_some() {
+            let _ = std::fs::remove_file(dir.join(rel));
+        }
+    }
+}
+
+/// Removes what interrupted saves left in `dir`, whose `notebook.json` is `nb` as read: trace
+/// files (by RouteLab's naming, in `traces/`) that `nb` does not reference, and the temporary
+/// files of `notebook.json` and of traces. Returns what was removed. Call it only when no run
+/// is writing into `dir`.
+pub fn remove_orphans(dir: &Path, nb: &Notebook) -> Vec<PathBuf> {
+    let keep = referenced_traces(nb);
+    let mut removed = vec![];
+    let mut sweep = |d: &Path, orphan: &dyn Fn(&str) -> bool| {
+        let Ok(entries) = std::fs::read_dir(d) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if orphan(name) && e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+                removed.push(e.path());
+            }
+        }
+    };
+    sweep(dir, &|name| atomic::temp_target(name) == Some("notebook.json"));
+    sweep(&dir.join("traces"), &|name| match atomic::temp_target(name) {
+        Some(target) => is_trace_file_name(target),
+        None => is_trace_file_name(name) && !keep.contains(format!("traces/{name}").as_str()),
+    });
+    removed
 }
 
 #[cfg(test)]
@@ -129,6 +219,107 @@ mod tests {
         nb.cells.push(crate::notebook::Cell { id: id2, title: "notes".into(), kind: CellKind::Markdown { text: "# Hi".into() } });
         save(dir.path(), &nb).unwrap();
         assert_eq!(load(dir.path()).unwrap(), nb);
+    }
+
+    fn ran(id: u64, trace: &str) -> Cell {
+        let mut c = prompt_cell(id, "p", Prompt::text("x"));
+        if let CellKind::Prompt { result, .. } = &mut c.kind {
+            *result = Some(crate::notebook::RunSummary {
+                trace: trace.into(),
+                generated_text: String::new(),
+                prompt_tokens: 1,
+                generated_tokens: 0,
+                stop: "max tokens".into(),
+                prefill_seconds: 0.0,
+                decode_seconds: 0.0,
+                model: "m".into(),
+            });
+        }
+        c
+    }
+
+    #[test]
+    fn trace_names_are_recognised_exactly() {
+        assert_eq!(trace_relpath(3, 17), "traces/cell-3-17.safetensors");
+        for name in ["cell-3-17.safetensors", "cell-3.safetensors", "cell-0-0.safetensors"] {
+            assert!(is_trace_file_name(name), "{name}");
+        }
+        for name in [
+            "cell-.safetensors",
+            "cell-3-.safetensors",
+            "cell-3-1-2.safetensors",
+            "cell-a.safetensors",
+            "cell-3.safetensors.bak",
+            "my-cell-3.safetensors",
+            "notebook.json",
+            "cell-3-17.csv",
+        ] {
+            assert!(!is_trace_file_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn orphans_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut nb = Notebook::new("m");
+        // One cell from before runs had their own files, one from now.
+        nb.cells = vec![ran(1, "traces/cell-1.safetensors"), ran(2, "traces/cell-2-5.safetensors")];
+        save(d, &nb).unwrap();
+        let files = [
+            "traces/cell-1.safetensors",
+            "traces/cell-2-5.safetensors",
+            // Left by crashes: a trace no notebook saved references, temporary files.
+            "traces/cell-2-6.safetensors",
+            "traces/.cell-2-7.safetensors.a1B2c3.tmp",
+            ".notebook.json.Zz9yX8.tmp",
+            // The user's own files.
+            "traces/cell-1.safetensors.bak",
+            "traces/notes.txt",
+            "traces/.notes.txt.a1B2c3.tmp",
+            "cell-4-4.safetensors",
+            ".other.json.a1B2c3.tmp",
+        ];
+        for f in files {
+            std::fs::write(d.join(f), f).unwrap();
+        }
+        std::fs::create_dir(d.join("traces/cell-9-9.safetensors")).unwrap();
+        let mut removed: Vec<String> =
+            remove_orphans(d, &load(d).unwrap()).iter().map(|p| p.strip_prefix(d).unwrap().to_string_lossy().into_owned()).collect();
+        removed.sort();
+        assert_eq!(removed, [".notebook.json.Zz9yX8.tmp", "traces/.cell-2-7.safetensors.a1B2c3.tmp", "traces/cell-2-6.safetensors"]);
+        for f in files.iter().filter(|f| !removed.iter().any(|r| r == *f)) {
+            assert!(d.join(f).exists(), "{f} was removed");
+        }
+        assert!(d.join("traces/cell-9-9.safetensors").is_dir());
+        assert_eq!(load(d).unwrap(), nb);
+    }
+
+    #[test]
+    fn removing_superseded_traces_spares_referenced_ones_and_other_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut nb = Notebook::new("m");
+        nb.cells = vec![ran(1, "traces/cell-1-2.safetensors")];
+        save(d, &nb).unwrap();
+        for f in ["traces/cell-1-2.safetensors", "traces/cell-1-1.safetensors", "keep.safetensors", "traces/x.safetensors"] {
+            std::fs::write(d.join(f), f).unwrap();
+        }
+        remove_traces(
+            d,
+            &nb,
+            [
+                "traces/cell-1-2.safetensors",
+                "traces/cell-1-1.safetensors",
+                "keep.safetensors",
+                "traces/x.safetensors",
+                "traces/../notebook.json",
+            ],
+        );
+        assert!(!d.join("traces/cell-1-1.safetensors").exists());
+        for f in ["traces/cell-1-2.safetensors", "keep.safetensors", "traces/x.safetensors", "notebook.json"] {
+            assert!(d.join(f).exists(), "{f} was removed");
+        }
     }
 
     #[test]

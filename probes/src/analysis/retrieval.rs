@@ -275,6 +275,21 @@ fn read_state(path: &Path, header: &StateHeader) -> Result<Vec<TrialResult>> {
     Ok(lines.filter_map(|l| serde_json::from_str::<TrialResult>(l).ok()).collect())
 }
 
+/// Opens the state file to append results: a new one (its header written) when `fresh`,
+/// else the one read.
+fn open_state(p: &Path, header: &StateHeader, fresh: bool) -> Result<std::fs::File> {
+    let mut f =
+        std::fs::OpenOptions::new().create(true).append(!fresh).write(true).truncate(fresh).open(p).map_err(|e| ProbeError::io(p, e))?;
+    if fresh {
+        writeln!(f, "{}", serde_json::to_string(header).unwrap_or_default()).map_err(|e| ProbeError::io(p, e))?;
+    } else if std::fs::read(p).is_ok_and(|b| b.last() != Some(&b'\n')) {
+        // End the line an interrupted write cut short, so the next result starts a line of its
+        // own instead of joining it (and being dropped with it).
+        writeln!(f).map_err(|e| ProbeError::io(p, e))?;
+    }
+    Ok(f)
+}
+
 /// Runs every trial not already in `state` (when given), appending each result to it.
 /// `progress` returning false cancels after the current trial.
 pub fn scan(
@@ -299,20 +314,7 @@ pub fn scan(
         None => vec![],
     };
     let mut file = match state {
-        Some(p) => {
-            let fresh = done.is_empty();
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(!fresh)
-                .write(true)
-                .truncate(fresh)
-                .open(p)
-                .map_err(|e| ProbeError::io(p, e))?;
-            if fresh {
-                writeln!(f, "{}", serde_json::to_string(&header).unwrap_or_default()).map_err(|e| ProbeError::io(p, e))?;
-            }
-            Some((p, f))
-        }
+        Some(p) => Some((p, open_state(p, &header, done.is_empty())?)),
         None => None,
     };
     let started = Instant::now();
@@ -391,6 +393,31 @@ mod tests {
         assert!((s[0] - 1.0).abs() < 1e-12 && (s[1] - 2.0 / 3.0).abs() < 1e-12 && s[2] == 0.0);
         assert_eq!(r.ranked_heads(RETRIEVAL_THRESHOLD).iter().map(|x| x.1).collect::<Vec<_>>(), vec![0, 1]);
         assert!((r.retrieval_share(RETRIEVAL_THRESHOLD) - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_result_appended_after_a_torn_line_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("scan.state");
+        let header = StateHeader {
+            format: "routelab-retrieval-scan/1".into(),
+            model: "m".into(),
+            mode: ScanMode::Generate,
+            trial_ids: vec!["a".into(), "b".into(), "c".into()],
+            layers: 1,
+            heads: 2,
+        };
+        let result = |id: &str| TrialResult { id: id.into(), hits: vec![1, 0], answer_len: 2, correct: true, generated: String::new() };
+        let line = |id: &str| serde_json::to_string(&result(id)).unwrap();
+        drop(open_state(&p, &header, true).unwrap());
+        // "a" was written whole, "b" cut short by a kill.
+        let mut text = std::fs::read_to_string(&p).unwrap() + &line("a") + "\n";
+        text += &line("b")[..10];
+        std::fs::write(&p, text).unwrap();
+        assert_eq!(read_state(&p, &header).unwrap(), vec![result("a")]);
+        let mut f = open_state(&p, &header, false).unwrap();
+        writeln!(f, "{}", line("c")).unwrap();
+        assert_eq!(read_state(&p, &header).unwrap(), vec![result("a"), result("c")]);
     }
 
     #[test]

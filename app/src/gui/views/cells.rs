@@ -102,6 +102,7 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
                     actions.push(Action::MoveCell(id, -1));
                 }
                 if state.doc.notebook.cells[i].has_result()
+                    && !running
                     && ui.small_button("export cell").on_hover_text("Write every view of this cell (PNG, SVG, CSV) into a folder").clicked()
                 {
                     actions.push(Action::ExportCell(id));

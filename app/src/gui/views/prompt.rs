@@ -365,7 +365,8 @@ impl PromptCell<'_> {
         ui.add_enabled_ui(!ctx.running, |ui| editor(ui, id, self.prompt, self.settings, ctx.has_chat, actions));
         interventions(ui, id, self.interventions, actions);
         if let Some(run) = ctx.results.runs.get(&id) {
-            results(ui, id, run, self.result, ctx.timings, cell_ui, actions);
+            // While it re-runs, the kept result is the previous run's, not the live one's.
+            results(ui, id, run, self.result.filter(|_| !ctx.running), ctx.timings, cell_ui, actions);
         } else if !ctx.model_ready && !ctx.busy {
             ui.label(RichText::new("Load a model to run this cell.").weak());
         }
