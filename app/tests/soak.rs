@@ -31,11 +31,16 @@ fn resident_bytes() -> u64 {
     pages * 4096
 }
 
-fn harness(dir: &PathBuf) -> Harness<'static, WorkbenchApp> {
-    let dir = dir.clone();
+fn harness(dir: &std::path::Path) -> Harness<'static, WorkbenchApp> {
+    let dir = dir.to_path_buf();
     let mut h = Harness::builder().with_size([1400.0, 1000.0]).allow_missing_glyphs().build_eframe(move |cc| {
         let exports = dir.join("exports");
-        let mut app = WorkbenchApp::new(&cc.egui_ctx, dir, Some("tiny-moe".into()), Box::new(FixedDialogs { dir: exports, given: Default::default() }));
+        let mut app = WorkbenchApp::new(
+            &cc.egui_ctx,
+            dir,
+            Some("tiny-moe".into()),
+            Box::new(FixedDialogs { dir: exports, given: Default::default() }),
+        );
         // Every finished run is saved at the next frame, as a user's edits would be.
         app.state.doc.autosave_delay = Duration::ZERO;
         app
