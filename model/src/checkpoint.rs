@@ -31,7 +31,7 @@ pub struct GgufExtras {
 
 /// Reads and parses config.json.
 pub fn read_config(path: &Path) -> Result<ModelConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+    let text = crate::whole_file::read_to_string(path, crate::whole_file::CONFIG_LIMIT, "config.json").map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             ModelError::config(path, "config.json is missing: a model directory needs config.json next to its weights")
         }
@@ -46,7 +46,8 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
 pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
+        let text = crate::whole_file::read_to_string(&index, crate::whole_file::TOKENIZER_LIMIT, "shard index")
+            .map_err(|e| ModelError::io(&index, e))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::weights(&index, format!("not valid JSON: {e}")))?;
         let map =
             v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::weights(&index, "has no `weight_map` object"))?;

@@ -32,5 +32,6 @@ pub mod source;
 pub mod store;
 pub mod tokenizer;
 pub mod weights;
+pub mod whole_file;
 
 pub use error::{ModelError, Result};

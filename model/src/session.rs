@@ -611,7 +611,8 @@ fn tokenizer_for(ck: &Checkpoint) -> Result<(Tokenizer, Option<ChatTemplate>)> {
             None => {
                 let jinja = dir.join("chat_template.jinja");
                 if jinja.exists() {
-                    let src = std::fs::read_to_string(&jinja).map_err(|e| ModelError::io(&jinja, e))?;
+                    let src = crate::whole_file::read_to_string(&jinja, crate::whole_file::TOKENIZER_LIMIT, "chat template")
+                        .map_err(|e| ModelError::io(&jinja, e))?;
                     Some(ChatTemplate::new(src, &jinja, tok.bos_token.clone(), tok.eos_token.clone())?)
                 } else {
                     None

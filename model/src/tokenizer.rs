@@ -30,7 +30,9 @@ impl Tokenizer {
         if !path.exists() {
             return Err(ModelError::tokenizer(&path, "tokenizer.json is missing (RouteLab needs the fast-tokenizer file of the model)"));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::tokenizer(&path, format!("cannot load: {e}")))?;
+        let text = crate::whole_file::read_to_string(&path, crate::whole_file::TOKENIZER_LIMIT, "tokenizer.json")
+            .map_err(|e| ModelError::io(&path, e))?;
+        let inner = text.parse::<tokenizers::Tokenizer>().map_err(|e| ModelError::tokenizer(&path, format!("cannot load: {e}")))?;
         let config = read_tokenizer_config(dir)?;
         Ok(Tokenizer {
             inner,
@@ -120,7 +122,8 @@ pub fn read_tokenizer_config(dir: &Path) -> Result<Option<serde_json::Value>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+    let text = crate::whole_file::read_to_string(&path, crate::whole_file::TOKENIZER_LIMIT, "tokenizer_config.json")
+        .map_err(|e| ModelError::io(&path, e))?;
     serde_json::from_str(&text).map(Some).map_err(|e| ModelError::tokenizer(&path, format!("not valid JSON: {e}")))
 }
 

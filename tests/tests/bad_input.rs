@@ -71,6 +71,18 @@ fn absurd_sizes_in_config_are_refused_before_allocating() {
     assert!(e.contains("config.json") && e.contains("num_hidden_layers") && e.contains("at most"), "{e}");
 }
 
+/// A config.json far larger than any real one is refused by its size before it is read.
+#[test]
+fn an_oversized_config_is_refused_by_its_size() {
+    let d = copy_case("llama");
+    let p = d.path().join("config.json");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str(&" ".repeat(17 << 20));
+    std::fs::write(&p, text).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("config.json") && e.contains("larger than any config.json"), "{e}");
+}
+
 /// Nothing in a model directory is executed: a config asking for the repository's own code
 /// says so instead of "unknown model_type".
 #[test]

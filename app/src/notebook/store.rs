@@ -134,7 +134,8 @@ pub fn exists(dir: &Path) -> bool {
 /// Reads a notebook directory.
 pub fn load(dir: &Path) -> Result<Notebook, NotebookError> {
     let path = notebook_file(dir);
-    let text = std::fs::read_to_string(&path).map_err(|source| NotebookError::Io { path: path.clone(), source })?;
+    let text = routelab_model::whole_file::read_to_string(&path, routelab_model::whole_file::NOTEBOOK_LIMIT, "notebook")
+        .map_err(|source| NotebookError::Io { path: path.clone(), source })?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| NotebookError::Corrupt { path: path.clone(), message: format!("not valid JSON ({e})") })?;
     if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
