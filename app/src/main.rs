@@ -16,6 +16,14 @@ fn main() {
     let cli = routelab::cli::Cli::parse();
     if let Err(e) = routelab::cli::run(cli) {
         eprintln!("error: {e:#}");
+        let next = e.chain().find_map(|c| {
+            c.downcast_ref::<routelab_probes::ProbeError>()
+                .and_then(|p| p.next_step())
+                .or_else(|| c.downcast_ref::<routelab_model::ModelError>().and_then(|m| m.next_step()))
+        });
+        if let Some(next) = next {
+            eprintln!("hint: {next}");
+        }
         std::process::exit(1);
     }
 }

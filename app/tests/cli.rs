@@ -146,6 +146,21 @@ fn bad_arguments_fail_with_a_message_not_a_panic() {
     assert!(!ok && err.contains("4 experts"), "{err}");
     let (ok, _, err) = routelab(&["forward", "--model", model.to_str().unwrap(), "--tokens", "1,x", "--out", "/tmp/never.safetensors"]);
     assert!(!ok && err.contains("\"x\""), "{err}");
+    // A damaged file: the error names it, and a `hint:` line says what to do.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        if model.join(f).exists() {
+            std::fs::copy(model.join(f), dir.path().join(f)).unwrap();
+        }
+    }
+    let weights = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, _, err) = routelab(&["run", "--model", dir.path().to_str().unwrap(), "--prompt", "x"]);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ") || l.starts_with("hint: ")).collect();
+    assert!(!ok && lines.len() == 2, "{err}");
+    assert!(lines[0].contains("model.safetensors") && lines[0].contains("truncated"), "{err}");
+    assert_eq!(lines[1], "hint: the weights are damaged, incomplete or not a checkpoint: download them again");
 }
 
 /// A GGUF repo in a local Hugging Face cache, offline: `info` on the bare id lists its quants

@@ -67,6 +67,34 @@ pub enum ModelError {
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 impl ModelError {
+    /// What the user can do about it, where the message itself does not already say (the CLI
+    /// prints it as `hint:`, the GUI under the message, Python as the exception's `hint`).
+    pub fn next_step(&self) -> Option<&'static str> {
+        Some(match self {
+            ModelError::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "check the path: --model takes a model directory, a .gguf file, a bundled model's name or owner/name[:QUANT] on the hub"
+                }
+                std::io::ErrorKind::PermissionDenied => "check the file's permissions",
+                std::io::ErrorKind::InvalidData => {
+                    "the file is damaged or not what its name says: take it again from the model's repository"
+                }
+                _ => return None,
+            },
+            ModelError::Config { .. } => "fix that field, or take config.json again from the model's repository",
+            ModelError::UnknownArchitecture { .. } => return None,
+            ModelError::Weights { .. } => "the weights are damaged, incomplete or not a checkpoint: download them again",
+            ModelError::Memory { .. } => return None,
+            ModelError::MissingTensor { .. } | ModelError::TensorShape { .. } => {
+                "config.json and the weights are of different models: use the ones from the same repository"
+            }
+            ModelError::Tokenizer { .. } => "take tokenizer.json and tokenizer_config.json again from the model's repository",
+            ModelError::Source(_) | ModelError::Invalid(_) | ModelError::Cancelled => return None,
+            ModelError::ContextOverflow { .. } => "shorten the prompt or lower --max-new-tokens",
+            ModelError::Candle(_) => "this is a bug or a device failure, not your input: please report it with the command that gave it",
+        })
+    }
+
     pub fn config(path: &Path, message: impl Into<String>) -> Self {
         ModelError::Config { path: path.to_path_buf(), message: message.into() }
     }

@@ -42,7 +42,7 @@ pub fn to_py(e: impl Into<ProbeError>, context: Option<&str>) -> PyErr {
         Some(c) => format!("{c}: {e}"),
         None => e.to_string(),
     };
-    match &e {
+    let err = match &e {
         ProbeError::Io { .. } | ProbeError::Format { .. } => FileError::new_err(message),
         ProbeError::Invalid(_) => InvalidArgument::new_err(message),
         ProbeError::Model(m) => match m {
@@ -58,7 +58,12 @@ pub fn to_py(e: impl Into<ProbeError>, context: Option<&str>) -> PyErr {
             CoreError::Cancelled => Cancelled::new_err(message),
             CoreError::Candle(_) => DeviceError::new_err(message),
         },
-    }
+    };
+    // What to do about it, as the CLI's `hint:` line says it (None where the message says it).
+    Python::attach(|py| {
+        let _ = err.value(py).setattr("hint", e.next_step());
+    });
+    err
 }
 
 /// An argument that does not parse (the parsers' own message, as the CLI prints it).

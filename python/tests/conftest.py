@@ -46,6 +46,14 @@ def cli_error(*args):
     return lines[-1][len("error: ") :]
 
 
+def cli_hint(*args):
+    """The CLI's `hint: ` line for a failing command (prefix removed), or None."""
+    out, err, rc = cli(*args, check=False)
+    assert rc != 0, f"routelab {' '.join(map(str, args))} succeeded"
+    lines = [l for l in err.splitlines() if l.startswith("hint: ")]
+    return lines[-1][len("hint: ") :] if lines else None
+
+
 @pytest.fixture(scope="session")
 def moe():
     return routelab.load("tiny-moe", progress=False)

@@ -4,7 +4,7 @@ panics across the boundary."""
 import pytest
 
 import routelab
-from conftest import cli_error
+from conftest import cli_error, cli_hint
 
 
 def test_a_missing_model_is_a_model_error_with_the_cli_message(tmp_path):
@@ -30,6 +30,9 @@ def test_a_truncated_checkpoint_is_a_file_error_naming_it(tmp_path):
         routelab.load(model)
     assert str(e.value) == want
     assert "model.safetensors" in str(e.value)
+    # What to do next, as the CLI's `hint:` line says it.
+    assert e.value.hint == cli_hint("run", "-m", model, "-p", "x")
+    assert "download them again" in e.value.hint
 
 
 def test_an_unknown_architecture_is_a_model_error(tmp_path):

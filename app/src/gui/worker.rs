@@ -214,9 +214,9 @@ impl WorkerState {
         match cmd {
             Command::Load { model, device, dtype } => {
                 self.session = None;
-                let source = ModelSource::parse(&model).map_err(|e| e.to_string());
+                let source = ModelSource::parse(&model).map_err(explain);
                 let loaded = source.and_then(|source| {
-                    let options = LoadOptions::parse(&device, dtype.as_deref()).map_err(|e| e.to_string())?;
+                    let options = LoadOptions::parse(&device, dtype.as_deref()).map_err(explain)?;
                     let events = self.events.clone();
                     let cancel = self.cancel.clone();
                     Session::load_cancellable(&source, &options, &mut |p| {
@@ -224,7 +224,7 @@ impl WorkerState {
                         (self.wake)();
                         !cancel.is_cancelled()
                     })
-                    .map_err(|e| e.to_string())
+                    .map_err(explain)
                 });
                 match loaded {
                     Ok(s) => {
@@ -257,7 +257,7 @@ impl WorkerState {
                         },
                         &self.cancel,
                     )
-                    .map_err(|e| e.to_string())?;
+                    .map_err(explain)?;
                 notebook::write_trace(&dir, &trace_rel, &out.trace).map_err(|e| e.to_string())?;
                 let summary = RunSummary {
                     trace: trace_rel,
@@ -275,17 +275,16 @@ impl WorkerState {
             }
             Command::Compare { cell, a, b, b_interventions } => {
                 let s = self.session()?;
-                let a = Trace::read(&a).map_err(|e| e.to_string())?;
-                let b = Trace::read(&b).map_err(|e| e.to_string())?;
-                let summary = CompareJob { a, b, b_interventions }.execute(s, &mut |_| {}, &self.cancel).map_err(|e| e.to_string())?;
+                let a = Trace::read(&a).map_err(explain)?;
+                let b = Trace::read(&b).map_err(explain)?;
+                let summary = CompareJob { a, b, b_interventions }.execute(s, &mut |_| {}, &self.cancel).map_err(explain)?;
                 self.emit(Event::CompareDone { cell, summary });
                 Ok(())
             }
             Command::Scan { cell, settings } => {
                 let s = self.session()?;
                 let job = ScanJob { settings, ..Default::default() };
-                let r =
-                    job.execute(s, &mut |p| self.emit(Event::Progress { cell, progress: p }), &self.cancel).map_err(|e| e.to_string())?;
+                let r = job.execute(s, &mut |p| self.emit(Event::Progress { cell, progress: p }), &self.cancel).map_err(explain)?;
                 if r.incomplete {
                     return Err("scan cancelled".into());
                 }
@@ -299,7 +298,7 @@ impl WorkerState {
                 let s = self.session()?;
                 let out = SpecializationJob { settings }
                     .execute(s, &mut |p| self.emit(Event::Progress { cell, progress: p }), &self.cancel)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(explain)?;
                 let (routing, report) = (out.routing, out.report);
                 self.emit(Event::SpecializationDone {
                     cell,
@@ -317,4 +316,9 @@ impl WorkerState {
             }
         }
     }
+}
+
+/// An error's message and what to do about it, as the GUI shows it.
+fn explain(e: impl Into<routelab_probes::ProbeError>) -> String {
+    e.into().explained()
 }
