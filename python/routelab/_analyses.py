@@ -129,10 +129,12 @@ class RunDiff:
     ``routing_flips`` ({layer: bool per position}), ``flip_rates`` ({layer: share}), ``kl``
     (next-token KL per position along each run's own tokens, when both have logits),
     ``top1_changed``; ``figures`` (``diff-routing``, and ``diff-kl`` with logits). From
-    :meth:`Session.compare`, also ``kl_teacher_forced``: the KL with the second run's
-    interventions teacher-forced on the first run's tokens, as a compare cell shows it."""
+    :meth:`Session.compare`, also what a compare cell shows, teacher-forced on the first run's
+    tokens so that only the second run's interventions cause it: ``kl_teacher_forced`` (the
+    next-token KL per position) and ``flip_rates_teacher_forced`` ({layer: share of positions
+    whose top-k set changed}; zero before the first intervened layer)."""
 
-    def __init__(self, result, a, b, kl_teacher_forced=None):
+    def __init__(self, result, a, b, kl_teacher_forced=None, flip_rates_teacher_forced=None):
         self.result = result
         self.positions = result["positions"]
         self.first_divergence = result.get("first_divergence")
@@ -140,6 +142,7 @@ class RunDiff:
         self.flip_rates = {l: float(f.mean()) if len(f) else 0.0 for l, f in self.routing_flips.items()}
         self.kl = None if result.get("kl") is None else np.asarray(result["kl"])
         self.kl_teacher_forced = None if kl_teacher_forced is None else np.asarray(kl_teacher_forced)
+        self.flip_rates_teacher_forced = None if flip_rates_teacher_forced is None else dict(flip_rates_teacher_forced)
         self.top1_changed = None if result.get("top1_changed") is None else np.asarray(result["top1_changed"], dtype=bool)
         self._a, self._b = a, b
 
@@ -168,4 +171,10 @@ def diff(a, b):
 
 def _compare(session, a, b, report):
     summary = json.loads(_routelab.compare(session, a._inner, b._inner, report))
-    return RunDiff(json.loads(_routelab.diff(a._inner, b._inner)), a, b, kl_teacher_forced=summary["kl"])
+    return RunDiff(
+        json.loads(_routelab.diff(a._inner, b._inner)),
+        a,
+        b,
+        kl_teacher_forced=summary["kl"],
+        flip_rates_teacher_forced={l: r for l, r in summary["flip_rates"]},
+    )

@@ -117,6 +117,15 @@ def test_compare_is_teacher_forced_on_the_first_run(moe, runs):
     lp, lq = log_softmax(plain.logits), log_softmax(masked.logits)
     want = (np.exp(lp) * (lp - lq)).sum(axis=-1)
     assert np.allclose(kl, want, atol=1e-5)
+    # Routing flips over a's tokens too: from the two forward passes' expert sets.
+    plain = moe.forward(a.tokens, capture="router")
+    masked = moe.forward(a.tokens, capture="router", interventions=b.interventions)
+    for l in plain.moe_layers:
+        flips = [set(plain.router_experts(l)[p]) != set(masked.router_experts(l)[p]) for p in range(len(a))]
+        assert result.flip_rates_teacher_forced[l] == pytest.approx(np.mean(flips))
+    # Causal: b rerouted an expert of layer 2, so layers 0 and 1 never change over a's tokens.
+    assert result.flip_rates_teacher_forced[0] == result.flip_rates_teacher_forced[1] == 0
+    assert result.flip_rates_teacher_forced[2] > 0
 
 
 def test_figures_save_png_svg_and_csv_and_show_inline(runs, tmp_path):

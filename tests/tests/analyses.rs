@@ -52,6 +52,39 @@ fn run_diff_of_a_reroute_flips_exactly_the_positions_that_chose_the_expert() {
     assert!(kl[first] > 1e-4);
 }
 
+/// A compare cell's routing changes are teacher-forced on the original run's tokens: with an
+/// six of layer 2's experts rerouted, layers 0 and 1 never change, although the free-running texts
+/// part and then every layer's routing differs.
+#[test]
+fn compare_routing_changes_are_caused_by_the_interventions_alone() {
+    use routelab_probes::jobs::compare::CompareJob;
+    use routelab_probes::jobs::{Cancel, Job};
+    let s = Session::load(&ModelSource::parse("tiny-moe").unwrap(), &LoadOptions::default(), &mut |_| {}).unwrap();
+    let run = |iv: Interventions| {
+        let req = RunRequest {
+            tokens: s.encode(&routelab_model::session::Prompt::text("Once upon a time")).unwrap(),
+            max_new_tokens: 24,
+            sampling: SamplingSettings::default(),
+            capture: CaptureSpec::default(),
+            interventions: iv,
+            stop_at_eos: false,
+        };
+        Trace::from_run(s.run(&req, &mut |_| true).unwrap(), "tiny-moe", s.config(), "Once upon a time")
+    };
+    // Six of layer 2's eight experts rerouted: enough to part the texts.
+    let iv = Interventions::new((0..6).map(|expert| Intervention::Expert { layer: 2, expert, method: ExpertMethod::Reroute }).collect());
+    let (a, b) = (run(Interventions::default()), run(iv.clone()));
+    let free = diff(&a, &b).unwrap();
+    let free_rate = |l: usize| free.flip_rates().into_iter().find(|(x, _)| *x == l).unwrap().1;
+    assert!(free.first_divergence.is_some() && free_rate(0) > 0.0, "the texts must part for this test to mean anything: {:?} {:?}", free.first_divergence, free.flip_rates());
+    let summary = CompareJob { a: a.clone(), b, b_interventions: iv }.execute(&s, &mut |_| {}, &Cancel::new()).unwrap();
+    let rate = |l: usize| summary.flip_rates.iter().find(|(x, _)| *x == l).unwrap().1;
+    assert_eq!((rate(0), rate(1)), (0.0, 0.0), "{:?}", summary.flip_rates);
+    assert!(rate(2) > 0.0, "{:?}", summary.flip_rates);
+    assert_eq!(summary.kl.len(), a.len());
+    assert_eq!(summary.first_divergence, free.first_divergence);
+}
+
 #[test]
 fn every_trace_view_exports_png_svg_and_a_csv_that_round_trips() {
     let t = trace("qwen2_moe", Interventions::default(), 4);

@@ -7,7 +7,6 @@ use routelab_model::ModelError;
 use serde::{Deserialize, Serialize};
 
 use super::{Cancel, Job, Progress};
-use crate::analysis::ablation::kl_from_logits;
 use crate::analysis::diff::diff;
 use crate::error::Result;
 use crate::trace::Trace;
@@ -20,14 +19,16 @@ pub struct CompareJob {
     pub b_interventions: Interventions,
 }
 
-/// What a compare cell shows.
+/// What a compare cell shows. Everything but `first_divergence` is teacher-forced: both runs'
+/// interventions applied over a's tokens, so a change is caused by b's interventions alone
+/// (layers before the first intervened one never change), not by the texts parting.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompareSummary {
-    /// Next-token KL(a ‖ b) along a's sequence (b's interventions teacher-forced on a's
-    /// tokens), nats.
+    /// Next-token KL(a ‖ b) along a's sequence, nats.
     pub kl: Vec<f64>,
+    /// First position where the generated tokens differ (the runs as they ran).
     pub first_divergence: Option<usize>,
-    /// Per MoE layer, share of positions whose top-k set changed.
+    /// Per MoE layer, share of a's positions whose top-k set changed.
     pub flip_rates: Vec<(usize, f64)>,
 }
 
@@ -36,19 +37,21 @@ impl Job for CompareJob {
     type Output = CompareSummary;
 
     fn execute(&self, session: &Session, _progress: &mut dyn FnMut(Progress), cancel: &Cancel) -> Result<CompareSummary> {
-        let d = diff(&self.a, &self.b)?;
-        // KL along a's sequence: both distributions condition on the same context, a's tokens.
-        let forced = |iv: &Interventions| -> Result<Vec<Vec<f32>>> {
+        let free = diff(&self.a, &self.b)?;
+        // Both forward passes condition on the same context, a's tokens.
+        let forced = |iv: &Interventions| -> Result<Trace> {
             if cancel.is_cancelled() {
                 return Err(ModelError::Cancelled.into());
             }
-            let req = RunRequest::forward(self.a.tokens().to_vec(), CaptureSpec::items(&["logits"]), iv.clone());
+            let req = RunRequest::forward(self.a.tokens().to_vec(), CaptureSpec::items(&["logits", "router"]), iv.clone());
             let run = session.run(&req, &mut |_| true)?;
-            Ok(run.logits().into_iter().map(|r| r.to_vec()).collect())
+            Ok(Trace::from_run(run, &session.name, session.config(), &self.a.meta.prompt))
         };
-        let la = forced(&self.a.meta.interventions)?;
-        let lb = forced(&self.b_interventions)?;
-        let kl = la.iter().zip(&lb).map(|(x, y)| kl_from_logits(x, y)).collect();
-        Ok(CompareSummary { kl, first_divergence: d.first_divergence, flip_rates: d.flip_rates() })
+        let forced = diff(&forced(&self.a.meta.interventions)?, &forced(&self.b_interventions)?)?;
+        Ok(CompareSummary {
+            kl: forced.kl.clone().unwrap_or_default(),
+            first_divergence: free.first_divergence,
+            flip_rates: forced.flip_rates(),
+        })
     }
 }

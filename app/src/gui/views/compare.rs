@@ -60,7 +60,7 @@ pub fn compare(
     let Some(r) = result else { return };
     ui.columns(2, |cols| {
         cols[0].strong("Routing changes per layer");
-        cols[0].label(RichText::new("share of positions whose top-k experts differ").weak().small());
+        cols[0].label(RichText::new("share of A's positions whose top-k experts differ, B's interventions teacher-forced").weak().small());
         let bars: Vec<Bar> = r.flip_rates.iter().map(|(l, f)| Bar::new(*l as f64, *f).width(0.8)).collect();
         Plot::new(("flips", id))
             .height(150.0)
