@@ -16,7 +16,7 @@ class Trace:
       ``attn_entropy(l)``, ``attn_argmax(l)``, ``attn_sink(l)``, ``attn_span(l)``,
       ``attn_probs(l)`` ([H, T, T]), ``hidden(l)`` (the residual stream after layer l),
       ``moe_routed_norm(l)``, ``moe_shared_norm(l)``, ``moe_dense_norm(l)``; and ``logits``;
-    - ``view(name)``: a figure (``expert-load``, ``routing``, ``heads``, ``coactivation``,
+    - ``view(name)``: a figure (``expert-load``, ``routing``, ``margin``, ``heads``, ``coactivation``,
       ``router-entropy``, ``contributions``, ``diff-routing``/``diff-kl`` with ``against=``);
     - ``save(path)``.
 

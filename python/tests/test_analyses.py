@@ -83,6 +83,18 @@ def test_trace_views_equal_cli_export(runs, view):
     assert figure.title
 
 
+def test_the_margin_view_equals_the_cli_and_holds_the_captured_margins(tmp_path):
+    trace = tmp_path / "m.safetensors"
+    cli("run", "-m", "tiny-moe", "-p", "Once upon a time", "--max-new-tokens", 8, "--capture", "router,margin", "--trace", trace)
+    out = tmp_path / "margin.csv"
+    cli("export", trace, "--view", "margin", "--out", out)
+    t = routelab.open_trace(trace)
+    figure = t.view("margin")
+    assert figure.csv() == out.read_text()
+    for r in figure.records:
+        assert r["margin"] == pytest.approx(float(t.router_margin(r["layer"])[r["position"]]), rel=1e-5)
+
+
 def test_diff_views_and_numbers_equal_the_cli(runs):
     d, a, b = runs
     for view in ["diff-routing", "diff-kl"]:

@@ -5,7 +5,7 @@
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::{ExpertMethod, Intervention, Interventions};
 use routelab_model::sampling::SamplingSettings;
-use routelab_model::session::{LoadOptions, RunRequest, Session};
+use routelab_model::session::{LoadOptions, Prompt, RunRequest, Session};
 use routelab_model::source::ModelSource;
 use routelab_probes::analysis::diff::diff;
 use routelab_probes::export::csv::Table;
@@ -62,7 +62,7 @@ fn compare_routing_changes_are_caused_by_the_interventions_alone() {
     let s = Session::load(&ModelSource::parse("tiny-moe").unwrap(), &LoadOptions::default(), &mut |_| {}).unwrap();
     let run = |iv: Interventions| {
         let req = RunRequest {
-            tokens: s.encode(&routelab_model::session::Prompt::text("Once upon a time")).unwrap(),
+            tokens: s.encode(&Prompt::text("Once upon a time")).unwrap(),
             max_new_tokens: 24,
             sampling: SamplingSettings::default(),
             capture: CaptureSpec::default(),
@@ -76,13 +76,105 @@ fn compare_routing_changes_are_caused_by_the_interventions_alone() {
     let (a, b) = (run(Interventions::default()), run(iv.clone()));
     let free = diff(&a, &b).unwrap();
     let free_rate = |l: usize| free.flip_rates().into_iter().find(|(x, _)| *x == l).unwrap().1;
-    assert!(free.first_divergence.is_some() && free_rate(0) > 0.0, "the texts must part for this test to mean anything: {:?} {:?}", free.first_divergence, free.flip_rates());
+    assert!(
+        free.first_divergence.is_some() && free_rate(0) > 0.0,
+        "the texts must part for this test to mean anything: {:?} {:?}",
+        free.first_divergence,
+        free.flip_rates()
+    );
     let summary = CompareJob { a: a.clone(), b, b_interventions: iv }.execute(&s, &mut |_| {}, &Cancel::new()).unwrap();
     let rate = |l: usize| summary.flip_rates.iter().find(|(x, _)| *x == l).unwrap().1;
     assert_eq!((rate(0), rate(1)), (0.0, 0.0), "{:?}", summary.flip_rates);
     assert!(rate(2) > 0.0, "{:?}", summary.flip_rates);
     assert_eq!(summary.kl.len(), a.len());
     assert_eq!(summary.first_divergence, free.first_divergence);
+}
+
+/// Softmax routing's margin recomputed from the router logits: the gap between the k-th and
+/// (k+1)-th softmax probabilities.
+fn softmax_margin(logits: &[f32], k: usize) -> f64 {
+    let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let z: f64 = logits.iter().map(|&x| (x as f64 - m).exp()).sum();
+    let mut p: Vec<f64> = logits.iter().map(|&x| (x as f64 - m).exp() / z).collect();
+    p.sort_by(|a, b| b.total_cmp(a));
+    p[k - 1] - p[k]
+}
+
+/// The margin view holds each token's routing margin, which is (for mixtral's softmax router)
+/// the gap between the k-th and (k+1)-th probabilities of its router logits.
+#[test]
+fn the_margin_view_holds_the_gap_between_the_kth_and_next_router_probability() {
+    let t = trace("mixtral", Interventions::default(), 3);
+    let v = views::routing_margin(&t).unwrap();
+    let table = v.table();
+    assert_eq!(table.rows.len(), t.len() * t.num_layers());
+    for row in &table.rows {
+        let (p, l): (usize, usize) = (row[0].parse().unwrap(), row[3].parse().unwrap());
+        let r = t.router(l).unwrap();
+        let want = softmax_margin(r.logits_at(p), r.top_k);
+        let got: f64 = row[4].parse().unwrap();
+        assert!((got - want).abs() < 1e-5, "layer {l} position {p}: {got} vs {want}");
+    }
+    assert!(v.png().unwrap().starts_with(b"\x89PNG"));
+}
+
+/// Routing fidelity counts, per layer and margin bin, the positions where the second setting's
+/// top-k set differs teacher-forced on the first's tokens: recomputed here from two separate
+/// runs (bf16 against f32 weights on tiny-moe), with margins from the router logits. The
+/// same setting twice flips nothing.
+#[test]
+fn routing_fidelity_counts_flips_by_margin_as_two_runs_show_them() {
+    use routelab_probes::analysis::fidelity::{bin_of, routing_fidelity, FidelitySettings};
+    use routelab_probes::jobs::Cancel;
+    let load = |dtype: &str| {
+        Session::load(&ModelSource::parse("tiny-moe").unwrap(), &LoadOptions::parse("cpu", Some(dtype)).unwrap(), &mut |_| {}).unwrap()
+    };
+    let (a, b) = (load("f32"), load("bf16"));
+    let prompts = ["Once upon a time", "fn main() {", "The capital of France is"];
+    let settings = FidelitySettings { prompts: prompts.iter().map(|p| Prompt::text(p)).collect(), max_new_tokens: 64 };
+    let r = routing_fidelity(&a, &b, ("f32", "bf16"), &settings, &mut |_| {}, &Cancel::new()).unwrap();
+    let mut want: std::collections::BTreeMap<(usize, usize), (usize, usize)> = Default::default();
+    for (i, prompt) in prompts.iter().enumerate() {
+        let tokens = a.encode(&Prompt::text(prompt)).unwrap();
+        let req = RunRequest {
+            tokens,
+            max_new_tokens: 64,
+            sampling: SamplingSettings::default(),
+            capture: CaptureSpec::items(&["router"]),
+            interventions: Interventions::default(),
+            stop_at_eos: true,
+        };
+        let ra = a.run(&req, &mut |_| true).unwrap();
+        let ta = ra.store.tokens().to_vec();
+        assert_eq!(r.prompts[i].positions, ta.len());
+        let rb = b.run(&RunRequest::forward(ta.clone(), CaptureSpec::items(&["router"]), Interventions::default()), &mut |_| true).unwrap();
+        for l in 0..a.config().num_layers {
+            let (xa, xb) = (ra.store.router(l).unwrap(), rb.store.router(l).unwrap());
+            for p in 0..ta.len() {
+                let bin = bin_of(softmax_margin(xa.logits_at(p), xa.top_k));
+                let (mut ea, mut eb) = (xa.experts_at(p).to_vec(), xb.experts_at(p).to_vec());
+                ea.sort();
+                eb.sort();
+                let e = want.entry((l, bin)).or_default();
+                e.0 += 1;
+                e.1 += usize::from(ea != eb);
+            }
+        }
+    }
+    let mut got: std::collections::BTreeMap<(usize, usize), (usize, usize)> = Default::default();
+    for l in &r.layers {
+        for (i, bin) in l.bins.iter().enumerate() {
+            if bin.positions > 0 {
+                got.insert((l.layer, i), (bin.positions, bin.flips));
+            }
+        }
+        assert_eq!(l.flips, l.bins.iter().map(|b| b.flips).sum::<usize>());
+    }
+    assert_eq!(got, want);
+    assert!(r.layers.iter().any(|l| l.flips > 0), "bf16 flips some near ties on these prompts; the counting needs some");
+    // The same setting twice: nothing flips and the texts never part.
+    let same = routing_fidelity(&a, &a, ("f32", "f32"), &settings, &mut |_| {}, &Cancel::new()).unwrap();
+    assert!(same.layers.iter().all(|l| l.flips == 0) && same.prompts.iter().all(|p| p.texts_part_at.is_none()));
 }
 
 #[test]
@@ -92,6 +184,7 @@ fn every_trace_view_exports_png_svg_and_a_csv_that_round_trips() {
     let made = [
         ("expert-load", views::expert_load(&t).unwrap()),
         ("routing", views::routing_map(&t).unwrap()),
+        ("margin", views::routing_margin(&t).unwrap()),
         ("heads", views::heads_view(&t).unwrap()),
         ("coactivation", views::coactivation(&t, None).unwrap()),
         ("router-entropy", views::router_entropy(&t).unwrap()),

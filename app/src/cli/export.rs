@@ -11,8 +11,8 @@ use routelab_probes::trace::Trace;
 pub struct ExportArgs {
     /// A trace written by `routelab run --trace` or `routelab forward`.
     pub trace: PathBuf,
-    /// expert-load, routing, heads, coactivation, router-entropy, contributions,
-    /// diff-routing or diff-kl (the last two need --against).
+    /// expert-load, routing, margin (needs --capture margin), heads, coactivation,
+    /// router-entropy, contributions, diff-routing or diff-kl (the last two need --against).
     #[arg(long)]
     pub view: String,
     /// Layer, for per-layer views (coactivation; default: the first MoE layer).

@@ -4,5 +4,6 @@
 pub mod ablation;
 pub mod corpus;
 pub mod diff;
+pub mod fidelity;
 pub mod needle;
 pub mod retrieval;

@@ -165,7 +165,16 @@ impl Plot for Heatmap {
                 row.iter().enumerate().map(move |(c, &v)| {
                     let y = rows - 1 - r;
                     let t = if lo.is_finite() && (v - lo) / (hi - lo).max(1e-12) > 0.6 { BLACK } else { WHITE };
-                    let label = if v.abs() >= 100.0 || v == v.trunc() { format!("{v:.0}") } else { format!("{v:.2}") };
+                    // Grey cells have no value; small values keep two significant digits.
+                    let label = if v.is_nan() {
+                        String::new()
+                    } else if v.abs() >= 100.0 || v == v.trunc() {
+                        format!("{v:.0}")
+                    } else if v.abs() < 0.01 {
+                        format!("{v:.1e}")
+                    } else {
+                        format!("{v:.2}")
+                    };
                     Text::new(
                         label,
                         (SegmentValue::CenterOf(c), SegmentValue::CenterOf(y)),

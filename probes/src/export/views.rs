@@ -10,6 +10,7 @@ use super::Format;
 use crate::analysis::ablation::{ArmResult, RetrievalAblation};
 use crate::analysis::corpus::{LayerSpecialization, CLASSES};
 use crate::analysis::diff::{diff, RunDiff};
+use crate::analysis::fidelity::FidelityReport;
 use crate::analysis::retrieval::HeadScores;
 use crate::atomic::write_atomic;
 use crate::error::{ProbeError, Result};
@@ -83,7 +84,7 @@ impl View {
 /// The views of one trace (or of two, for the `diff-` ones), by the name `routelab export
 /// --view` and Python's `Trace.view` take.
 pub const TRACE_VIEWS: &[&str] =
-    &["expert-load", "routing", "heads", "coactivation", "router-entropy", "contributions", "diff-routing", "diff-kl"];
+    &["expert-load", "routing", "margin", "heads", "coactivation", "router-entropy", "contributions", "diff-routing", "diff-kl"];
 
 /// The view `name` of `trace`; `layer` for per-layer views (coactivation; default the first MoE
 /// layer), `against` the second trace of the diff views.
@@ -98,6 +99,7 @@ pub fn trace_view(name: &str, trace: &Trace, layer: Option<usize>, against: Opti
     match name {
         "expert-load" => expert_load(trace),
         "routing" => routing_map(trace),
+        "margin" => routing_margin(trace),
         "heads" => heads_view(trace),
         "coactivation" => coactivation(trace, layer),
         "router-entropy" => router_entropy(trace),
@@ -200,6 +202,47 @@ pub fn routing_map(trace: &Trace) -> Result<View> {
             row_labels: (0..trace.num_layers()).map(|l| format!("layer {l}")).collect(),
             cells,
             category_names: (0..e).map(|x| format!("e{x}")).collect(),
+        },
+    ))
+}
+
+/// Layer × token map of each token's routing margin (`router.margin`: the gap between the k-th
+/// and (k+1)-th selection scores, in the router's own score space): near ties, where a small
+/// change of the input or of the arithmetic flips the selection, show dark.
+pub fn routing_margin(trace: &Trace) -> Result<View> {
+    let layers: Vec<usize> = (0..trace.num_layers()).filter(|&l| trace.layer_f32(l, Quantity::RouterMargin).is_some()).collect();
+    if layers.is_empty() {
+        return Err(ProbeError::Invalid("this trace has no routing margins: run with --capture margin (or all)".into()));
+    }
+    let pieces: Vec<String> =
+        if trace.pieces.len() == trace.len() { trace.pieces.clone() } else { trace.tokens().iter().map(|t| t.to_string()).collect() };
+    let mut t = Table::new(&["position", "token", "text", "layer", "margin"]);
+    let mut values = vec![];
+    for &l in &layers {
+        let m = trace.layer_f32(l, Quantity::RouterMargin).unwrap_or(&[]);
+        for (p, (&v, (token, piece))) in m.iter().zip(trace.tokens().iter().zip(&pieces)).enumerate() {
+            t.push(vec![p.to_string(), token.to_string(), piece.clone(), l.to_string(), num(v as f64)]);
+        }
+        // No margin where nothing was left out (top-k of all experts).
+        values.push(m.iter().map(|&v| if v.is_finite() { v as f64 } else { f64::NAN }).collect::<Vec<f64>>());
+    }
+    // The colour scale stops at the 95th percentile so that a few wide margins do not wash
+    // out the near ties.
+    let mut finite: Vec<f64> = values.iter().flatten().copied().filter(|v| v.is_finite()).collect();
+    finite.sort_by(f64::total_cmp);
+    let high = finite.get(finite.len().saturating_sub(1) * 95 / 100).copied().unwrap_or(1.0).max(f64::MIN_POSITIVE);
+    Ok(View::Heatmap(
+        t,
+        Heatmap {
+            title: title_of(trace, "Routing margin per token and layer (dark: near ties)"),
+            x_label: "token".into(),
+            y_label: "layer".into(),
+            row_labels: layers.iter().map(|l| l.to_string()).collect(),
+            col_labels: pieces,
+            values,
+            scale_label: "gap between k-th and (k+1)-th router score".into(),
+            range: Some((0.0, high)),
+            annotate: false,
         },
     ))
 }
@@ -463,6 +506,44 @@ pub fn diff_kl(d: &RunDiff) -> Result<View> {
             series: vec![("KL".into(), kl.iter().enumerate().map(|(p, &k)| (p as f64, k)).collect())],
         },
     ))
+}
+
+/// Routing fidelity: per MoE layer and bin of the first setting's routing margin, the share of
+/// positions where the second setting selected other experts.
+pub fn routing_fidelity(r: &FidelityReport) -> View {
+    let mut t = Table::new(&["layer", "margin_from", "margin_to", "positions", "flips", "flip_rate"]);
+    let bins = r.layers.first().map(|l| l.bins.len()).unwrap_or(0);
+    let mut values = vec![];
+    for l in &r.layers {
+        let mut row = vec![];
+        for b in &l.bins {
+            let rate = if b.positions == 0 { f64::NAN } else { b.flips as f64 / b.positions as f64 };
+            t.push(vec![l.layer.to_string(), num(b.from), num(b.to), b.positions.to_string(), b.flips.to_string(), num(rate)]);
+            row.push(rate);
+        }
+        t.push(vec![l.layer.to_string(), "all".into(), "all".into(), l.positions.to_string(), l.flips.to_string(), num(l.flip_rate())]);
+        row.push(l.flip_rate());
+        values.push(row);
+    }
+    let mut cols: Vec<String> = r.layers.first().map(|l| l.bins.iter().map(|b| format!("< {}", num(b.to))).collect()).unwrap_or_default();
+    if let Some(last) = cols.last_mut() {
+        *last = format!("≥ {}", r.layers[0].bins[bins - 1].from);
+    }
+    cols.push("all".into());
+    View::Heatmap(
+        t,
+        Heatmap {
+            title: format!("{}: routing flips in {} against {}, by margin", r.model, r.b, r.a),
+            x_label: format!("routing margin in {}", r.a),
+            y_label: "layer".into(),
+            row_labels: r.layers.iter().map(|l| l.layer.to_string()).collect(),
+            col_labels: cols,
+            values,
+            scale_label: "share of positions whose top-k set differs".into(),
+            range: Some((0.0, 1.0)),
+            annotate: true,
+        },
+    )
 }
 
 /// Specialization: per layer summary table and MI bars.
