@@ -127,6 +127,26 @@ fn hovering_a_token_shows_its_routing_in_every_layer() {
     snapshot(&mut h, "token_hover");
 }
 
+/// Colouring the strip by routing margin: runs capture the margins, near ties are dark.
+#[test]
+fn the_token_strip_colours_by_routing_margin() {
+    let dir = fresh_dir("margin");
+    let (mut h, _) = harness(&dir, &dir);
+    run_all(&mut h);
+    let id = prompt_ids(h.state())[0];
+    let run = &h.state().state.results.runs[&id];
+    let margins: Vec<f32> = (0..run.len()).filter_map(|p| run.margin(2, p)).collect();
+    assert_eq!(margins.len(), run.len(), "every position has a margin in layer 2");
+    h.state_mut().state.cell_ui(id).colour = routelab::gui::ui_state::StripColour::Margin;
+    h.state_mut().state.cell_ui(id).layer = 2;
+    h.run_steps(3);
+    let strip = h.get_by_label(&format!("token strip {id}")).rect();
+    h.hover_at(strip.left_top() + egui::vec2(30.0, 8.0));
+    h.run_steps(3);
+    assert!(h.query_by_label("margin").is_some(), "the hover card lists margins");
+    snapshot(&mut h, "token_strip_margin");
+}
+
 #[test]
 fn masking_an_expert_and_rerunning_gives_a_compare_cell() {
     let dir = fresh_dir("mask");

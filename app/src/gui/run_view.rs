@@ -109,6 +109,12 @@ impl RunView {
         self.store.row_u32(&HookPoint::layer(layer, Quantity::RouterExperts), pos)?.first().copied()
     }
 
+    /// The routing margin at `pos` in `layer` (when captured): the gap between the k-th and
+    /// (k+1)-th selection scores.
+    pub fn margin(&self, layer: usize, pos: usize) -> Option<f32> {
+        self.store.row_f32(&HookPoint::layer(layer, Quantity::RouterMargin), pos)?.first().copied()
+    }
+
     pub fn experts_at(&self, layer: usize, pos: usize) -> (&[u32], &[f32]) {
         let ex = self.store.row_u32(&HookPoint::layer(layer, Quantity::RouterExperts), pos);
         let w = self.store.row_f32(&HookPoint::layer(layer, Quantity::RouterWeights), pos);

@@ -346,8 +346,8 @@ impl AppState {
                 // so a crash or a cancel mid-run loses nothing; the view shows the live run.
                 let trace_rel = self.doc.begin_run(id);
                 self.results.remove(id);
-                // Logits make compare cells possible.
-                let job = RunJob { prompt, settings, interventions, capture: capture.with("logits") };
+                // Logits make compare cells possible; margins colour the strip by near ties.
+                let job = RunJob { prompt, settings, interventions, capture: capture.with("logits").with("margin") };
                 Command::Run { cell: id, job, dir: self.doc.dir.clone(), trace_rel }
             }
             CellKind::Compare { a, b, .. } => {

@@ -18,11 +18,22 @@ pub enum MaskTarget {
     Head { layer: usize, head: usize },
 }
 
+/// What colours the tokens of a prompt cell's strip (for the chosen layer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StripColour {
+    /// The token's top-1 expert.
+    #[default]
+    TopExpert,
+    /// The token's routing margin: dark near ties, bright for clear decisions.
+    Margin,
+}
+
 /// Per-cell UI state that is not part of the document.
 #[derive(Clone, Debug, Default)]
 pub struct CellUi {
-    /// Layer whose top-1 expert colours the tokens.
+    /// Layer whose routing colours the tokens.
     pub layer: usize,
+    pub colour: StripColour,
     /// Masks chosen by pointing, to apply on the next re-run.
     pub pending: Interventions,
     pub mask_target: Option<MaskTarget>,

@@ -10,9 +10,10 @@ use routelab_model::session::Prompt;
 use super::cells::CellContext;
 use super::grid::{grid, GridSpec};
 use super::tokens::{token_details, token_strip};
-use super::{expert_color, export_buttons};
+use super::{expert_color, export_buttons, scale_color, text_on};
 use crate::gui::run_view::RunView;
 use crate::gui::state::{expert_mask, head_mask, Action, CellUi, ExportKind, MaskTarget};
+use crate::gui::ui_state::StripColour;
 use crate::notebook::{GenerationSettings, RunSummary};
 use routelab_model::hooks::HookPoint;
 
@@ -103,7 +104,30 @@ pub fn results(
     ui.horizontal_wrapped(|ui| {
         if run.is_moe() {
             let moe: Vec<usize> = (0..run.layers).filter(|&l| run.experts[l] > 0).collect();
-            let label = ui.label("colour by top-1 expert of layer");
+            let label = ui.label("colour by");
+            let mut colour = cell_ui.colour;
+            let name = |c: StripColour| match c {
+                StripColour::TopExpert => "top-1 expert",
+                StripColour::Margin => "routing margin (dark: near tie)",
+            };
+            egui::ComboBox::from_id_salt(("colour", id))
+                .selected_text(name(colour))
+                .show_ui(ui, |ui| {
+                    for c in [StripColour::TopExpert, StripColour::Margin] {
+                        ui.selectable_value(&mut colour, c, name(c));
+                    }
+                })
+                .response
+                .labelled_by(label.id);
+            cell_ui.colour = colour;
+            if colour == StripColour::Margin {
+                // The scale: one swatch per decade of margin.
+                for (i, m) in ["≤1e-4", "1e-3", "1e-2", "≥0.1"].iter().enumerate() {
+                    let bg = scale_color(i as f32 / 3.0);
+                    ui.label(RichText::new(format!(" {m} ")).small().monospace().background_color(bg).color(text_on(bg)));
+                }
+            }
+            let label = ui.label("of layer");
             let mut layer = cell_ui.layer;
             egui::ComboBox::from_id_salt(("layer", id))
                 .selected_text(layer.to_string())
@@ -134,7 +158,7 @@ pub fn results(
             None => ui.label(RichText::new(format!("{} tokens…", run.len())).weak()),
         };
     });
-    let strip = token_strip(ui, run, cell_ui.layer, cell_ui.pinned, 220.0, &format!("token strip {id}"));
+    let strip = token_strip(ui, run, cell_ui.layer, cell_ui.colour, cell_ui.pinned, 220.0, &format!("token strip {id}"));
     cell_ui.hovered = strip.hovered;
     if let Some(c) = strip.clicked {
         cell_ui.pinned = if cell_ui.pinned == Some(c) { None } else { Some(c) };

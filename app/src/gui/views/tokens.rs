@@ -1,13 +1,14 @@
 //! The token strip: the run's text, each token on the colour of its top-1 expert in the chosen
-//! layer (grey for prompt tokens of dense models). Laid out as one galley, so thousands of
+//! layer, or of its routing margin there (grey for prompt tokens of dense models). Laid out as one galley, so thousands of
 //! tokens cost one text layout; hovering a token shows its routing in every layer and its
 //! head statistics, clicking pins it.
 
 use egui::text::{LayoutJob, TextFormat};
 use egui::{Color32, FontId, Sense, Stroke, Ui};
 
-use super::{expert_color, text_on};
+use super::{expert_color, scale_color, text_on};
 use crate::gui::run_view::RunView;
+use crate::gui::ui_state::StripColour;
 
 /// What the user did with the strip.
 pub struct StripResponse {
@@ -23,7 +24,24 @@ pub fn display_piece(p: &str) -> String {
     p.replace('\t', "⇥").replace("\n", "↵\n")
 }
 
-pub fn token_strip(ui: &mut Ui, run: &RunView, layer: usize, pinned: Option<usize>, max_height: f32, label: &str) -> StripResponse {
+/// A margin's place on the colour scale: 0 at 1e-4 and below (near ties), 1 at 0.1 and above,
+/// logarithmic between (the bins of `analyze routing-fidelity`).
+pub fn margin_scale(margin: f32) -> f32 {
+    if margin.is_nan() {
+        return 1.0;
+    }
+    ((margin.max(1e-12).log10() + 4.0) / 3.0).clamp(0.0, 1.0)
+}
+
+pub fn token_strip(
+    ui: &mut Ui,
+    run: &RunView,
+    layer: usize,
+    colour: StripColour,
+    pinned: Option<usize>,
+    max_height: f32,
+    label: &str,
+) -> StripResponse {
     let font = FontId::monospace(13.0);
     let mut job = LayoutJob::default();
     job.wrap.max_width = ui.available_width();
@@ -36,8 +54,12 @@ pub fn token_strip(ui: &mut Ui, run: &RunView, layer: usize, pinned: Option<usiz
         let text = display_piece(piece);
         chars += text.chars().count();
         let generated = i >= run.prompt_len;
-        let bg = match run.top1(layer, i) {
-            Some(e) => expert_color(e as usize),
+        let shade = match colour {
+            StripColour::TopExpert => run.top1(layer, i).map(|e| expert_color(e as usize)),
+            StripColour::Margin => run.margin(layer, i).map(|m| scale_color(margin_scale(m))),
+        };
+        let bg = match shade {
+            Some(c) => c,
             None if generated => {
                 if dark {
                     Color32::from_gray(70)
@@ -93,6 +115,7 @@ pub fn token_details(ui: &mut Ui, run: &RunView, pos: usize) {
         egui::Grid::new(("routing-card", pos)).striped(true).spacing([10.0, 2.0]).show(ui, |ui| {
             ui.label("layer");
             ui.label("experts (weight)");
+            ui.label("margin");
             ui.end_row();
             for l in 0..run.layers {
                 let (ex, w) = run.experts_at(l, pos);
@@ -106,6 +129,10 @@ pub fn token_details(ui: &mut Ui, run: &RunView, pos: usize) {
                         ui.label(egui::RichText::new(format!(" e{e} {w:.2} ")).background_color(bg).color(text_on(bg)).monospace());
                     }
                 });
+                match run.margin(l, pos) {
+                    Some(m) if m.is_finite() => ui.label(egui::RichText::new(format!("{m:.2e}")).monospace()),
+                    _ => ui.label(""),
+                };
                 ui.end_row();
             }
         });
