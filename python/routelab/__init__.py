@@ -36,7 +36,15 @@ from ._routelab import (  # noqa: E402,F401
 from ._figure import Figure, Table  # noqa: E402,F401
 from ._session import Session, load  # noqa: E402,F401
 from ._trace import Trace, open_trace  # noqa: E402,F401
-from ._analyses import Ablation, RetrievalScan, RunDiff, Specialization, diff  # noqa: E402,F401
+from ._analyses import (  # noqa: E402,F401
+    Ablation,
+    RetrievalScan,
+    RoutingFidelity,
+    RunDiff,
+    Specialization,
+    diff,
+    routing_fidelity,
+)
 
 __version__ = _routelab.__version__
 
@@ -44,6 +52,7 @@ __all__ = [
     "load",
     "open_trace",
     "diff",
+    "routing_fidelity",
     "Session",
     "Trace",
     "Figure",
@@ -52,6 +61,7 @@ __all__ = [
     "Ablation",
     "Specialization",
     "RunDiff",
+    "RoutingFidelity",
     "Error",
     "FileError",
     "ModelError",

@@ -178,3 +178,41 @@ def _compare(session, a, b, report):
         kl_teacher_forced=summary["kl"],
         flip_rates_teacher_forced={l: r for l, r in summary["flip_rates"]},
     )
+
+
+class RoutingFidelity(_Figured):
+    """The same prompts in two settings: ``layers`` ({layer: {"flip_rate", "positions", "flips",
+    "bins": [{"from", "to", "positions", "flips"}]}}, flips of the second setting's top-k set
+    teacher-forced on the first's tokens, by the first's routing margin), ``prompts`` (each
+    with ``texts_part_at``, ``a_text``, ``b_text``), ``report`` (the CLI's ``report.json``) and
+    ``figure`` (the heat map)."""
+
+    def __init__(self, report, figure):
+        self.report = report
+        self.figure = Figure(figure)
+        self.prompts = report["prompts"]
+        self.layers = {
+            l["layer"]: dict(l, flip_rate=l["flips"] / max(l["positions"], 1)) for l in report["layers"]
+        }
+
+    def __repr__(self):
+        flips = sum(l["flips"] for l in self.layers.values())
+        return f"<routelab.RoutingFidelity {self.report['b']} against {self.report['a']}: {flips} flips>"
+
+
+def routing_fidelity(a, b, prompts, max_new_tokens=64, names=None, progress=None):
+    """Routing of session ``b`` against session ``a`` (the same model in another dtype, on
+    another device, or a GGUF quant of it) on ``prompts`` (a string or a list): per MoE layer,
+    how often ``b`` selects other experts, teacher-forced on ``a``'s tokens, by ``a``'s routing
+    margin, and where the two greedy texts part (``routelab analyze routing-fidelity``).
+    ``names``: what to call the two settings (default: their device and dtype)."""
+    from ._progress import reporting
+
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    with reporting(progress) as report:
+        result, figure = _routelab.routing_fidelity(
+            a._inner, b._inner, list(prompts), max_new_tokens, None if names is None else tuple(names), report
+        )
+    return RoutingFidelity(json.loads(result), figure)
+

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use routelab_model::interventions::HeadMethod;
+use routelab_model::session::Prompt;
 use routelab_probes::analysis::diff::diff as run_diff;
+use routelab_probes::analysis::fidelity::{routing_fidelity as fidelity, FidelitySettings};
 use routelab_probes::analysis::retrieval::HeadScores;
 use routelab_probes::export::csv::Table;
 use routelab_probes::export::views;
@@ -141,4 +143,33 @@ pub fn compare(py: Python<'_>, session: &Session, a: &Trace, b: &Trace, progress
     let summary =
         session.detached(py, progress, None, |cancel, report| job.execute(&session.core, &mut steps("compare", report), cancel))?;
     json(&summary)
+}
+
+/// Routing fidelity (`routelab analyze routing-fidelity`): `prompts` in session `a` and in
+/// session `b` (the same model in another dtype, on another device, or a GGUF quant of it);
+/// `names` say what each setting is (default: their device and dtype). Returns the report as
+/// JSON and its heat map.
+#[pyfunction]
+#[pyo3(signature = (a, b, prompts, max_new_tokens, names=None, progress=None))]
+pub fn routing_fidelity(
+    py: Python<'_>,
+    a: &Session,
+    b: &Session,
+    prompts: Vec<String>,
+    max_new_tokens: usize,
+    names: Option<(String, String)>,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(String, Figure)> {
+    let settings = FidelitySettings { prompts: prompts.iter().map(|p| Prompt::text(p)).collect(), max_new_tokens };
+    let describe = |s: &Session| {
+        let info = s.core.info();
+        format!("{} {}", info.device, info.dtype).to_lowercase()
+    };
+    let (na, nb) = names.unwrap_or_else(|| (describe(a), describe(b)));
+    let report = a.detached(py, progress, None, |cancel, report| {
+        // The second session is held too, unless it is the first.
+        let _b = (!std::ptr::eq(a, b)).then(|| b.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        fidelity(&a.core, &b.core, (&na, &nb), &settings, &mut steps("prompts", report), cancel)
+    })?;
+    Ok((json(&report)?, Figure::new(views::routing_fidelity(&report))))
 }

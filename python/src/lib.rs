@@ -31,5 +31,6 @@ fn _routelab(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(analyses::specialization, m)?)?;
     m.add_function(wrap_pyfunction!(analyses::diff, m)?)?;
     m.add_function(wrap_pyfunction!(analyses::compare, m)?)?;
+    m.add_function(wrap_pyfunction!(analyses::routing_fidelity, m)?)?;
     Ok(())
 }

@@ -162,3 +162,23 @@ def test_figures_save_png_svg_and_csv_and_show_inline(runs, tmp_path):
     pandas = pytest.importorskip("pandas")
     frame = figure.to_pandas()
     assert isinstance(frame, pandas.DataFrame) and list(frame.columns) == figure.header and len(frame) == len(records)
+
+
+def test_routing_fidelity_equals_the_cli(moe, tmp_path):
+    prompts = ["Once upon a time", "fn main() {", "The capital of France is"]
+    bf16 = routelab.load("tiny-moe", dtype="bf16", progress=False)
+    result = routelab.routing_fidelity(moe, bf16, prompts, max_new_tokens=64, names=("cpu f32", "cpu bf16"), progress=False)
+    out = tmp_path / "fidelity"
+    args = [a for p in prompts for a in ("-p", p)]
+    cli("analyze", "routing-fidelity", "-m", "tiny-moe", "--against-dtype", "bf16", *args, "--max-new-tokens", 64, "--out", out)
+    assert result.figure.csv() == (out / "routing_fidelity.csv").read_text()
+    import json
+
+    assert result.report == json.loads((out / "report.json").read_text())
+    assert sum(l["flips"] for l in result.layers.values()) == sum(
+        b["flips"] for l in result.report["layers"] for b in l["bins"]
+    )
+    # The same session twice: nothing flips.
+    same = routelab.routing_fidelity(moe, moe, prompts[:1], max_new_tokens=16, progress=False)
+    assert all(l["flips"] == 0 for l in same.layers.values())
+
