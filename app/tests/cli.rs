@@ -137,6 +137,36 @@ fn captured_sink_and_span_are_the_attention_mass_on_those_keys() {
     assert!(!ok && err.contains("ends before it starts"), "{err}");
 }
 
+/// `--replay-routing` of a run's own trace gives the same run; with `--replay-layers` on
+/// another prompt, those layers select the trace's experts; the trace records the replay.
+#[test]
+fn run_replays_routing_from_a_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, again, y) = (dir.path().join("x.safetensors"), dir.path().join("again.safetensors"), dir.path().join("y.safetensors"));
+    let model = fixture("mixtral");
+    let m = model.to_str().unwrap();
+    let base = ["run", "--model", m, "--max-new-tokens", "5", "--capture", "router"];
+    let (ok, out_x, err) = routelab(&[&base[..], &["--prompt", "fn main() {", "--trace", x.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    let replay = ["--replay-routing", x.to_str().unwrap()];
+    let (ok, out_again, err) =
+        routelab(&[&base[..], &["--prompt", "fn main() {", "--trace", again.to_str().unwrap()], &replay[..]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(out_again.lines().next(), out_x.lines().next());
+    let (tx, ta) = (Trace::read(&x).unwrap(), Trace::read(&again).unwrap());
+    assert_eq!(ta.store, tx.store);
+    assert_eq!(ta.meta.replay.as_ref().map(|r| r.layers.clone()), Some(vec![0, 1]));
+    let (ok, _, err) =
+        routelab(&[&base[..], &["--prompt", "hello", "--trace", y.to_str().unwrap(), "--replay-layers", "1"], &replay[..]].concat());
+    assert!(ok, "{err}");
+    let ty = Trace::read(&y).unwrap();
+    let n = ty.len().min(tx.len());
+    let k = ty.router(1).unwrap().top_k;
+    assert_eq!(ty.router(1).unwrap().experts[..n * k], tx.router(1).unwrap().experts[..n * k]);
+    let (ok, _, err) = routelab(&[&base[..], &["--prompt", "x", "--replay-layers", "5"], &replay[..]].concat());
+    assert!(!ok && err.contains("has no routing for layer 5"), "{err}");
+}
+
 #[test]
 fn bad_arguments_fail_with_a_message_not_a_panic() {
     let (ok, _, err) = routelab(&["run", "--model", "/no/such/model", "--prompt", "x"]);

@@ -56,6 +56,7 @@ fn trace_of(run: &str) -> Trace {
         capture: Default::default(),
         sampling: serde_json::Value::Null,
         routelab_version: "test".into(),
+        replay: None,
     };
     Trace { meta, store }
 }

@@ -238,27 +238,55 @@ pub fn route(logits: &[f32], params: &RoutingParams, correction_bias: Option<&[f
             _ => f32::INFINITY,
         };
         routes.margin.push(expert_margin.min(group_margin));
-        let mut w: Vec<f32> = selected.iter().map(|&i| scores[i]).collect();
-        match params.normalization {
-            Normalization::None => {}
-            Normalization::Sum => {
-                // DeepSeek-V3 adds 1e-20 to the denominator; for the others it is below f32
-                // resolution of any non-degenerate sum, so one formula serves all.
-                let denom: f32 = w.iter().sum::<f32>() + 1e-20;
-                w.iter_mut().for_each(|x| *x /= denom);
-            }
-            Normalization::PNorm(p) => {
-                let norm = w.iter().map(|x| x.abs().powf(p)).sum::<f32>().powf(1.0 / p);
-                w.iter_mut().for_each(|x| *x /= norm);
-            }
-        }
-        if params.routed_scaling != 1.0 {
-            w.iter_mut().for_each(|x| *x *= params.routed_scaling);
-        }
+        routes.weights.extend(combine_weights(&scores, selected, params));
         routes.experts.extend(selected.iter().map(|&i| i as u32));
-        routes.weights.extend(w);
     }
     routes
+}
+
+/// The combine weights of the `selected` experts from a token's scores: gathered, normalised
+/// and scaled as the family does.
+fn combine_weights(scores: &[f32], selected: &[usize], params: &RoutingParams) -> Vec<f32> {
+    let mut w: Vec<f32> = selected.iter().map(|&i| scores[i]).collect();
+    match params.normalization {
+        Normalization::None => {}
+        Normalization::Sum => {
+            // DeepSeek-V3 adds 1e-20 to the denominator; for the others it is below f32
+            // resolution of any non-degenerate sum, so one formula serves all.
+            let denom: f32 = w.iter().sum::<f32>() + 1e-20;
+            w.iter_mut().for_each(|x| *x /= denom);
+        }
+        Normalization::PNorm(p) => {
+            let norm = w.iter().map(|x| x.abs().powf(p)).sum::<f32>().powf(1.0 / p);
+            w.iter_mut().for_each(|x| *x /= norm);
+        }
+    }
+    if params.routed_scaling != 1.0 {
+        w.iter_mut().for_each(|x| *x *= params.routed_scaling);
+    }
+    w
+}
+
+/// The combine weights this token's router scores give to experts chosen elsewhere (routing
+/// replay without recorded weights): the same scores, normalisation and scaling as [`route`],
+/// for `selected` instead of the router's own choice. `None` for PhiMoE's sparsemixer, whose
+/// weights depend on its own selection order (replay them instead).
+pub fn weights_for(logits_row: &[f32], selected: &[u32], params: &RoutingParams, excluded: &[bool]) -> Option<Vec<f32>> {
+    if matches!(params.selection, Selection::SparseMixer { .. }) {
+        return None;
+    }
+    let is_excluded = |i: usize| excluded.get(i).copied().unwrap_or(false);
+    let mut scores = vec![0f32; logits_row.len()];
+    match params.scoring {
+        Scoring::Softmax => softmax_excluding(logits_row, &is_excluded, &mut scores),
+        Scoring::Sigmoid => {
+            for (s, &x) in scores.iter_mut().zip(logits_row) {
+                *s = 1.0 / (1.0 + (-x).exp());
+            }
+        }
+    }
+    let selected: Vec<usize> = selected.iter().map(|&i| i as usize).filter(|&i| i < scores.len()).collect();
+    Some(combine_weights(&scores, &selected, params))
 }
 
 /// Softmax over the non-excluded entries (excluded ones get probability 0), computed as
@@ -419,6 +447,40 @@ mod tests {
         assert_eq!(r.experts, vec![2, 0]);
         approx(&r.weights, &[1.25, 1.25]);
         approx(&r.margin, &[0.1]);
+    }
+
+    /// Replaying a token's own selection without its weights recomputes exactly the weights
+    /// the router gave it, for every scoring, selection and normalisation but sparsemixer.
+    #[test]
+    fn weights_for_the_routers_own_choice_are_its_weights() {
+        let logits: Vec<f32> = (0..6 * 3).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3).collect();
+        let mut pnorm = RoutingParams::softmax_top_k(6, 2, false);
+        pnorm.normalization = Normalization::PNorm(2.0);
+        let grouped = RoutingParams {
+            num_experts: 6,
+            top_k: 2,
+            scoring: Scoring::Sigmoid,
+            selection: Selection::GroupLimited { groups: 2, top_groups: 1, group_score: GroupScore::TopTwoSum },
+            normalization: Normalization::Sum,
+            routed_scaling: 2.5,
+        };
+        let bias = [0.1, 0.0, -0.2, 0.3, 0.0, 0.05];
+        for (p, b) in [
+            (RoutingParams::softmax_top_k(6, 2, true), None),
+            (RoutingParams::softmax_top_k(6, 3, false), None),
+            (pnorm, None),
+            (grouped, Some(&bias[..])),
+        ] {
+            for excluded in [vec![], vec![false, true, false, false, false, false]] {
+                let r = route(&logits, &p, b, &excluded);
+                for (t, row) in logits.chunks(6).enumerate() {
+                    let (ex, w) = r.token(t);
+                    assert_eq!(weights_for(row, ex, &p, &excluded).unwrap(), w, "{p:?} token {t}");
+                }
+            }
+        }
+        let mixer = RoutingParams { selection: Selection::SparseMixer { jitter_eps: 0.01 }, ..RoutingParams::softmax_top_k(6, 2, false) };
+        assert!(weights_for(&logits[..6], &[0, 1], &mixer, &[]).is_none());
     }
 
     #[test]

@@ -102,12 +102,14 @@ pub struct ForwardOptions<'a> {
     pub head_outputs: &'a Layers,
     /// Attention through the fused kernel's path on the CPU too ([`LayerCtx::fused_attention`]).
     pub fused_attention: bool,
+    /// Routing taken from a recorded run in the layers it names.
+    pub replay: Option<&'a crate::replay::RoutingReplay>,
 }
 
 impl<'a> ForwardOptions<'a> {
     /// Records what `capture` asks for, nothing else changed.
     pub fn new(capture: &'a CapturePlan) -> Self {
-        ForwardOptions { capture, edits: &[], head_outputs: &Layers::None, fused_attention: false }
+        ForwardOptions { capture, edits: &[], head_outputs: &Layers::None, fused_attention: false, replay: None }
     }
 }
 
@@ -264,6 +266,8 @@ impl Model {
                 masks: &masks,
                 fused_attention: opts.fused_attention,
                 keep_head_outputs: opts.head_outputs.contains(l),
+                start,
+                replay: opts.replay.and_then(|r| r.layers.get(&l)),
                 capture: LayerCapture::new(opts.capture.layer(l)),
             };
             x = layer.forward(&x, &mut ctx)?;

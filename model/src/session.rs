@@ -148,13 +148,25 @@ pub struct RunRequest {
     pub interventions: Interventions,
     /// Stop at an end-of-sequence token.
     pub stop_at_eos: bool,
+    /// Routing taken from a recorded run in some layers (see [`crate::replay`]); its summary,
+    /// not the routing, goes into a trace's metadata.
+    #[serde(skip)]
+    pub replay: Option<std::sync::Arc<crate::replay::RoutingReplay>>,
 }
 
 impl RunRequest {
     /// One forward pass over `tokens`, nothing generated: what analyses, teacher forcing and
     /// `routelab forward` run.
     pub fn forward(tokens: Vec<u32>, capture: CaptureSpec, interventions: Interventions) -> Self {
-        RunRequest { tokens, max_new_tokens: 0, sampling: SamplingSettings::default(), capture, interventions, stop_at_eos: true }
+        RunRequest {
+            tokens,
+            max_new_tokens: 0,
+            sampling: SamplingSettings::default(),
+            capture,
+            interventions,
+            stop_at_eos: true,
+            replay: None,
+        }
     }
 }
 
@@ -459,7 +471,10 @@ impl Session {
         let positions =
             prompt.len().saturating_add(request.max_new_tokens).min(self.model.config.max_position_embeddings.max(prompt.len()));
         crate::capture_size::check(&plan, &self.model.config, positions)?;
-        let opts = ForwardOptions { edits: &edits, ..ForwardOptions::new(&plan) };
+        if let Some(r) = &request.replay {
+            r.check(&self.model.config)?;
+        }
+        let opts = ForwardOptions { edits: &edits, replay: request.replay.as_deref(), ..ForwardOptions::new(&plan) };
         let mut cache = self.model.new_cache();
         let mut record = RunRecord {
             request: request.clone(),

@@ -47,6 +47,9 @@ pub struct TraceMeta {
     pub capture: CaptureSpec,
     pub sampling: serde_json::Value,
     pub routelab_version: String,
+    /// Where the run's routing came from in the layers it replayed (see `routelab_model::replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<routelab_model::replay::ReplaySummary>,
 }
 
 /// A run's captures and how they were produced.
@@ -78,6 +81,7 @@ impl Trace {
                 capture: run.request.capture.clone(),
                 sampling: serde_json::to_value(&run.request.sampling).unwrap_or_default(),
                 routelab_version: env!("CARGO_PKG_VERSION").to_string(),
+                replay: run.request.replay.as_ref().map(|r| r.summary()),
             },
             store: run.store,
         }
@@ -129,6 +133,7 @@ impl Trace {
             ("token_text", serde_json::to_string(&self.pieces).unwrap_or_default()),
         ]
         .into_iter()
+        .chain(m.replay.as_ref().map(|r| ("replay", serde_json::to_string(r).unwrap_or_default())))
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| ProbeError::Invalid(format!("serialising trace: {e}")))
@@ -169,6 +174,10 @@ impl Trace {
             capture: serde_json::from_value(parse("capture")?).map_err(|e| bad(format!("metadata `capture`: {e}")))?,
             sampling: md.get("sampling").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default(),
             routelab_version: get("routelab_version")?,
+            replay: match md.get("replay") {
+                Some(r) => Some(serde_json::from_str(r).map_err(|e| bad(format!("metadata `replay`: {e}")))?),
+                None => None,
+            },
         };
         let pieces: Vec<String> = md.get("token_text").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
         // Tensor names to hook points; names that are no hook (a newer RouteLab's) are skipped.

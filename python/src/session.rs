@@ -145,7 +145,7 @@ impl Session {
             stop_at_eos: stop_at_eos.unwrap_or(d.stop_at_eos),
         };
         let capture = capture_spec(capture, CaptureSpec::default())?;
-        let job = RunJob { prompt, settings, interventions: self::interventions(&self.core, interventions)?, capture };
+        let job = RunJob { prompt, settings, interventions: self::interventions(&self.core, interventions)?, capture, replay: None };
         let total = job.settings.max_new_tokens;
         let out = self.detached(py, progress, None, |cancel, report| {
             let mut generated = 0;

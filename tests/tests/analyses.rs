@@ -23,6 +23,7 @@ fn trace(case: &str, iv: Interventions, new_tokens: usize) -> Trace {
         capture: CaptureSpec::all(),
         interventions: iv,
         stop_at_eos: false,
+        replay: None,
     };
     let run = s.run(&req, &mut |_| true).unwrap();
     Trace::from_run(run, case, s.config(), "fixture")
@@ -68,6 +69,7 @@ fn compare_routing_changes_are_caused_by_the_interventions_alone() {
             capture: CaptureSpec::default(),
             interventions: iv,
             stop_at_eos: false,
+            replay: None,
         };
         Trace::from_run(s.run(&req, &mut |_| true).unwrap(), "tiny-moe", s.config(), "Once upon a time")
     };
@@ -143,6 +145,7 @@ fn routing_fidelity_counts_flips_by_margin_as_two_runs_show_them() {
             capture: CaptureSpec::items(&["router"]),
             interventions: Interventions::default(),
             stop_at_eos: true,
+            replay: None,
         };
         let ra = a.run(&req, &mut |_| true).unwrap();
         let ta = ra.store.tokens().to_vec();

@@ -267,6 +267,7 @@ fn a_prompt_longer_than_the_context_window_is_refused() {
         capture: Default::default(),
         interventions: Interventions::default(),
         stop_at_eos: true,
+        replay: None,
     };
     let e = s.run(&req, &mut |_| true).expect_err("overlong prompt ran").to_string();
     assert!(e.contains(&format!("{} tokens", max + 1)) && e.contains(&format!("context window of {max}")), "{e}");

@@ -72,6 +72,7 @@ fn needle_answers_match_the_evaluation_token_for_token() {
             capture: CaptureSpec::none(),
             interventions: Interventions::default(),
             stop_at_eos: false,
+            replay: None,
         };
         let run = s.run(&req, &mut |_| true).unwrap();
         let got = run.generated();

@@ -30,6 +30,7 @@ fn greedy(s: &Session, tokens: Vec<u32>, n: usize, stop_at_eos: bool, capture: C
         capture,
         interventions: Interventions::default(),
         stop_at_eos,
+        replay: None,
     };
     s.run(&req, &mut |_| true).unwrap()
 }

@@ -21,6 +21,7 @@ fn forward_trace(case: &str, interventions: Interventions, new_tokens: usize) ->
         capture: CaptureSpec::all(),
         interventions,
         stop_at_eos: false,
+        replay: None,
     };
     let run = s.run(&req, &mut |_| true).unwrap();
     (Trace::from_run(run, case, s.config(), "fixture ids"), r)

@@ -5,9 +5,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::{parse_expert_mask, parse_head_mask, Interventions};
+use routelab_model::replay::RoutingReplay;
 use routelab_model::session::{LoadOptions, Session};
 use routelab_model::source::{LoadProgress, ModelSource};
 use routelab_probes::jobs::scan::NeedleSettings;
+use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -79,6 +81,68 @@ impl ModelArgs {
         let source = ModelSource::parse(&self.model)?;
         let options = LoadOptions::parse(&self.device, self.dtype.as_deref())?;
         Session::inspect(&source, &options).with_context(|| format!("reading model {}", self.model))
+    }
+}
+
+/// Routing taken from a recorded trace (`routelab_model::replay`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ReplayArgs {
+    /// Take the MoE layers' routing (expert ids) from this trace instead of the routers: the
+    /// trace's own prompt reproduces its run; another prompt gets that prompt's routing.
+    #[arg(long, value_name = "TRACE")]
+    pub replay_routing: Option<PathBuf>,
+    /// Layers to replay, e.g. 8-12 or 2+5 (default: every layer the trace routed).
+    #[arg(long, value_name = "LAYERS", requires = "replay_routing")]
+    pub replay_layers: Option<String>,
+    /// Positions to replay, A-B inclusive (default: all the trace recorded).
+    #[arg(long, value_name = "A-B", requires = "replay_routing")]
+    pub replay_positions: Option<String>,
+    /// Replay the recorded combine weights too (default: recomputed from this run's router
+    /// scores for the replayed experts).
+    #[arg(long, requires = "replay_routing")]
+    pub replay_weights: bool,
+}
+
+impl ReplayArgs {
+    pub fn build(&self) -> anyhow::Result<Option<std::sync::Arc<RoutingReplay>>> {
+        let Some(path) = &self.replay_routing else { return Ok(None) };
+        let range = |s: &str| -> anyhow::Result<(usize, usize)> {
+            let num = |x: &str| x.trim().parse::<usize>().map_err(|_| anyhow::anyhow!("{x:?} is not a number"));
+            Ok(match s.split_once('-') {
+                Some((a, b)) => (num(a)?, num(b)?),
+                None => (num(s)?, num(s)?),
+            })
+        };
+        let layers = match &self.replay_layers {
+            None => None,
+            Some(s) => {
+                let mut v = vec![];
+                for part in s.split('+') {
+                    let (a, b) = range(part).with_context(|| format!("--replay-layers {s:?}"))?;
+                    // (A bound before expanding: the trace then says which layers it has.)
+                    if b < a || b - a >= 1 << 12 {
+                        anyhow::bail!("--replay-layers {s:?}: {part} is not a range of layers");
+                    }
+                    v.extend(a..=b);
+                }
+                Some(v)
+            }
+        };
+        let positions = match &self.replay_positions {
+            None => 0..usize::MAX,
+            Some(s) => {
+                let (a, b) = range(s).with_context(|| format!("--replay-positions {s:?}"))?;
+                if b < a {
+                    anyhow::bail!("--replay-positions {s:?}: the range ends before it starts");
+                }
+                a..b.saturating_add(1)
+            }
+        };
+        let trace = routelab_probes::trace::Trace::read(path)?;
+        let replay =
+            RoutingReplay::from_store(&trace.store, &path.display().to_string(), layers.as_deref(), positions, self.replay_weights)
+                .map_err(anyhow::Error::msg)?;
+        Ok(Some(std::sync::Arc::new(replay)))
     }
 }
 

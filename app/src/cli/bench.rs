@@ -59,6 +59,7 @@ fn measure(session: &Session, tokens: &[u32], new_tokens: usize, capture: &Captu
         capture: capture.clone(),
         interventions: Interventions::default(),
         stop_at_eos: false,
+        replay: None,
     };
     let r = session.run(&req, &mut |_| true)?;
     Ok((r.prompt_len as f64 / r.prefill_seconds, r.generated().len() as f64 / r.decode_seconds))

@@ -9,7 +9,7 @@ use routelab_model::session::Prompt;
 use routelab_probes::jobs::run::{GenerationSettings, RunJob};
 use routelab_probes::jobs::{Cancel, Job};
 
-use super::args::{CaptureArgs, InterventionArgs, ModelArgs};
+use super::args::{CaptureArgs, InterventionArgs, ModelArgs, ReplayArgs};
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
@@ -28,6 +28,8 @@ pub struct ForwardArgs {
     pub interventions: InterventionArgs,
     #[command(flatten)]
     pub capture: CaptureArgs,
+    #[command(flatten)]
+    pub replay: ReplayArgs,
     /// Output trace (safetensors).
     #[arg(long)]
     pub out: PathBuf,
@@ -40,6 +42,7 @@ pub fn parse_tokens(s: &str) -> anyhow::Result<Vec<u32>> {
 pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
     // Arguments are checked before the model loads, so a typo fails in seconds.
     let capture = a.capture.spec(CaptureSpec::default())?.with("logits");
+    let replay = a.replay.build()?;
     let session = a.model.load()?;
     let prompt = match (&a.tokens, &a.prompt) {
         (Some(t), None) => Prompt::Tokens { ids: parse_tokens(t)? },
@@ -53,6 +56,7 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
         settings: GenerationSettings { max_new_tokens: 0, ..Default::default() },
         // Logits are what a forward pass is for: always recorded.
         capture,
+        replay,
     };
     let run = job.execute(&session, &mut |_| {}, &Cancel::new())?;
     run.trace.write(&a.out).with_context(|| format!("writing trace {}", a.out.display()))?;

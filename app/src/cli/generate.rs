@@ -12,7 +12,7 @@ use routelab_probes::jobs::run::{GenerationSettings, RunJob};
 use routelab_probes::jobs::{Cancel, Job};
 use routelab_probes::summary::{expert_load, format_load_table};
 
-use super::args::{CaptureArgs, InterventionArgs, ModelArgs};
+use super::args::{CaptureArgs, InterventionArgs, ModelArgs, ReplayArgs};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -46,6 +46,8 @@ pub struct RunArgs {
     pub interventions: InterventionArgs,
     #[command(flatten)]
     pub capture: CaptureArgs,
+    #[command(flatten)]
+    pub replay: ReplayArgs,
     /// Write the run as a trace (routelab-trace/2 safetensors file).
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -54,6 +56,7 @@ pub struct RunArgs {
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     // Arguments are checked before the model loads, so a typo fails in seconds.
     let capture = a.capture.spec(CaptureSpec::default())?;
+    let replay = a.replay.build()?;
     let session = a.model.load()?;
     let prompt = Prompt::of(&a.prompt, a.chat, a.system.as_deref());
     let tokens = session.encode(&prompt)?;
@@ -66,6 +69,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             stop_at_eos: !a.ignore_eos,
         },
         capture,
+        replay,
     };
     if !job.interventions.is_empty() {
         let labels: Vec<String> = job.interventions.items.iter().map(|i| i.label()).collect();

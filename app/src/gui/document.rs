@@ -226,6 +226,7 @@ mod tests {
             capture: Default::default(),
             sampling: serde_json::Value::Null,
             routelab_version: "test".into(),
+            replay: None,
         };
         Trace { meta, store }
     }

@@ -347,7 +347,7 @@ impl AppState {
                 let trace_rel = self.doc.begin_run(id);
                 self.results.remove(id);
                 // Logits make compare cells possible; margins colour the strip by near ties.
-                let job = RunJob { prompt, settings, interventions, capture: capture.with("logits").with("margin") };
+                let job = RunJob { prompt, settings, interventions, capture: capture.with("logits").with("margin"), replay: None };
                 Command::Run { cell: id, job, dir: self.doc.dir.clone(), trace_rel }
             }
             CellKind::Compare { a, b, .. } => {

@@ -28,6 +28,10 @@ pub struct LayerCtx<'a> {
     pub fused_attention: bool,
     /// Keep per-head attention outputs `[T, H, dv]` (for `mean` head interventions).
     pub keep_head_outputs: bool,
+    /// Absolute position of this call's first row.
+    pub start: usize,
+    /// Routing taken from a recorded run, when this layer replays.
+    pub replay: Option<&'a crate::replay::LayerReplay>,
     pub capture: LayerCapture,
 }
 

@@ -16,7 +16,7 @@
 use candle_core::{DType, Tensor};
 use routelab_kernels::matmul;
 use routelab_kernels::router_op::{aux_tensor, route_tensor, RouterTopK};
-use routelab_kernels::routing::{route, Routes, RoutingParams};
+use routelab_kernels::routing::{route, weights_for, Routes, RoutingParams};
 
 use crate::config::{Activation, ModelConfig, MoeConfig};
 use crate::error::{ModelError, Result};
@@ -196,7 +196,10 @@ impl Moe {
         let plan = ctx.plan();
         let logits = x.to_dtype(DType::F32)?.matmul(&self.router.t()?)?;
         let mut out = match &self.device_path {
-            Some(dp) if matches!(x.dtype(), DType::BF16 | DType::F16) => self.routed_on_device(x, &logits, dp, ctx)?,
+            // A replayed layer routes on the host, where the selection is replaced row by row.
+            Some(dp) if matches!(x.dtype(), DType::BF16 | DType::F16) && ctx.replay.is_none() => {
+                self.routed_on_device(x, &logits, dp, ctx)?
+            }
             _ => self.routed_on_host(x, &logits, ctx)?,
         };
         ctx.capture.push(Quantity::RouterLogits, &logits);
@@ -269,8 +272,27 @@ impl Moe {
         let k = self.routing.top_k;
         let edits = ctx.edits;
         let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-        let Routes { experts, mut weights, margin, .. } =
+        let Routes { mut experts, mut weights, margin, .. } =
             route(&flat, &self.routing, self.correction_bias.as_deref(), &edits.excluded_experts);
+        if let Some(replay) = ctx.replay {
+            let e = self.routing.num_experts;
+            for row in 0..t {
+                let Some((ids, recorded)) = replay.at(ctx.start + row) else { continue };
+                let w = match recorded {
+                    Some(w) => w.to_vec(),
+                    None => weights_for(&flat[row * e..(row + 1) * e], ids, &self.routing, &edits.excluded_experts).ok_or_else(|| {
+                        ModelError::Invalid(
+                            "this router's weights depend on its own selection (sparsemixer): replay the weights too".into(),
+                        )
+                    })?,
+                };
+                if ids.len() != k || w.len() != k {
+                    return Err(ModelError::Invalid(format!("routing replay: {} experts for a top-{k} router", ids.len())));
+                }
+                experts[row * k..(row + 1) * k].copy_from_slice(ids);
+                weights[row * k..(row + 1) * k].copy_from_slice(&w);
+            }
+        }
         for (e, w) in experts.iter().zip(weights.iter_mut()) {
             if edits.dropped_experts.get(*e as usize).copied().unwrap_or(false) {
                 *w = 0.0;

@@ -60,6 +60,7 @@ fn greedy(session: &Session, tokens: &[u32], n: usize, iv: &Interventions, logit
         capture: if logits { CaptureSpec::items(&["logits"]) } else { CaptureSpec::none() },
         interventions: iv.clone(),
         stop_at_eos: false,
+        replay: None,
     };
     Ok(session.run(&req, &mut |_| true)?)
 }

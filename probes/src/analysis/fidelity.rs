@@ -143,6 +143,7 @@ pub fn routing_fidelity(
                 capture,
                 interventions: Interventions::default(),
                 stop_at_eos: true,
+                replay: None,
             };
             s.run(&req, &mut |_| !cancel.is_cancelled())
         };

@@ -224,6 +224,7 @@ pub fn run_trial(session: &Session, trial: &Trial, mode: ScanMode, interventions
                 capture,
                 interventions: interventions.clone(),
                 stop_at_eos: true,
+                replay: None,
             };
             let run = session.run(&req, &mut |_| true)?;
             // Step s reads the query at prompt_len − 1 + s and produces token prompt_len + s.

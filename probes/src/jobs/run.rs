@@ -33,6 +33,8 @@ pub struct RunJob {
     /// `mean` head interventions without a reference get the head's mean over the prompt.
     pub interventions: Interventions,
     pub capture: CaptureSpec,
+    /// Routing taken from a recorded run in some layers.
+    pub replay: Option<std::sync::Arc<routelab_model::replay::RoutingReplay>>,
 }
 
 /// A finished run.
@@ -66,6 +68,7 @@ impl Job for RunJob {
             capture: self.capture.clone(),
             interventions,
             stop_at_eos: self.settings.stop_at_eos,
+            replay: self.replay.clone(),
         };
         let record = session.run(&request, &mut |e| {
             progress(e);
