@@ -88,6 +88,10 @@ class Session:
         stop_at_eos=None,
         progress=None,
         on_token=None,
+        replay=None,
+        replay_layers=None,
+        replay_positions=None,
+        replay_weights=False,
     ):
         """Generates from ``prompt`` and returns the run's :class:`Trace`.
 
@@ -101,6 +105,12 @@ class Session:
         and the output is a notebook or terminal), True, False, or a callable
         ``(what, done, total)``; ``on_token(text)`` gets each token as it is generated.
         The GIL is released while the model runs; Ctrl-C stops it at the next token.
+
+        ``replay``: a :class:`Trace` whose recorded routing the MoE layers take instead of
+        their routers' selection (``replay_layers``: a list, default every layer it routed;
+        ``replay_positions``: ``(start, stop)``, default all it recorded; ``replay_weights``:
+        take its combine weights too, else they come from this run's router scores), as
+        ``routelab run --replay-routing`` does. A trace's own prompt replays its run exactly.
         """
         with reporting(progress, on_token) as report:
             return Trace(
@@ -117,12 +127,23 @@ class Session:
                     capture=_items(capture),
                     interventions=_items(interventions),
                     progress=report,
+                    **_replay(replay, replay_layers, replay_positions, replay_weights),
                 )
             )
 
-    def forward(self, prompt_or_token_ids, capture=None, interventions=None, chat=False):
+    def forward(
+        self,
+        prompt_or_token_ids,
+        capture=None,
+        interventions=None,
+        chat=False,
+        replay=None,
+        replay_layers=None,
+        replay_positions=None,
+        replay_weights=False,
+    ):
         """One forward pass over a prompt (text) or token ids (as ``routelab forward``; logits
-        are always recorded)."""
+        are always recorded); ``replay`` as in :meth:`generate`."""
         if isinstance(prompt_or_token_ids, str):
             kwargs = dict(prompt=prompt_or_token_ids, chat=chat)
         else:
@@ -135,6 +156,7 @@ class Session:
                 capture=capture,
                 interventions=_items(interventions),
                 **kwargs,
+                **_replay(replay, replay_layers, replay_positions, replay_weights),
             )
         )
 
@@ -218,4 +240,15 @@ class Session:
         on ``a``'s tokens, as a compare cell shows it."""
         with reporting(progress) as report:
             return _compare(self._inner, a, b, report)
+
+
+def _replay(trace, layers, positions, weights):
+    if trace is None:
+        return {}
+    return dict(
+        replay=trace._inner,
+        replay_layers=None if layers is None else [int(l) for l in layers],
+        replay_positions=None if positions is None else (int(positions[0]), int(positions[1])),
+        replay_weights=bool(weights),
+    )
 

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use pyo3::prelude::*;
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::{Intervention, Interventions};
+use routelab_model::replay::RoutingReplay;
 use routelab_model::sampling::SamplingSettings;
 use routelab_model::session::{LoadOptions, Prompt, RunEvent, Session as CoreSession};
 use routelab_model::source::{LoadProgress, ModelSource};
@@ -108,7 +109,8 @@ impl Session {
     /// Runs the prompt (text, or token ids) and generates `max_new_tokens` (0: one forward pass).
     /// Settings left `None` take RouteLab's defaults (those of `routelab run`).
     #[pyo3(signature = (prompt=None, tokens=None, chat=false, system=None, max_new_tokens=None, temperature=None, top_p=None,
-                        top_k=None, seed=None, stop_at_eos=None, capture=None, interventions=None, progress=None))]
+                        top_k=None, seed=None, stop_at_eos=None, capture=None, interventions=None, progress=None, replay=None,
+                        replay_layers=None, replay_positions=None, replay_weights=false))]
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -126,6 +128,10 @@ impl Session {
         capture: Option<Vec<String>>,
         interventions: Option<Vec<String>>,
         progress: Option<&Bound<'_, PyAny>>,
+        replay: Option<PyRef<'_, Trace>>,
+        replay_layers: Option<Vec<usize>>,
+        replay_positions: Option<(usize, usize)>,
+        replay_weights: bool,
     ) -> PyResult<Trace> {
         let prompt = match (prompt, tokens) {
             (Some(p), None) => Prompt::of(&p, chat, system.as_deref()),
@@ -145,7 +151,23 @@ impl Session {
             stop_at_eos: stop_at_eos.unwrap_or(d.stop_at_eos),
         };
         let capture = capture_spec(capture, CaptureSpec::default())?;
-        let job = RunJob { prompt, settings, interventions: self::interventions(&self.core, interventions)?, capture, replay: None };
+        let replay = match replay {
+            None => None,
+            Some(t) => {
+                let (a, b) = replay_positions.unwrap_or((0, usize::MAX));
+                let source = t.core.meta.prompt.clone();
+                let r = RoutingReplay::from_store(
+                    &t.core.store,
+                    &format!("the trace of {source:?}"),
+                    replay_layers.as_deref(),
+                    a..b,
+                    replay_weights,
+                )
+                .map_err(invalid)?;
+                Some(std::sync::Arc::new(r))
+            }
+        };
+        let job = RunJob { prompt, settings, interventions: self::interventions(&self.core, interventions)?, capture, replay };
         let total = job.settings.max_new_tokens;
         let out = self.detached(py, progress, None, |cancel, report| {
             let mut generated = 0;

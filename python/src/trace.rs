@@ -113,7 +113,7 @@ impl Trace {
     /// The file's `__metadata__`, JSON fields decoded, as a JSON object.
     fn metadata_json(&self) -> PyResult<String> {
         let m = &self.core.meta;
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "format": FORMAT,
             "model": m.model,
             "architecture": m.architecture,
@@ -126,6 +126,10 @@ impl Trace {
             "routelab_version": m.routelab_version,
             "token_text": self.core.pieces,
         });
+        // Present in the file only for runs that replayed routing.
+        if let Some(r) = &m.replay {
+            v["replay"] = serde_json::to_value(r).map_err(|e| invalid(e.to_string()))?;
+        }
         Ok(v.to_string())
     }
 

@@ -44,3 +44,31 @@ def test_an_intervention_changes_the_run(moe):
     masked = moe.generate("fn main() {", max_new_tokens=10, interventions=[f"layers.{layer}.experts.{top}:reroute"], progress=False)
     assert top not in masked.router_experts(layer)
     assert top in experts
+
+
+def test_routing_replay_reproduces_a_run_and_swaps_layers(moe, tmp_path):
+    a = moe.generate("Once upon a time", max_new_tokens=12, capture="all", progress=False)
+    again = moe.generate("Once upon a time", max_new_tokens=12, capture="all", replay=a, progress=False)
+    assert again.tokens.tolist() == a.tokens.tolist()
+    for name, value in a.tensors().items():
+        assert np.array_equal(again[name], value), name
+    # Another prompt with a's routing in layers 2-3: those select a's experts, 0-1 their own.
+    plain = moe.forward("fn main() {", capture="router")
+    swapped = moe.forward("fn main() {", capture="router", replay=a, replay_layers=[2, 3])
+    n = len(plain)
+    for l in (0, 1):
+        assert np.array_equal(swapped.router_experts(l), plain.router_experts(l))
+    for l in (2, 3):
+        assert np.array_equal(swapped.router_experts(l), a.router_experts(l)[:n])
+    # As the CLI does it.
+    a.save(tmp_path / "a.safetensors")
+    out = tmp_path / "s.safetensors"
+    cli("forward", "-m", "tiny-moe", "--prompt", "fn main() {", "--capture", "router", "--replay-routing", tmp_path / "a.safetensors",
+        "--replay-layers", "2-3", "--out", out)
+    cli_trace = routelab.open_trace(out)
+    for name, value in swapped.tensors().items():
+        assert np.array_equal(cli_trace[name], value), name
+    assert swapped.metadata["replay"]["layers"] == [2, 3]
+    with pytest.raises(routelab.InvalidArgument, match="no routing for layer 9"):
+        moe.forward("x", replay=a, replay_layers=[9])
+
