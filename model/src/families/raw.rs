@@ -5,6 +5,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::error::{ModelError, Result};
+use crate::hooks::MAX_LAYERS;
 
 /// A config.json object (or a nested object such as DBRX's `attn_config`) and the file it came
 /// from. JSON `null` counts as absent, as transformers treats it.
@@ -57,6 +58,19 @@ impl<'a> RawConfig<'a> {
 
     /// The first of several aliases present (transformers renames fields between versions,
     /// e.g. `num_experts` → `num_local_experts`).
+    /// A number of decoder layers: positive, and at most [`MAX_LAYERS`] (per-layer tables are
+    /// built from it before any weight is read).
+    pub fn layer_count(&self, key: &str) -> Result<usize> {
+        match self.usize(key)? {
+            0 => Err(ModelError::config(self.path, format!("{}{key} is 0", self.scope))),
+            n if n > MAX_LAYERS => Err(ModelError::config(
+                self.path,
+                format!("{}{key} is {n}; RouteLab reads models of up to {MAX_LAYERS} layers", self.scope),
+            )),
+            n => Ok(n),
+        }
+    }
+
     pub fn usize_any(&self, keys: &[&str]) -> Result<usize> {
         for k in keys {
             if let Some(v) = self.opt_usize(k)? {
