@@ -74,6 +74,10 @@ pub struct QuantityInfo {
 /// small.
 pub const MAX_LAYERS: usize = 4096;
 
+/// The most routed experts per layer RouteLab reads a model as having (a GGUF's
+/// `{arch}.expert_count`, which names one tensor per expert): far above any real model's.
+pub const MAX_EXPERTS: usize = 4096;
+
 pub const QUANTITIES: &[QuantityInfo] = &[
     QuantityInfo {
         quantity: Quantity::RouterLogits,

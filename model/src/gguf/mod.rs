@@ -32,6 +32,7 @@ use candle_core::{Device, Tensor};
 use routelab_kernels::blocks::{self, BlockMatrix, BlockType, Bytes};
 
 use crate::error::{ModelError, Result};
+use crate::hooks::MAX_EXPERTS;
 use crate::layers::blocks::{kernel_type, Blocks};
 
 mod config;
@@ -88,6 +89,14 @@ pub fn open(path: &Path) -> Result<GgufModel> {
     let tensors = shards.names().count();
     if let Some(layers) = meta.opt_u64(&k("block_count"))?.filter(|&n| n > tensors as u64) {
         return Err(meta::meta_err(path, &k("block_count"), &format!("is {layers} but the file holds only {tensors} tensors")));
+    }
+    // Each expert of a stacked tensor gets a name of its own, below.
+    if let Some(experts) = meta.opt_u64(&k("expert_count"))?.filter(|&n| n > MAX_EXPERTS as u64) {
+        return Err(meta::meta_err(
+            path,
+            &k("expert_count"),
+            &format!("is {experts}; RouteLab reads models of up to {MAX_EXPERTS} experts"),
+        ));
     }
     let num_heads = meta.u64(&k("attention.head_count"))? as usize;
     let num_kv_heads = meta.opt_u64(&k("attention.head_count_kv"))?.map(|x| x as usize).unwrap_or(num_heads);
@@ -538,6 +547,17 @@ mod tests {
         assert!(weights.shape(kv_b).is_none());
         assert!(weights.parameter_count() > 0);
         assert!(weights.shape("model.layers.1.self_attn.kv_b_proj.weight").is_some());
+    }
+
+    #[test]
+    fn an_expert_count_past_any_model_is_an_error_not_a_name_per_expert() {
+        // Each stacked expert tensor was given one name per declared expert: 2^40 of them.
+        let dir = tempfile::tempdir().unwrap();
+        let path = edited_fixture(dir.path(), "mixtral.q8_0.gguf", |md| {
+            md.insert("llama.expert_count".into(), Value::U64(1 << 40));
+        });
+        let e = open_error(&path);
+        assert!(e.contains("`llama.expert_count` is 1099511627776; RouteLab reads models of up to 4096 experts"), "{e}");
     }
 
     #[test]
