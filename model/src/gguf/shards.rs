@@ -140,7 +140,11 @@ impl<R: Read + Seek> Header<'_, R> {
 /// Bytes `info`'s data takes: `None` when its element count overflows or is not whole blocks.
 pub(crate) fn tensor_bytes(info: &TensorInfo) -> Option<usize> {
     let dtype = info.ggml_dtype;
-    let elems = info.shape.dims().iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+    let dims = info.shape.dims();
+    // A zero dimension empties the tensor but not its strides, the products of the dimensions
+    // after each, which must fit too.
+    dims.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d))?;
+    let elems = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
     (elems.is_multiple_of(dtype.block_size())).then(|| (elems / dtype.block_size()).checked_mul(dtype.type_size())).flatten()
 }
 
@@ -274,5 +278,15 @@ mod tests {
         assert!(e.contains("not a multiple of 2"), "{e}");
         assert_eq!(locate(path, "t", &info(GgmlDType::Q8_0, 34), 64, 4096).unwrap(), 98..132);
         assert_eq!(locate(path, "t", &info(GgmlDType::F32, 4), 64, 4096).unwrap(), 68..196);
+    }
+
+    #[test]
+    fn an_empty_tensor_whose_strides_overflow_is_an_error() {
+        // [0, 2^40, 2^40] holds nothing, but candle's strides multiplied past usize.
+        let info = TensorInfo { ggml_dtype: GgmlDType::F32, shape: vec![0, 1 << 40, 1 << 40].into(), offset: 0 };
+        let e = locate(Path::new("m.gguf"), "t", &info, 64, 4096).unwrap_err().to_string();
+        assert!(e.contains("declares a size no file can hold"), "{e}");
+        let empty = TensorInfo { ggml_dtype: GgmlDType::F32, shape: vec![0, 1 << 20].into(), offset: 0 };
+        assert_eq!(locate(Path::new("m.gguf"), "t", &empty, 64, 4096).unwrap(), 64..64);
     }
 }
