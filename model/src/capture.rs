@@ -6,11 +6,13 @@
 //! [`LayerCapture`], tensors that stay on the run device until the whole forward call has
 //! finished, so a GPU run never synchronises per layer.
 
+use std::collections::{BTreeSet, HashSet};
+
 use candle_core::{DType, Tensor};
 use routelab_kernels::attention_op;
 use serde::{Deserialize, Serialize};
 
-use crate::hooks::{Elem, HookPattern, HookPoint, Quantity};
+use crate::hooks::{Elem, HookPattern, HookPoint, Quantity, MAX_LAYERS};
 
 /// A set of layers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,19 +127,28 @@ impl CaptureSpec {
     /// Parses the CLI's `--capture` items (comma-separated or repeated): [`CAPTURE_ITEMS`].
     pub fn parse_items<S: AsRef<str>>(items: &[S]) -> Result<CaptureSpec, String> {
         let mut spec = CaptureSpec::none();
+        // Patterns already in `spec`: layer lists can add thousands, each checked once.
+        let mut seen = HashSet::new();
+        let add = |spec: &mut CaptureSpec, seen: &mut HashSet<HookPattern>, p: HookPattern| {
+            if seen.insert(p.clone()) {
+                spec.hooks.push(p);
+            }
+        };
         for item in items.iter().flat_map(|c| c.as_ref().split(',')).map(str::trim).filter(|s| !s.is_empty()) {
             let (name, arg) = match item.split_once(':') {
                 Some((n, a)) => (n, Some(a)),
                 None => (item, None),
             };
             match (name, arg) {
-                ("default", None) => spec = CaptureSpec { span: spec.span, ..CaptureSpec::default() },
-                ("all", None) => spec = CaptureSpec { span: spec.span, ..CaptureSpec::all() },
+                ("default" | "all", None) => {
+                    spec = CaptureSpec { span: spec.span, ..if name == "all" { CaptureSpec::all() } else { CaptureSpec::default() } };
+                    seen = spec.hooks.iter().cloned().collect();
+                }
                 ("none", None) => {}
                 ("probs" | "hidden", Some(layers)) => {
-                    let quantity = if name == "probs" { "attn.probs" } else { "hidden" };
+                    let quantity = if name == "probs" { Quantity::AttnProbs } else { Quantity::Hidden };
                     for l in parse_layers(layers).map_err(|e| format!("--capture {item:?}: {e}"))? {
-                        spec.add(pattern(&format!("layers.{l}.{quantity}")));
+                        add(&mut spec, &mut seen, HookPattern::from(HookPoint::layer(l, quantity)));
                     }
                 }
                 ("span", Some(range)) => {
@@ -148,10 +159,23 @@ impl CaptureSpec {
                     if b < a {
                         return Err(format!("--capture {item:?}: the span ends before it starts"));
                     }
-                    spec = spec.with_span(a, b + 1);
+                    // Stored half-open: B + 1 must exist.
+                    let end = b.checked_add(1).ok_or_else(|| format!("--capture {item:?}: {b} is past any position"))?;
+                    spec.span = Some((a, end));
+                    for p in group("stats") {
+                        add(&mut spec, &mut seen, p);
+                    }
                 }
-                (g, None) if GROUPS.iter().any(|(n, _)| *n == g) => spec = spec.with(g),
-                _ => spec.add(item.parse::<HookPattern>().map_err(|e| format!("--capture: {e}; items are {CAPTURE_ITEMS}"))?),
+                (g, None) if GROUPS.iter().any(|(n, _)| *n == g) => {
+                    for p in group(g) {
+                        add(&mut spec, &mut seen, p);
+                    }
+                }
+                _ => add(
+                    &mut spec,
+                    &mut seen,
+                    item.parse::<HookPattern>().map_err(|e| format!("--capture: {e}; items are {CAPTURE_ITEMS}"))?,
+                ),
             }
         }
         Ok(spec)
@@ -187,17 +211,29 @@ impl CaptureSpec {
     }
 }
 
-/// `3`, `0-5`, `1+4+7`.
-fn parse_layers(s: &str) -> Result<Vec<usize>, String> {
-    let mut v = vec![];
+/// `3`, `0-5`, `1+4+7`: the layers, each once, in order.
+fn parse_layers(s: &str) -> Result<BTreeSet<usize>, String> {
+    let mut v = BTreeSet::new();
     for part in s.split('+') {
-        let num = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("layer {x:?} is not a number"));
+        let num = |x: &str| match x.trim().parse::<usize>() {
+            // A range expands to one pattern per layer.
+            Ok(l) if l < MAX_LAYERS => Ok(l),
+            Ok(l) => Err(format!("layer {l} is past the highest layer a list may name ({})", MAX_LAYERS - 1)),
+            Err(_) => Err(format!("layer {x:?} is not a number")),
+        };
         match part.split_once('-') {
             Some((a, b)) => v.extend(num(a)?..=num(b)?),
-            None => v.push(num(part)?),
+            None => {
+                v.insert(num(part)?);
+            }
         }
     }
     Ok(v)
+}
+
+/// The patterns of a named group ([`GROUPS`]).
+fn group(name: &str) -> Vec<HookPattern> {
+    GROUPS.iter().filter(|(n, _)| *n == name).flat_map(|(_, patterns)| patterns.iter().map(|p| pattern(p))).collect()
 }
 
 /// The JSON forms a capture spec has had: the current one, and the boolean fields that
@@ -438,6 +474,20 @@ mod tests {
         let e = CaptureSpec::parse_items(&["routr"]).unwrap_err();
         assert!(e.contains("routr") && e.contains("default, all"), "{e}");
         assert!(CaptureSpec::parse_items(&["span:5-2"]).unwrap_err().contains("ends before"));
+    }
+
+    #[test]
+    fn hostile_layer_lists_and_spans_are_refused_not_expanded() {
+        // A range was expanded to one pattern per layer before anything checked it.
+        let e = CaptureSpec::parse_items(&["probs:0-99999999999999"]).unwrap_err();
+        assert!(e.contains("probs:0-99999999999999") && e.contains("highest layer"), "{e}");
+        // `B + 1` of the inclusive span overflowed.
+        let e = CaptureSpec::parse_items(&[format!("span:0-{}", usize::MAX)]).unwrap_err();
+        assert!(e.contains("past any position"), "{e}");
+        // Repeated ranges add each pattern once.
+        let spec = CaptureSpec::parse_items(&["hidden:0-4095,hidden:0-4095", "hidden:4095,probs:7"]).unwrap();
+        assert_eq!(spec.hooks.len(), 4097);
+        assert_eq!(CaptureSpec::parse_items(&["hidden:2+2+1"]).unwrap(), CaptureSpec::parse_items(&["hidden:1-2"]).unwrap());
     }
 
     #[test]

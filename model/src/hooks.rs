@@ -68,6 +68,16 @@ pub struct QuantityInfo {
 }
 
 /// Every per-layer quantity a forward pass can record.
+/// The most decoder layers RouteLab reads a model, a layer list or a trace as having: far above
+/// any real model's, and low enough that per-layer tables built from an untrusted count (a
+/// config's `num_hidden_layers`, a `--capture hidden:0-N` range, a trace's tensor names) stay
+/// small.
+pub const MAX_LAYERS: usize = 4096;
+
+/// The most routed experts per layer RouteLab reads a model as having (a GGUF's
+/// `{arch}.expert_count`, which names one tensor per expert): far above any real model's.
+pub const MAX_EXPERTS: usize = 4096;
+
 pub const QUANTITIES: &[QuantityInfo] = &[
     QuantityInfo {
         quantity: Quantity::RouterLogits,
@@ -374,6 +384,13 @@ impl HookPattern {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A hook's own name, the pattern matching it alone.
+impl From<HookPoint> for HookPattern {
+    fn from(hook: HookPoint) -> Self {
+        HookPattern(hook.to_string())
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
 use crate::error::{ModelError, Result};
 
 #[derive(Clone)]
@@ -32,7 +34,9 @@ impl Tokenizer {
         }
         let text = crate::whole_file::read_to_string(&path, crate::whole_file::TOKENIZER_LIMIT, "tokenizer.json")
             .map_err(|e| ModelError::io(&path, e))?;
-        let inner = text.parse::<tokenizers::Tokenizer>().map_err(|e| ModelError::tokenizer(&path, format!("cannot load: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::tokenizer(&path, format!("not valid JSON: {e}")))?;
+        let inner = build(&value, &path, "cannot load")?;
         let config = read_tokenizer_config(dir)?;
         Ok(Tokenizer {
             inner,
@@ -44,9 +48,7 @@ impl Tokenizer {
 
     /// Builds a tokenizer from a tokenizer.json value (GGUF-embedded vocabularies).
     pub fn from_json(value: &serde_json::Value, source: &Path, bos: Option<String>, eos: Option<String>) -> Result<Tokenizer> {
-        let text = value.to_string();
-        let inner: tokenizers::Tokenizer =
-            text.parse().map_err(|e| ModelError::tokenizer(source, format!("cannot build the tokenizer from its vocabulary: {e}")))?;
+        let inner = build(value, source, "cannot build the tokenizer from its vocabulary")?;
         Ok(Tokenizer { inner, source: source.to_path_buf(), bos_token: bos, eos_token: eos })
     }
 
@@ -96,6 +98,81 @@ impl Tokenizer {
             }
         }
         ids
+    }
+}
+
+/// The `tokenizers` tokenizer of a tokenizer.json value (read from `source`; `failed` starts
+/// the message of an error).
+///
+/// The value is parsed JSON: `tokenizers` panics on some malformed files instead of returning
+/// an error, on a syntax error inside `decoder` among them. The padding and truncation the
+/// file may declare are turned off, as transformers encodes a prompt (it turns both off unless
+/// asked): a fixed padding length would otherwise make every encoding that long, however large
+/// the number.
+fn build(value: &serde_json::Value, source: &Path, failed: &str) -> Result<tokenizers::Tokenizer> {
+    if let Some(normalizer) = value.get("normalizer") {
+        refuse_precompiled(normalizer, source)?;
+    }
+    if let Some(processor) = value.get("post_processor") {
+        check_templates(processor, source)?;
+    }
+    let mut inner = tokenizers::Tokenizer::deserialize(value).map_err(|e| ModelError::tokenizer(source, format!("{failed}: {e}")))?;
+    inner.with_padding(None);
+    inner.with_truncation(None).map_err(|e| ModelError::tokenizer(source, format!("cannot turn truncation off: {e}")))?;
+    Ok(inner)
+}
+
+/// Refuses a `Precompiled` normalizer (SentencePiece's compiled character map, which none of
+/// the supported families' tokenizers use) anywhere in `normalizer`: `tokenizers` reads its map
+/// without bounds checks, allocating by the sizes it declares and indexing by its contents.
+fn refuse_precompiled(normalizer: &serde_json::Value, source: &Path) -> Result<()> {
+    match normalizer.get("type").and_then(|t| t.as_str()) {
+        Some("Precompiled") => Err(ModelError::tokenizer(
+            source,
+            "the normalizer is `Precompiled` (a compiled SentencePiece character map), which RouteLab does not read",
+        )),
+        Some("Sequence") => normalizer
+            .get("normalizers")
+            .and_then(|n| n.as_array())
+            .map_or(Ok(()), |list| list.iter().try_for_each(|n| refuse_precompiled(n, source))),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a `TemplateProcessing` post-processor (also inside a `Sequence`) the way building one
+/// does, which reading one from a file skips: `tokenizers` panics while encoding when a template
+/// names a special token its table lacks, a sequence a single text does not have, or a special
+/// token's ids and tokens differ in number.
+fn check_templates(processor: &serde_json::Value, source: &Path) -> Result<()> {
+    let bad = |m: String| Err(ModelError::tokenizer(source, format!("post_processor: {m}")));
+    match processor.get("type").and_then(|t| t.as_str()) {
+        Some("TemplateProcessing") => {
+            let specials = processor.get("special_tokens").and_then(|s| s.as_object());
+            for (template, sequences) in [("single", &["A"][..]), ("pair", &["A", "B"][..])] {
+                for piece in processor.get(template).and_then(|t| t.as_array()).into_iter().flatten() {
+                    if let Some(id) = piece.get("SpecialToken").and_then(|t| t.get("id")).and_then(|i| i.as_str()) {
+                        let Some(token) = specials.and_then(|s| s.get(id)) else {
+                            return bad(format!("the {template} template names special token {id:?}, which `special_tokens` lacks"));
+                        };
+                        let count = |key: &str| token.get(key).and_then(|v| v.as_array()).map(Vec::len);
+                        if count("ids") != count("tokens") {
+                            return bad(format!("special token {id:?} has different numbers of ids and tokens"));
+                        }
+                    }
+                    if let Some(id) = piece.get("Sequence").and_then(|t| t.get("id")).and_then(|i| i.as_str()) {
+                        if !sequences.contains(&id) {
+                            return bad(format!("the {template} template names sequence {id:?}, which it does not have"));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some("Sequence") => processor
+            .get("processors")
+            .and_then(|p| p.as_array())
+            .map_or(Ok(()), |list| list.iter().try_for_each(|p| check_templates(p, source))),
+        _ => Ok(()),
     }
 }
 
@@ -171,5 +248,83 @@ impl<'a> TextStream<'a> {
         self.prefix = self.ids.len();
         self.read = self.ids.len();
         Ok(now.get(before.len()..).unwrap_or("").to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A word-level tokenizer.json whose padding and truncation say `padding` and `truncation`.
+    fn tokenizer_json(padding: &str, truncation: &str) -> String {
+        format!(
+            r#"{{"version": "1.0", "added_tokens": [], "normalizer": null, "pre_tokenizer": {{"type": "Whitespace"}},
+               "post_processor": null, "decoder": null, "truncation": {truncation}, "padding": {padding},
+               "model": {{"type": "WordLevel", "vocab": {{"[UNK]": 0, "[PAD]": 1, "hello": 2, "world": 3}}, "unk_token": "[UNK]"}}}}"#
+        )
+    }
+
+    #[test]
+    fn malformed_files_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |json: &str| {
+            std::fs::write(dir.path().join("tokenizer.json"), json).unwrap();
+            match Tokenizer::from_dir(dir.path()) {
+                Ok(_) => panic!("loaded {json}"),
+                Err(e) => e.to_string(),
+            }
+        };
+        // A syntax error inside `decoder` made `tokenizers` panic ("Helper").
+        let json = tokenizer_json("null", "null").replace(r#""decoder": null"#, r#""decoder": {"type": "ByteLevel", "add_prefix_"}"#);
+        let e = load(&json);
+        assert!(e.contains("tokenizer.json") && e.contains("not valid JSON"), "{e}");
+        // A Precompiled normalizer, here inside a sequence, panicked or allocated by its map's sizes.
+        for charsmap in ["", "AAAAAA==", "/////w=="] {
+            let normalizer =
+                format!(r#"{{"type": "Sequence", "normalizers": [{{"type": "Precompiled", "precompiled_charsmap": "{charsmap}"}}]}}"#);
+            let e = load(&tokenizer_json("null", "null").replace(r#""normalizer": null"#, &format!(r#""normalizer": {normalizer}"#)));
+            assert!(e.contains("`Precompiled`"), "{e}");
+        }
+    }
+
+    #[test]
+    fn templates_naming_what_is_not_there_are_errors_not_panics() {
+        // Each made encoding panic in `tokenizers` (a missing key, an index out of bounds).
+        let dir = tempfile::tempdir().unwrap();
+        let sequence = r#"{"Sequence": {"id": "A", "type_id": 0}}"#;
+        for (single, specials, what) in [
+            (format!(r#"[{{"SpecialToken": {{"id": "<s>", "type_id": 0}}}}, {sequence}]"#), "{}", "lacks"),
+            (r#"[{"Sequence": {"id": "B", "type_id": 0}}]"#.to_string(), "{}", "does not have"),
+            (
+                format!(r#"[{{"SpecialToken": {{"id": "<s>", "type_id": 0}}}}, {sequence}]"#),
+                r#"{"<s>": {"id": "<s>", "ids": [1, 2], "tokens": ["<s>"]}}"#,
+                "numbers of ids and tokens",
+            ),
+        ] {
+            let processor = format!(
+                r#"{{"type": "Sequence", "processors": [{{"type": "TemplateProcessing", "single": {single}, "pair": [{sequence}], "special_tokens": {specials}}}]}}"#
+            );
+            let json = tokenizer_json("null", "null").replace(r#""post_processor": null"#, &format!(r#""post_processor": {processor}"#));
+            std::fs::write(dir.path().join("tokenizer.json"), json).unwrap();
+            match Tokenizer::from_dir(dir.path()) {
+                Ok(t) => panic!("loaded; encoding gives {:?}", t.encode("hello", true)),
+                Err(e) => assert!(e.to_string().contains(what), "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_files_padding_and_truncation_are_not_applied() {
+        // A fixed padding length made every encoding that long: a trillion ids from two words.
+        let padding = r#"{"strategy": {"Fixed": 1000000000000}, "direction": "Right", "pad_to_multiple_of": null,
+                          "pad_id": 1, "pad_type_id": 0, "pad_token": "[PAD]"}"#;
+        let truncation = r#"{"direction": "Right", "max_length": 1, "strategy": "LongestFirst", "stride": 0}"#;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), tokenizer_json(padding, truncation)).unwrap();
+        let tok = Tokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(tok.encode("hello world", true).unwrap(), vec![2, 3]);
+        let value: serde_json::Value = serde_json::from_str(&tokenizer_json(padding, truncation)).unwrap();
+        let tok = Tokenizer::from_json(&value, dir.path(), None, None).unwrap();
+        assert_eq!(tok.encode("hello world", true).unwrap(), vec![2, 3]);
     }
 }

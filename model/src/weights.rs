@@ -43,6 +43,13 @@ impl SafetensorsFile {
             };
             ModelError::weights(path, what)
         })?;
+        // safetensors checks that a shape's size fits; a zero dimension makes that size 0 while
+        // the strides candle computes from the other dimensions could still overflow.
+        for (name, info) in metadata.tensors() {
+            if info.shape.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d)).is_none() {
+                return Err(ModelError::weights(path, format!("tensor {name:?} has shape {:?}, which no tensor can have", info.shape)));
+            }
+        }
         Ok(SafetensorsFile { path: path.to_path_buf(), mmap, data_start: 8 + header_len, metadata })
     }
 
@@ -421,5 +428,26 @@ impl Weights {
             Backend::Gguf(g) => g.hf_names(),
             Backend::Random { shapes } => shapes.keys().cloned().collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_tensor_whose_strides_overflow_is_an_error() {
+        // [0, 2^40, 2^40] holds nothing, so safetensors accepts it, but candle's strides
+        // multiplied past usize when the tensor was read.
+        let dir = tempfile::tempdir().unwrap();
+        let header = r#"{"t":{"dtype":"F32","shape":[0,1099511627776,1099511627776],"data_offsets":[0,0]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        let path = dir.path().join("model.safetensors");
+        std::fs::write(&path, bytes).unwrap();
+        let result = Weights::from_safetensors(&[path], dir.path(), DType::F32, &Device::Cpu)
+            .and_then(|w| w.get("t", &[0, 1 << 40, 1 << 40]).map(|_| ()));
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains("model.safetensors") && e.contains("tensor \"t\""), "{e}");
     }
 }

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use routelab_model::capture::CaptureSpec;
 use routelab_model::config::ModelConfig;
-use routelab_model::hooks::{Elem, HookPoint, Layout, Quantity, QUANTITIES};
+use routelab_model::hooks::{Elem, HookPoint, Layout, Quantity, MAX_LAYERS, QUANTITIES};
 use routelab_model::interventions::Interventions;
 use routelab_model::session::RunRecord;
 use routelab_model::store::{probs_from_dense, CaptureStore, Values};
@@ -203,6 +203,10 @@ impl Trace {
         let mut names: Vec<(HookPoint, String)> = st.names().into_iter().filter_map(|n| Some((hook_of(n)?, n.to_string()))).collect();
         names.sort();
         for (hook, name) in names {
+            // Per-layer checks below visit every layer up to the highest one named.
+            if let Some(l) = hook.layer_index().filter(|&l| l >= MAX_LAYERS) {
+                return Err(bad(format!("tensor {name} is of layer {l}; a trace has at most {MAX_LAYERS} layers")));
+            }
             let view = st.tensor(&name).map_err(|e| bad(format!("tensor {name}: {e}")))?;
             let Some((elem, layout)) = hook.elem_layout() else {
                 return Err(bad(format!("tensor {name} names an intervention site, not a captured quantity")));
@@ -274,4 +278,44 @@ fn from_v1_name(name: &str) -> Option<HookPoint> {
         let layer = name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()?;
         Some(HookPoint::layer(layer, q.quantity))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `routelab-trace/2` file of two tokens and the f32 `[2, 1]` tensors `names`.
+    fn trace_bytes(names: &[&str]) -> Vec<u8> {
+        let (tokens, row) = ([1u32, 2].map(u32::to_le_bytes).concat(), [0.5f32, 1.5].map(f32::to_le_bytes).concat());
+        let mut views = vec![("tokens".to_string(), TensorView::new(Dtype::U32, vec![2], &tokens).unwrap())];
+        views.extend(names.iter().map(|n| (n.to_string(), TensorView::new(Dtype::F32, vec![2, 1], &row).unwrap())));
+        let metadata: HashMap<String, String> = [
+            ("format", FORMAT),
+            ("model", "m"),
+            ("architecture", "llama"),
+            ("config", "{}"),
+            ("prompt", "p"),
+            ("generated_from", "1"),
+            ("interventions", "[]"),
+            ("capture", r#"{"hooks": []}"#),
+            ("routelab_version", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        safetensors::tensor::serialize(views, Some(metadata)).unwrap()
+    }
+
+    #[test]
+    fn a_layer_past_any_model_is_an_error_not_a_loop_to_it() {
+        // The reader checked every layer up to the highest one named, 10^11 of them here, and a
+        // layer of usize::MAX overflowed the layer count.
+        for layer in ["99999999999", &usize::MAX.to_string()] {
+            let name = format!("layers.{layer}.hidden");
+            let e = Trace::from_bytes(&trace_bytes(&[&name]), Path::new("t.safetensors")).unwrap_err().to_string();
+            assert!(e.contains("t.safetensors") && e.contains(&name) && e.contains("4096"), "{e}");
+        }
+        let trace = Trace::from_bytes(&trace_bytes(&["layers.4095.hidden"]), Path::new("t.safetensors")).unwrap();
+        assert_eq!(trace.num_layers(), 4096);
+    }
 }

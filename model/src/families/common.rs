@@ -241,10 +241,7 @@ pub fn uniform_layers(windows: Vec<Option<usize>>, ffn: FfnConfig) -> Vec<LayerC
 }
 
 pub fn basics(raw: &RawConfig, default_max_pos: usize) -> Result<Basics> {
-    let num_layers = raw.usize("num_hidden_layers")?;
-    if num_layers == 0 {
-        return Err(ModelError::config(raw.path, "num_hidden_layers is 0"));
-    }
+    let num_layers = raw.layer_count("num_hidden_layers")?;
     Ok(Basics {
         vocab_size: raw.usize("vocab_size")?,
         hidden_size: raw.usize("hidden_size")?,

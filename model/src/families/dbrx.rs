@@ -14,7 +14,7 @@ use crate::error::{ModelError, Result};
 pub fn config(raw: &RawConfig) -> Result<ModelConfig> {
     let hidden = raw.usize("d_model")?;
     let num_heads = raw.usize("n_heads")?;
-    let num_layers = raw.usize("n_layers")?;
+    let num_layers = raw.layer_count("n_layers")?;
     if num_heads == 0 || hidden % num_heads != 0 {
         return Err(ModelError::config(raw.path, format!("d_model {hidden} is not divisible by n_heads {num_heads}")));
     }

@@ -244,4 +244,17 @@ mod tests {
             assert!(e.starts_with("m/config.json: ") && e.contains(key), "{key}={value}: {e}");
         }
     }
+
+    #[test]
+    fn a_billion_layers_is_an_error_before_any_per_layer_table() {
+        // The per-layer specs were a vector of `num_hidden_layers` entries, allocated first.
+        let mut config: serde_json::Value = serde_json::from_str(include_str!("../../../assets/models/tiny-moe/config.json")).unwrap();
+        config["num_hidden_layers"] = 1_000_000_000.into();
+        let e = parse_config(Path::new("m/config.json"), &config).unwrap_err().to_string();
+        assert!(e.contains("m/config.json") && e.contains("num_hidden_layers is 1000000000") && e.contains("4096 layers"), "{e}");
+        let dbrx = serde_json::json!({"model_type": "dbrx", "d_model": 64, "n_heads": 4, "n_layers": 1u64 << 40,
+                                      "attn_config": {}, "ffn_config": {}, "vocab_size": 10});
+        let e = parse_config(Path::new("m/config.json"), &dbrx).unwrap_err().to_string();
+        assert!(e.contains("n_layers is 1099511627776"), "{e}");
+    }
 }

@@ -5,25 +5,24 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::error::{ModelError, Result};
+use crate::hooks::{MAX_EXPERTS, MAX_LAYERS};
 
 /// Upper bounds on the sizes that RouteLab allocates per item before any weight is read
-/// (per-layer and per-expert tables, head masks). Each is far above every published model
+/// (per-expert tables, head masks; layer counts go through [`RawConfig::layer_count`]). Each is far above every published model
 /// (126 layers, 256 routed experts, 128 heads, 256k vocabulary, 53248 intermediate): a value
 /// beyond it is a damaged or hostile file, refused before it can drive an allocation.
 const LIMITS: &[(&str, u64)] = &[
-    ("num_hidden_layers", 1 << 12),
-    ("n_layers", 1 << 12),
     ("num_attention_heads", 1 << 14),
     ("n_heads", 1 << 14),
     ("num_key_value_heads", 1 << 14),
     ("kv_n_heads", 1 << 14),
-    ("num_local_experts", 1 << 16),
-    ("num_experts", 1 << 16),
-    ("n_routed_experts", 1 << 16),
-    ("moe_num_experts", 1 << 16),
-    ("n_shared_experts", 1 << 16),
-    ("num_experts_per_tok", 1 << 16),
-    ("moe_top_k", 1 << 16),
+    ("num_local_experts", MAX_EXPERTS as u64),
+    ("num_experts", MAX_EXPERTS as u64),
+    ("n_routed_experts", MAX_EXPERTS as u64),
+    ("moe_num_experts", MAX_EXPERTS as u64),
+    ("n_shared_experts", MAX_EXPERTS as u64),
+    ("num_experts_per_tok", MAX_EXPERTS as u64),
+    ("moe_top_k", MAX_EXPERTS as u64),
     ("n_group", 1 << 16),
     ("topk_group", 1 << 16),
     ("hidden_size", 1 << 20),
@@ -104,6 +103,19 @@ impl<'a> RawConfig<'a> {
 
     /// The first of several aliases present (transformers renames fields between versions,
     /// e.g. `num_experts` → `num_local_experts`).
+    /// A number of decoder layers: positive, and at most [`MAX_LAYERS`] (per-layer tables are
+    /// built from it before any weight is read).
+    pub fn layer_count(&self, key: &str) -> Result<usize> {
+        match self.usize(key)? {
+            0 => Err(ModelError::config(self.path, format!("{}{key} is 0", self.scope))),
+            n if n > MAX_LAYERS => Err(ModelError::config(
+                self.path,
+                format!("{}{key} is {n}; RouteLab reads models of up to {MAX_LAYERS} layers", self.scope),
+            )),
+            n => Ok(n),
+        }
+    }
+
     pub fn usize_any(&self, keys: &[&str]) -> Result<usize> {
         for k in keys {
             if let Some(v) = self.opt_usize(k)? {

@@ -32,6 +32,7 @@ use candle_core::{Device, Tensor};
 use routelab_kernels::blocks::{self, BlockMatrix, BlockType, Bytes};
 
 use crate::error::{ModelError, Result};
+use crate::hooks::MAX_EXPERTS;
 use crate::layers::blocks::{kernel_type, Blocks};
 
 mod config;
@@ -83,6 +84,20 @@ pub fn open(path: &Path) -> Result<GgufModel> {
         ));
     };
     let k = |s: &str| format!("{arch}.{s}");
+    // Every layer has tensors of its own, so a file holds at least as many tensors as layers:
+    // a larger count is a corrupt header, and would be iterated over below.
+    let tensors = shards.names().count();
+    if let Some(layers) = meta.opt_u64(&k("block_count"))?.filter(|&n| n > tensors as u64) {
+        return Err(meta::meta_err(path, &k("block_count"), &format!("is {layers} but the file holds only {tensors} tensors")));
+    }
+    // Each expert of a stacked tensor gets a name of its own, below.
+    if let Some(experts) = meta.opt_u64(&k("expert_count"))?.filter(|&n| n > MAX_EXPERTS as u64) {
+        return Err(meta::meta_err(
+            path,
+            &k("expert_count"),
+            &format!("is {experts}; RouteLab reads models of up to {MAX_EXPERTS} experts"),
+        ));
+    }
     let num_heads = meta.u64(&k("attention.head_count"))? as usize;
     let num_kv_heads = meta.opt_u64(&k("attention.head_count_kv"))?.map(|x| x as usize).unwrap_or(num_heads);
     let tokens = meta.strings("tokenizer.ggml.tokens")?;
@@ -187,10 +202,12 @@ impl GgufWeights {
             });
         }
         match &src.v_b {
-            // [H, kv_lora, nope] and [H, v, kv_lora] → [H·(nope + v), kv_lora].
+            // [H, kv_lora, nope] and [H, v, kv_lora] → [H·(nope + v), kv_lora], when they pair
+            // up (as `stack_kv_b` requires): then its size is the sum of theirs, which the file
+            // holds, where unpaired dimensions could multiply past any size.
             Some(v_b) => {
                 let (k, v) = (i.shape.dims(), self.shards.info(v_b)?.shape.dims());
-                (k.len() == 3 && v.len() == 3).then(|| vec![k[0] * (k[2] + v[1]), k[1]])
+                (k.len() == 3 && v.len() == 3 && v[0] == k[0] && v[2] == k[1]).then(|| vec![k[0] * (k[2] + v[1]), k[1]])
             }
             None => Some(i.shape.dims().to_vec()),
         }
@@ -448,6 +465,111 @@ pub fn unpermute_rotary_rows(w: &Tensor, heads: usize) -> candle_core::Result<Te
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::quantized::gguf_file::{self, Content, Value};
+
+    /// A copy of the fixture `name` (tests/fixtures/gguf) in `dir`, its metadata edited by `edit`.
+    fn edited_fixture(dir: &Path, name: &str, edit: impl FnOnce(&mut HashMap<String, Value>)) -> PathBuf {
+        edited_fixture_tensors(dir, name, edit, |_| {})
+    }
+
+    /// [`edited_fixture`] with its tensors edited too.
+    fn edited_fixture_tensors(
+        dir: &Path,
+        name: &str,
+        edit: impl FnOnce(&mut HashMap<String, Value>),
+        edit_tensors: impl FnOnce(&mut Vec<(String, candle_core::quantized::QTensor)>),
+    ) -> PathBuf {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gguf").join(name);
+        let mut file = std::fs::File::open(src).unwrap();
+        let mut content = Content::read(&mut file).unwrap();
+        let mut tensors: Vec<(String, _)> =
+            content.tensor_infos.keys().map(|n| (n.clone(), content.tensor(&mut file, n, &Device::Cpu).unwrap())).collect();
+        edit(&mut content.metadata);
+        edit_tensors(&mut tensors);
+        let path = dir.join(name);
+        let metadata: Vec<(&str, &Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensors: Vec<(&str, &candle_core::quantized::QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &metadata, &tensors).unwrap();
+        path
+    }
+
+    fn open_error(path: &Path) -> String {
+        match open(path) {
+            Ok(_) => panic!("{} opened", path.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_alignment_of_zero_is_an_error_not_a_division_by_zero() {
+        // candle computes the tensor data's offset modulo `general.alignment`, unchecked.
+        let dir = tempfile::tempdir().unwrap();
+        let path = edited_fixture(dir.path(), "llama.q8_0.gguf", |md| {
+            md.insert("general.alignment".into(), Value::U32(0));
+        });
+        let e = open_error(&path);
+        assert!(e.contains("llama.q8_0.gguf") && e.contains("`general.alignment` is 0"), "{e}");
+        // Other alignments are read as before.
+        let path = edited_fixture(dir.path(), "llama.q8_0.gguf", |md| {
+            md.insert("general.alignment".into(), Value::U32(32));
+        });
+        assert!(open(&path).is_ok());
+    }
+
+    #[test]
+    fn a_block_count_beyond_the_files_tensors_is_an_error_not_a_loop_over_it() {
+        // Each layer's tensors were looked up, one layer at a time, for 2^40 layers.
+        let dir = tempfile::tempdir().unwrap();
+        let path = edited_fixture(dir.path(), "llama.q8_0.gguf", |md| {
+            md.insert("llama.block_count".into(), Value::U64(1 << 40));
+        });
+        let e = open_error(&path);
+        assert!(e.contains("`llama.block_count` is 1099511627776 but the file holds only 21 tensors"), "{e}");
+    }
+
+    #[test]
+    fn halves_of_kv_b_that_do_not_pair_up_have_no_shape_not_an_overflowing_one() {
+        // DeepSeek's kv_b_proj is [H·(nope + v), kv_lora] from attn_k_b and attn_v_b: an empty
+        // attn_v_b of 2^58 rows made that shape's size overflow.
+        let dir = tempfile::tempdir().unwrap();
+        let path = edited_fixture_tensors(
+            dir.path(),
+            "deepseek_v2.q8_0.gguf",
+            |_| {},
+            |tensors| {
+                let empty = Tensor::zeros((4, 1usize << 58, 0), candle_core::DType::F32, &Device::Cpu).unwrap();
+                let v_b = tensors.iter_mut().find(|(n, _)| n == "blk.0.attn_v_b.weight").unwrap();
+                v_b.1 = candle_core::quantized::QTensor::quantize(&empty, GgmlDType::F32).unwrap();
+            },
+        );
+        let weights = crate::weights::Weights::from_gguf(open(&path).unwrap().weights, candle_core::DType::F32, &Device::Cpu);
+        let kv_b = "model.layers.0.self_attn.kv_b_proj.weight";
+        assert!(weights.shape(kv_b).is_none());
+        assert!(weights.parameter_count() > 0);
+        assert!(weights.shape("model.layers.1.self_attn.kv_b_proj.weight").is_some());
+    }
+
+    #[test]
+    fn an_expert_count_past_any_model_is_an_error_not_a_name_per_expert() {
+        // Each stacked expert tensor was given one name per declared expert: 2^40 of them.
+        let dir = tempfile::tempdir().unwrap();
+        let path = edited_fixture(dir.path(), "mixtral.q8_0.gguf", |md| {
+            md.insert("llama.expert_count".into(), Value::U64(1 << 40));
+        });
+        let e = open_error(&path);
+        assert!(e.contains("`llama.expert_count` is 1099511627776; RouteLab reads models of up to 4096 experts"), "{e}");
+    }
+
+    #[test]
+    fn more_token_types_than_tokens_is_an_error_not_an_index_out_of_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = edited_fixture(dir.path(), "llama.q8_0.gguf", |md| {
+            let Some(Value::Array(types)) = md.get_mut("tokenizer.ggml.token_type") else { panic!("the fixture has token types") };
+            types.extend([Value::I32(3), Value::I32(3)]);
+        });
+        let e = open_error(&path);
+        assert!(e.contains("`tokenizer.ggml.token_type` has 322 entries for 320 tokens"), "{e}");
+    }
 
     #[test]
     fn unpermute_moves_rotary_pairs_into_halves() {

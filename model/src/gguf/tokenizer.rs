@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::meta::Meta;
+use super::meta::{meta_err, Meta};
 use crate::error::Result;
 
 /// tokenizer.json for a byte-level BPE vocabulary, as transformers' `GGUFLlamaConverter`
@@ -11,6 +11,14 @@ use crate::error::Result;
 pub(crate) fn byte_level_bpe(meta: &Meta, tokens: &[&str], bos: Option<String>) -> Result<serde_json::Value> {
     let merges = meta.strings("tokenizer.ggml.merges")?;
     let types = meta.ints("tokenizer.ggml.token_type")?.unwrap_or_default();
+    // One type per token: a longer list would name tokens that do not exist.
+    if types.len() > tokens.len() {
+        return Err(meta_err(
+            meta.path,
+            "tokenizer.ggml.token_type",
+            &format!("has {} entries for {} tokens (`tokenizer.ggml.tokens`)", types.len(), tokens.len()),
+        ));
+    }
     let vocab: serde_json::Map<String, serde_json::Value> = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
     let added: Vec<serde_json::Value> = types
         .iter()
