@@ -9,14 +9,28 @@ use routelab_model::chat::Message;
 /// One scratch directory per fuzzing process, in /dev/shm (a RAM disk) where it exists: the
 /// readers that take a path read the fuzz input from a file written there on every run.
 pub fn scratch() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let shm = Path::new("/dev/shm");
         let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
-        tempfile::Builder::new().prefix("routelab-fuzz-").tempdir_in(base).expect("a scratch directory for the fuzz inputs")
+        // libFuzzer ends a process with exit(), which runs no destructors, so each process
+        // removes the directories of processes that have ended (Linux: no /proc/<pid>).
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix(PREFIX)).and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = base.join(format!("{PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory for the fuzz inputs");
+        dir
     })
-    .path()
 }
+
+/// The scratch directories' names: this, then the process id.
+const PREFIX: &str = "routelab-fuzz-";
 
 /// A subdirectory of the scratch directory, emptied, for one target's files.
 pub fn fresh_dir(name: &str) -> PathBuf {
