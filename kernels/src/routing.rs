@@ -208,15 +208,7 @@ pub fn route(logits: &[f32], params: &RoutingParams, correction_bias: Option<&[f
             sparsemixer(row, jitter_eps, &is_excluded, &mut routes);
             continue;
         }
-        // Scores: what the combine weights are gathered from.
-        match params.scoring {
-            Scoring::Softmax => softmax_excluding(row, &is_excluded, &mut scores),
-            Scoring::Sigmoid => {
-                for (s, &x) in scores.iter_mut().zip(row) {
-                    *s = 1.0 / (1.0 + (-x).exp());
-                }
-            }
-        }
+        score(row, params.scoring, &is_excluded, &mut scores);
         // Choice scores: what selection ranks (bias-corrected for sigmoid routers).
         for i in 0..e {
             let bias = match (params.scoring, correction_bias) {
@@ -277,16 +269,22 @@ pub fn weights_for(logits_row: &[f32], selected: &[u32], params: &RoutingParams,
     }
     let is_excluded = |i: usize| excluded.get(i).copied().unwrap_or(false);
     let mut scores = vec![0f32; logits_row.len()];
-    match params.scoring {
-        Scoring::Softmax => softmax_excluding(logits_row, &is_excluded, &mut scores),
+    score(logits_row, params.scoring, &is_excluded, &mut scores);
+    let selected: Vec<usize> = selected.iter().map(|&i| i as usize).filter(|&i| i < scores.len()).collect();
+    Some(combine_weights(&scores, &selected, params))
+}
+
+/// A token's scores: what the combine weights are gathered from (softmax over the candidates,
+/// or each logit's sigmoid).
+fn score(row: &[f32], scoring: Scoring, excluded: &impl Fn(usize) -> bool, out: &mut [f32]) {
+    match scoring {
+        Scoring::Softmax => softmax_excluding(row, excluded, out),
         Scoring::Sigmoid => {
-            for (s, &x) in scores.iter_mut().zip(logits_row) {
+            for (s, &x) in out.iter_mut().zip(row) {
                 *s = 1.0 / (1.0 + (-x).exp());
             }
         }
     }
-    let selected: Vec<usize> = selected.iter().map(|&i| i as usize).filter(|&i| i < scores.len()).collect();
-    Some(combine_weights(&scores, &selected, params))
 }
 
 /// Softmax over the non-excluded entries (excluded ones get probability 0), computed as

@@ -212,7 +212,7 @@ impl CaptureSpec {
 }
 
 /// `3`, `0-5`, `1+4+7`: the layers, each once, in order.
-fn parse_layers(s: &str) -> Result<BTreeSet<usize>, String> {
+pub fn parse_layers(s: &str) -> Result<BTreeSet<usize>, String> {
     let mut v = BTreeSet::new();
     for part in s.split('+') {
         let num = |x: &str| match x.trim().parse::<usize>() {

@@ -6,7 +6,7 @@ use crate::capture::CapturePlan;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::hooks::Quantity;
-use crate::memory::{available, parse_bytes};
+use crate::memory::{available, env_bytes};
 
 /// Overrides the largest capture a run may make (bytes, or K/M/G/T), e.g. `8G`.
 pub const LIMIT_ENV: &str = "ROUTELAB_TRACE_LIMIT";
@@ -57,8 +57,7 @@ pub fn estimate(plan: &CapturePlan, config: &ModelConfig, positions: usize) -> V
 /// available (the store, the file's bytes as it is written, and what the GUI holds). `None`
 /// where the memory cannot be told.
 pub fn limit() -> Result<Option<(u64, String)>> {
-    if let Ok(v) = std::env::var(LIMIT_ENV) {
-        let bytes = parse_bytes(&v).ok_or_else(|| ModelError::Invalid(format!("{LIMIT_ENV}={v:?}: expected bytes, e.g. 512M or 16G")))?;
+    if let Some(bytes) = env_bytes(LIMIT_ENV)? {
         return Ok(Some((bytes, format!("the {LIMIT_ENV} limit"))));
     }
     Ok(available(&candle_core::Device::Cpu)?.map(|a| (a.bytes / 3, format!("a third of the {}", a.source))))

@@ -38,13 +38,21 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     (v.is_finite() && v >= 0.0).then(|| (v * (1u64 << shift) as f64) as u64)
 }
 
+/// A byte limit set in the environment variable `name` (`None` when unset), refused with the
+/// accepted forms when it does not parse.
+pub fn env_bytes(name: &str) -> Result<Option<u64>> {
+    match std::env::var(name) {
+        Ok(v) => parse_bytes(&v).map(Some).ok_or_else(|| ModelError::Invalid(format!("{name}={v:?}: expected bytes, e.g. 512M or 16G"))),
+        Err(_) => Ok(None),
+    }
+}
+
 /// The memory available for a load on `device`: [`LIMIT_ENV`] if set, else on the CPU the
 /// smaller of the kernel's `MemAvailable` and what the cgroup still allows. `None` where it
 /// cannot be told (systems without `/proc`, builds without CUDA): then no check is made. On
 /// a GPU, the free memory the driver reports.
 pub fn available(device: &Device) -> Result<Option<Available>> {
-    if let Ok(v) = std::env::var(LIMIT_ENV) {
-        let bytes = parse_bytes(&v).ok_or_else(|| ModelError::Invalid(format!("{LIMIT_ENV}={v:?}: expected bytes, e.g. 512M or 16G")))?;
+    if let Some(bytes) = env_bytes(LIMIT_ENV)? {
         return Ok(Some(Available { bytes, source: format!("the {LIMIT_ENV} limit") }));
     }
     if !device.is_cpu() {

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use routelab_model::capture::CaptureSpec;
+use routelab_model::capture::{parse_layers, CaptureSpec};
 use routelab_model::interventions::{parse_expert_mask, parse_head_mask, Interventions};
 use routelab_model::replay::RoutingReplay;
 use routelab_model::session::{LoadOptions, Session};
@@ -106,24 +106,13 @@ pub struct ReplayArgs {
 impl ReplayArgs {
     pub fn build(&self) -> anyhow::Result<Option<std::sync::Arc<RoutingReplay>>> {
         let Some(path) = &self.replay_routing else { return Ok(None) };
-        let range = |s: &str| -> anyhow::Result<(usize, usize)> {
-            let num = |x: &str| x.trim().parse::<usize>().map_err(|_| anyhow::anyhow!("{x:?} is not a number"));
-            Ok(match s.split_once('-') {
-                Some((a, b)) => (num(a)?, num(b)?),
-                None => (num(s)?, num(s)?),
-            })
-        };
         let layers = match &self.replay_layers {
             None => None,
+            // The same layer lists as --capture's probs:LAYERS.
             Some(s) => {
-                let mut v = vec![];
-                for part in s.split('+') {
-                    let (a, b) = range(part).with_context(|| format!("--replay-layers {s:?}"))?;
-                    // (A bound before expanding: the trace then says which layers it has.)
-                    if b < a || b - a >= 1 << 12 {
-                        anyhow::bail!("--replay-layers {s:?}: {part} is not a range of layers");
-                    }
-                    v.extend(a..=b);
+                let v: Vec<usize> = parse_layers(s).map_err(|e| anyhow::anyhow!("--replay-layers {s:?}: {e}"))?.into_iter().collect();
+                if v.is_empty() {
+                    anyhow::bail!("--replay-layers {s:?}: names no layer");
                 }
                 Some(v)
             }
@@ -131,7 +120,12 @@ impl ReplayArgs {
         let positions = match &self.replay_positions {
             None => 0..usize::MAX,
             Some(s) => {
-                let (a, b) = range(s).with_context(|| format!("--replay-positions {s:?}"))?;
+                let num =
+                    |x: &str| x.trim().parse::<usize>().map_err(|_| anyhow::anyhow!("--replay-positions {s:?}: {x:?} is not a number"));
+                let (a, b) = match s.split_once('-') {
+                    Some((a, b)) => (num(a)?, num(b)?),
+                    None => (num(s)?, num(s)?),
+                };
                 if b < a {
                     anyhow::bail!("--replay-positions {s:?}: the range ends before it starts");
                 }

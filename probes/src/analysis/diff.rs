@@ -46,14 +46,7 @@ pub fn diff(a: &Trace, b: &Trace) -> Result<RunDiff> {
     let mut routing_flips = vec![];
     for l in 0..a.num_layers() {
         if let (Some(ra), Some(rb)) = (a.router(l), b.router(l)) {
-            let flips = (0..t)
-                .map(|p| {
-                    let (mut x, mut y) = (ra.experts_at(p).to_vec(), rb.experts_at(p).to_vec());
-                    x.sort();
-                    y.sort();
-                    x != y
-                })
-                .collect();
+            let flips = (0..t).map(|p| crate::stats::routing::selection_changed(ra.experts_at(p), rb.experts_at(p))).collect();
             routing_flips.push((l, flips));
         }
     }

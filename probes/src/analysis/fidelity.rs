@@ -162,10 +162,7 @@ pub fn routing_fidelity(
                 return Err(ProbeError::Invalid(format!("layer {} recorded no routing", lf.layer)));
             };
             for (p, &m) in margin.iter().enumerate().take(ta.len()) {
-                let (mut ea, mut eb) = (xa.experts_at(p).to_vec(), xb.experts_at(p).to_vec());
-                ea.sort_unstable();
-                eb.sort_unstable();
-                let flipped = ea != eb;
+                let flipped = crate::stats::routing::selection_changed(xa.experts_at(p), xb.experts_at(p));
                 let bin = &mut lf.bins[bin_of(m as f64)];
                 bin.positions += 1;
                 lf.positions += 1;

@@ -113,6 +113,15 @@ pub fn transitions(top1_from: &[u32], top1_to: &[u32], experts_from: usize, expe
     m
 }
 
+/// Whether two top-k selections of one token differ as sets (their order is the router's and
+/// does not count).
+pub fn selection_changed(a: &[u32], b: &[u32]) -> bool {
+    let (mut x, mut y) = (a.to_vec(), b.to_vec());
+    x.sort_unstable();
+    y.sort_unstable();
+    x != y
+}
+
 /// The first column of `[T × K]` selections.
 pub fn top1(experts: &[u32], k: usize) -> Vec<u32> {
     experts.chunks_exact(k).map(|r| r[0]).collect()

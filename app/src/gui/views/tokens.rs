@@ -9,6 +9,7 @@ use egui::{Color32, FontId, Sense, Stroke, Ui};
 use super::{expert_color, scale_color, text_on};
 use crate::gui::run_view::RunView;
 use crate::gui::ui_state::StripColour;
+use routelab_probes::analysis::fidelity::MARGIN_EDGES;
 
 /// What the user did with the strip.
 pub struct StripResponse {
@@ -24,13 +25,14 @@ pub fn display_piece(p: &str) -> String {
     p.replace('\t', "⇥").replace("\n", "↵\n")
 }
 
-/// A margin's place on the colour scale: 0 at 1e-4 and below (near ties), 1 at 0.1 and above,
-/// logarithmic between (the bins of `analyze routing-fidelity`).
+/// A margin's place on the colour scale: 0 at the first bin edge of `analyze routing-fidelity`
+/// and below (near ties), 1 at its last edge and above, logarithmic between.
 pub fn margin_scale(margin: f32) -> f32 {
     if margin.is_nan() {
         return 1.0;
     }
-    ((margin.max(1e-12).log10() + 4.0) / 3.0).clamp(0.0, 1.0)
+    let (lo, hi) = (MARGIN_EDGES[0].log10() as f32, MARGIN_EDGES[MARGIN_EDGES.len() - 1].log10() as f32);
+    ((margin.max(1e-12).log10() - lo) / (hi - lo)).clamp(0.0, 1.0)
 }
 
 pub fn token_strip(
