@@ -45,16 +45,28 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("contributions", &["layers.*.moe.routed_norm", "layers.*.moe.shared_norm", "layers.*.moe.dense_norm"]),
     ("probs", &["layers.*.attn.probs"]),
     ("hidden", &["layers.*.hidden"]),
+    ("outputs", &OUTPUTS),
     ("logits", &["logits"]),
+];
+
+/// `outputs`: what each block adds to the residual stream, per head and per expert (what
+/// activation patching copies and logit attribution decomposes).
+const OUTPUTS: [&str; 6] = [
+    "layers.*.attn.z",
+    "layers.*.attn.out",
+    "layers.*.mlp.out",
+    "layers.*.moe.expert_out",
+    "layers.*.moe.shared_out",
+    "layers.*.moe.dense_out",
 ];
 
 /// `default`: routing, head statistics and contribution norms, cheap enough to leave on.
 const DEFAULT_GROUPS: &[&str] = &["router", "stats", "contributions"];
-const ALL_GROUPS: &[&str] = &["router", "margin", "stats", "contributions", "probs", "hidden", "logits"];
+const ALL_GROUPS: &[&str] = &["router", "margin", "stats", "contributions", "probs", "hidden", "outputs", "logits"];
 
 /// What the `--capture` items are, for help and error messages.
 pub const CAPTURE_ITEMS: &str =
-    "default, all, none, router, margin, stats, contributions, logits, probs[:LAYERS], hidden[:LAYERS], span:A-B, or hook names/patterns (layers.*.attn.entropy)";
+    "default, all, none, router, margin, stats, contributions, logits, probs[:LAYERS], hidden[:LAYERS], outputs[:LAYERS], span:A-B, or hook names/patterns (layers.*.attn.entropy)";
 
 /// What to record: hook patterns and the key span `attn.span` measures.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,10 +157,12 @@ impl CaptureSpec {
                     seen = spec.hooks.iter().cloned().collect();
                 }
                 ("none", None) => {}
-                ("probs" | "hidden", Some(layers)) => {
-                    let quantity = if name == "probs" { Quantity::AttnProbs } else { Quantity::Hidden };
+                ("probs" | "hidden" | "outputs", Some(layers)) => {
                     for l in parse_layers(layers).map_err(|e| format!("--capture {item:?}: {e}"))? {
-                        add(&mut spec, &mut seen, HookPattern::from(HookPoint::layer(l, quantity)));
+                        // The group's patterns with the layer segment fixed.
+                        for p in group(name) {
+                            add(&mut spec, &mut seen, pattern(&p.as_str().replacen("layers.*.", &format!("layers.{l}."), 1)));
+                        }
                     }
                 }
                 ("span", Some(range)) => {

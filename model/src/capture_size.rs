@@ -43,7 +43,11 @@ pub fn estimate(plan: &CapturePlan, config: &ModelConfig, positions: usize) -> V
                 Quantity::DenseNorm => moe.and_then(|m| m.dense_residual.as_ref()).map_or(0, |_| 1),
                 Quantity::AttnEntropy | Quantity::AttnArgmax | Quantity::AttnSink | Quantity::AttnSpan => heads,
                 Quantity::AttnProbs => heads.saturating_mul(t),
-                Quantity::Hidden => config.hidden_size as u64,
+                Quantity::Hidden | Quantity::AttnOut | Quantity::MlpOut => config.hidden_size as u64,
+                Quantity::AttnZ => heads.saturating_mul(config.attention.v_head_dim() as u64),
+                Quantity::ExpertOut => moe.map_or(0, |m| (m.routing.top_k * config.hidden_size) as u64),
+                Quantity::SharedOut => moe.and_then(|m| m.shared.as_ref()).map_or(0, |_| config.hidden_size as u64),
+                Quantity::DenseOut => moe.and_then(|m| m.dense_residual.as_ref()).map_or(0, |_| config.hidden_size as u64),
             };
             add(info.name, width);
         }

@@ -28,7 +28,8 @@ use crate::layers::embedding::Embedding;
 use crate::layers::linear::Linear;
 use crate::layers::mlp::Mlp;
 use crate::layers::moe::{l2, Moe};
-use crate::layers::norm::Norm;
+use crate::layers::norm::{Norm, NormParameters};
+use crate::patch::{self, LayerPatch, Patches};
 use crate::rope::Rope;
 use crate::weights::Weights;
 
@@ -60,37 +61,58 @@ impl DecoderLayer {
     }
 
     fn forward(&self, x: &Tensor, ctx: &mut LayerCtx) -> Result<Tensor> {
-        let h = (x + self.attn.forward(&self.attn_norm.forward(x)?, ctx)?)?;
+        let a = self.attn.forward(&self.attn_norm.forward(x)?, ctx)?;
+        let a = patched(ctx, a, |p| &p.attn_out)?;
+        capture_rows(ctx, Quantity::AttnOut, &a)?;
+        let h = (x + a)?;
         let out = match &self.ffn {
-            FeedForward::Dense(mlp) => (&h + mlp.forward(&self.ffn_norm.forward(&h)?)?)?,
+            FeedForward::Dense(mlp) => {
+                let m = patched(ctx, mlp.forward(&self.ffn_norm.forward(&h)?)?, |p| &p.mlp_out)?;
+                capture_rows(ctx, Quantity::MlpOut, &m)?;
+                (&h + m)?
+            }
             FeedForward::Moe(moe) => {
                 // Arctic's MoE reads the layer input, its dense residual MLP the attention output.
                 let moe_in = if self.dense_residual.is_some() { x } else { &h };
                 let routed = moe.forward(&self.ffn_norm.forward(moe_in)?, ctx)?;
+                let routed = patched(ctx, routed, |p| &p.mlp_out)?;
+                capture_rows(ctx, Quantity::MlpOut, &routed)?;
                 let base = match &self.dense_residual {
-                    Some((norm, mlp)) if !ctx.edits.mute_dense_residual => {
-                        let r = mlp.forward(&norm.forward(&h)?)?;
+                    Some((norm, mlp)) => {
+                        let muted = ctx.edits.mute_dense_residual;
+                        let r = if muted { patch::zeros_like_rows(&h)? } else { mlp.forward(&norm.forward(&h)?)? };
+                        let r = patched(ctx, r, |p| &p.dense)?;
                         if ctx.plan().wants(Quantity::DenseNorm) {
                             ctx.capture.push(Quantity::DenseNorm, &l2(&r)?);
                         }
+                        capture_rows(ctx, Quantity::DenseOut, &r)?;
                         (&h + r)?
-                    }
-                    Some(_) => {
-                        if ctx.plan().wants(Quantity::DenseNorm) {
-                            ctx.capture.push(Quantity::DenseNorm, &Tensor::zeros(h.dim(0)?, DType::F32, h.device())?);
-                        }
-                        h.clone()
                     }
                     None => h.clone(),
                 };
                 (base + routed)?
             }
         };
-        if ctx.plan().wants(Quantity::Hidden) {
-            ctx.capture.push(Quantity::Hidden, &out.to_dtype(DType::F32)?);
-        }
+        let out = patched(ctx, out, |p| &p.hidden)?;
+        capture_rows(ctx, Quantity::Hidden, &out)?;
         Ok(out)
     }
+}
+
+/// `x` with the rows this layer's patches give for one site replaced.
+fn patched(ctx: &LayerCtx, x: Tensor, site: impl Fn(&LayerPatch) -> &Vec<patch::Row>) -> Result<Tensor> {
+    match ctx.patch.map(site) {
+        Some(rows) if !rows.is_empty() => patch::replace_rows(x, rows, ctx.start),
+        _ => Ok(x),
+    }
+}
+
+/// Records a `[T, D]` activation in f32 if the plan asks for it.
+fn capture_rows(ctx: &mut LayerCtx, q: Quantity, x: &Tensor) -> Result<()> {
+    if ctx.plan().wants(q) {
+        ctx.capture.push(q, &x.to_dtype(DType::F32)?);
+    }
+    Ok(())
 }
 
 /// Options of one forward call besides the tokens.
@@ -104,12 +126,14 @@ pub struct ForwardOptions<'a> {
     pub fused_attention: bool,
     /// Routing taken from a recorded run in the layers it names.
     pub replay: Option<&'a crate::replay::RoutingReplay>,
+    /// Activations copied in from another run.
+    pub patches: Option<&'a Patches>,
 }
 
 impl<'a> ForwardOptions<'a> {
     /// Records what `capture` asks for, nothing else changed.
     pub fn new(capture: &'a CapturePlan) -> Self {
-        ForwardOptions { capture, edits: &[], head_outputs: &Layers::None, fused_attention: false, replay: None }
+        ForwardOptions { capture, edits: &[], head_outputs: &Layers::None, fused_attention: false, replay: None, patches: None }
     }
 }
 
@@ -268,6 +292,7 @@ impl Model {
                 keep_head_outputs: opts.head_outputs.contains(l),
                 start,
                 replay: opts.replay.and_then(|r| r.layers.get(&l)),
+                patch: opts.patches.and_then(|p| p.layers.get(&l)),
                 capture: LayerCapture::new(opts.capture.layer(l)),
             };
             x = layer.forward(&x, &mut ctx)?;
@@ -276,6 +301,54 @@ impl Model {
         let last = if opts.capture.logits { x } else { x.narrow(0, t - 1, 1)? };
         let logits = self.lm_head.forward(&self.final_norm.forward(&last)?)?.to_dtype(DType::F32)?;
         Ok(ForwardOutput { logits, layers: captures })
+    }
+
+    /// The final norm and LM head applied to residual-stream rows `[N, D]`: logits `[N, V]`
+    /// f32, as the model computes them from its last layer's output (the logit lens).
+    pub fn unembed(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.to_device(&self.device)?.to_dtype(self.compute)?;
+        Ok(self.lm_head.forward(&self.final_norm.forward(&x)?)?.to_dtype(DType::F32)?)
+    }
+
+    /// `W_U x` for rows `[N, D]` already normed: logits `[N, V]` f32 without the LM head's bias
+    /// (what a direction in the residual stream promotes).
+    pub fn project_to_vocab(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.to_device(&self.device)?.to_dtype(self.compute)?;
+        let y = self.lm_head.forward(&x)?;
+        let y = match &self.lm_head.bias {
+            Some(b) => y.broadcast_sub(b)?,
+            None => y,
+        };
+        Ok(y.to_dtype(DType::F32)?)
+    }
+
+    /// The final norm's parameters.
+    pub fn final_norm(&self) -> Result<NormParameters> {
+        self.final_norm.parameters()
+    }
+
+    /// The LM head's rows for `tokens`, `[n, D]` f32, and their biases (0 without a bias).
+    pub fn unembedding(&self, tokens: &[u32]) -> Result<(Tensor, Vec<f32>)> {
+        let rows = self.lm_head.gather_rows(tokens)?;
+        let bias = match &self.lm_head.bias {
+            Some(b) => {
+                let b: Vec<f32> = b.to_dtype(DType::F32)?.to_vec1()?;
+                tokens.iter().map(|&t| b.get(t as usize).copied().unwrap_or(0.0)).collect()
+            }
+            None => vec![0.0; tokens.len()],
+        };
+        Ok((rows, bias))
+    }
+
+    /// The token embeddings of `tokens`, `[T, D]` f32: the residual stream entering layer 0.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+        Ok(self.embed.lookup(tokens, &self.device, self.compute)?.to_dtype(DType::F32)?)
+    }
+
+    /// Layer `l`'s attention output projection, `[D, H·dv]` f32, and bias.
+    pub fn attn_output_projection(&self, l: usize) -> Result<(Tensor, Option<Tensor>)> {
+        let layer = self.layers.get(l).ok_or_else(|| ModelError::Invalid(format!("layer {l} of {}", self.layers.len())))?;
+        layer.attn.output_projection()
     }
 
     /// Number of parameters in the checkpoint (tied embeddings counted once).

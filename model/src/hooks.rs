@@ -34,6 +34,12 @@ pub enum Quantity {
     RoutedNorm,
     SharedNorm,
     DenseNorm,
+    AttnZ,
+    AttnOut,
+    MlpOut,
+    ExpertOut,
+    SharedOut,
+    DenseOut,
 }
 
 /// Element type of a captured tensor.
@@ -195,6 +201,60 @@ pub const QUANTITIES: &[QuantityInfo] = &[
         shape: "[T]",
         v1_name: "moe.{l}.dense_norm",
         meaning: "L2 norm of the parallel dense MLP's contribution (Arctic)",
+    },
+    QuantityInfo {
+        quantity: Quantity::AttnZ,
+        name: "attn.z",
+        elem: Elem::F32,
+        layout: Layout::Rows,
+        shape: "[T, H, dv]",
+        v1_name: "attn.{l}.z",
+        meaning: "each head's attention output before the output projection (its slice of o_proj's input), after head interventions",
+    },
+    QuantityInfo {
+        quantity: Quantity::AttnOut,
+        name: "attn.out",
+        elem: Elem::F32,
+        layout: Layout::Rows,
+        shape: "[T, D]",
+        v1_name: "attn.{l}.out",
+        meaning: "the attention block's output (o_proj's, bias included): what attention adds to the residual stream",
+    },
+    QuantityInfo {
+        quantity: Quantity::MlpOut,
+        name: "mlp.out",
+        elem: Elem::F32,
+        layout: Layout::Rows,
+        shape: "[T, D]",
+        v1_name: "mlp.{l}.out",
+        meaning: "the feed-forward block's output added to the residual stream: the dense MLP, or the MoE block (routed plus shared experts; not Arctic's dense residual)",
+    },
+    QuantityInfo {
+        quantity: Quantity::ExpertOut,
+        name: "moe.expert_out",
+        elem: Elem::F32,
+        layout: Layout::Rows,
+        shape: "[T, K, D]",
+        v1_name: "moe.{l}.expert_out",
+        meaning: "each selected expert's weighted contribution (combine weight × expert output), in router.experts order",
+    },
+    QuantityInfo {
+        quantity: Quantity::SharedOut,
+        name: "moe.shared_out",
+        elem: Elem::F32,
+        layout: Layout::Rows,
+        shape: "[T, D]",
+        v1_name: "moe.{l}.shared_out",
+        meaning: "the shared expert(s)' contribution after its gate (Qwen2-MoE, DeepSeek)",
+    },
+    QuantityInfo {
+        quantity: Quantity::DenseOut,
+        name: "moe.dense_out",
+        elem: Elem::F32,
+        layout: Layout::Rows,
+        shape: "[T, D]",
+        v1_name: "moe.{l}.dense_out",
+        meaning: "the parallel dense MLP's contribution (Arctic)",
     },
 ];
 
@@ -452,7 +512,7 @@ mod tests {
         for (i, q) in QUANTITIES.iter().enumerate() {
             assert_eq!(q.quantity as usize, i, "{}", q.name);
         }
-        assert_eq!(Quantity::all().count(), Quantity::DenseNorm as usize + 1);
+        assert_eq!(Quantity::all().count(), Quantity::DenseOut as usize + 1);
     }
 
     #[test]

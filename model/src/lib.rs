@@ -24,6 +24,7 @@ pub mod hub;
 pub mod interventions;
 pub mod layers;
 pub mod memory;
+pub mod patch;
 pub mod replay;
 pub mod repo_path;
 pub mod rope;

@@ -461,6 +461,16 @@ impl Session {
 
     /// Generates, streaming events; see the module docs.
     pub fn run(&self, request: &RunRequest, on_event: &mut dyn FnMut(RunEvent) -> bool) -> Result<RunRecord> {
+        self.run_patched(request, None, on_event)
+    }
+
+    /// [`Self::run`] with activations copied in from another run ([`crate::patch`]).
+    pub fn run_patched(
+        &self,
+        request: &RunRequest,
+        patches: Option<&crate::patch::Patches>,
+        on_event: &mut dyn FnMut(RunEvent) -> bool,
+    ) -> Result<RunRecord> {
         let prompt = &request.tokens;
         if prompt.is_empty() {
             return Err(ModelError::Invalid("the prompt is empty".into()));
@@ -474,7 +484,7 @@ impl Session {
         if let Some(r) = &request.replay {
             r.check(&self.model.config)?;
         }
-        let opts = ForwardOptions { edits: &edits, replay: request.replay.as_deref(), ..ForwardOptions::new(&plan) };
+        let opts = ForwardOptions { edits: &edits, replay: request.replay.as_deref(), patches, ..ForwardOptions::new(&plan) };
         let mut cache = self.model.new_cache();
         let mut record = RunRecord {
             request: request.clone(),

@@ -17,6 +17,13 @@ pub enum ProbeError {
 
 pub type Result<T, E = ProbeError> = std::result::Result<T, E>;
 
+/// Tensor work in analyses (attribution's host arithmetic) fails as the model's would.
+impl From<candle_core::Error> for ProbeError {
+    fn from(e: candle_core::Error) -> Self {
+        ProbeError::Model(e.into())
+    }
+}
+
 impl ProbeError {
     /// What the user can do about it (see [`routelab_model::ModelError::next_step`]).
     pub fn next_step(&self) -> Option<&'static str> {

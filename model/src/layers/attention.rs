@@ -177,6 +177,15 @@ impl Attention {
         proj + self.o.bytes()
     }
 
+    /// The output projection, `[D, H·dv]` f32, and its bias: head `h` writes
+    /// `W[:, h·dv..(h+1)·dv] z_h` into the residual stream.
+    pub fn output_projection(&self) -> Result<(Tensor, Option<Tensor>)> {
+        Ok((
+            self.o.rows()?.to_dtype(candle_core::DType::F32)?,
+            self.o.bias.as_ref().map(|b| b.to_dtype(candle_core::DType::F32)).transpose()?,
+        ))
+    }
+
     /// `x` `[T, D]` at the positions after what `ctx.cache` holds; returns `[T, D]`, and pushes
     /// the head statistics and probabilities `ctx` asks for.
     pub fn forward(&self, x: &Tensor, ctx: &mut LayerCtx) -> Result<Tensor> {
@@ -257,7 +266,13 @@ impl Attention {
             ctx.capture.push(Quantity::AttnProbs, probs);
         }
         let dv = attended.out.dim(2)?;
-        let per_head = attended.out.transpose(0, 1)?.contiguous()?; // [T, H, dv]
+        let mut per_head = attended.out.transpose(0, 1)?.contiguous()?; // [T, H, dv]
+        if let Some(p) = ctx.patch.filter(|p| !p.heads.is_empty()) {
+            per_head = crate::patch::replace_heads(per_head, &p.heads, ctx.start)?;
+        }
+        if plan.wants(Quantity::AttnZ) {
+            ctx.capture.push(Quantity::AttnZ, &per_head.to_dtype(candle_core::DType::F32)?);
+        }
         let out = self.o.forward(&per_head.reshape((t, h * dv))?)?;
         if ctx.keep_head_outputs {
             ctx.capture.head_outputs = Some(per_head);

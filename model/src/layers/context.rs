@@ -32,6 +32,8 @@ pub struct LayerCtx<'a> {
     pub start: usize,
     /// Routing taken from a recorded run, when this layer replays.
     pub replay: Option<&'a crate::replay::LayerReplay>,
+    /// Activations copied in from another run, when this layer has some.
+    pub patch: Option<&'a crate::patch::LayerPatch>,
     pub capture: LayerCapture,
 }
 

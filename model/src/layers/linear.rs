@@ -109,6 +109,20 @@ impl Linear {
         })
     }
 
+    /// Rows `ids` of the weight, `[n, in]` f32 on the weight's device, without unpacking or
+    /// dequantising the rest (one token's unembedding direction).
+    pub fn gather_rows(&self, ids: &[u32]) -> Result<Tensor> {
+        Ok(match &self.weight {
+            Weight::Rows(w) => w.index_select(&Tensor::from_vec(ids.to_vec(), ids.len(), w.device())?, 0)?.to_dtype(DType::F32)?,
+            Weight::Packed(p) => p.gather_rows(ids)?.to_dtype(DType::F32)?,
+            Weight::Quantized(q) if q.len() == 1 => q[0].gather_rows(ids)?,
+            Weight::Quantized(_) => {
+                let rows = self.rows()?;
+                rows.index_select(&Tensor::from_vec(ids.to_vec(), ids.len(), rows.device())?, 0)?.to_dtype(DType::F32)?
+            }
+        })
+    }
+
     /// The packed weight, once [`Linear::pack`] has packed it.
     pub fn packed(&self) -> Option<&PackedWeight> {
         match &self.weight {

@@ -196,8 +196,14 @@ impl Moe {
         let plan = ctx.plan();
         let logits = x.to_dtype(DType::F32)?.matmul(&self.router.t()?)?;
         let mut out = match &self.device_path {
-            // A replayed layer routes on the host, where the selection is replaced row by row.
-            Some(dp) if matches!(x.dtype(), DType::BF16 | DType::F16) && ctx.replay.is_none() => {
+            // A replayed or patched layer, or one recording each expert's output, routes on the
+            // host, where rows are replaced and each expert's rows are at hand.
+            Some(dp)
+                if matches!(x.dtype(), DType::BF16 | DType::F16)
+                    && ctx.replay.is_none()
+                    && ctx.patch.is_none()
+                    && !plan.wants(Quantity::ExpertOut) =>
+            {
                 self.routed_on_device(x, &logits, dp, ctx)?
             }
             _ => self.routed_on_host(x, &logits, ctx)?,
@@ -207,17 +213,34 @@ impl Moe {
             ctx.capture.push(Quantity::RoutedNorm, &l2(&out)?);
         }
         if let Some(shared) = &self.shared {
-            if !edits.mute_shared {
-                let mut s = shared.forward(x)?;
-                if let Some(g) = &self.shared_gate {
-                    s = candle_nn::ops::sigmoid(&g.forward(x)?)?.broadcast_mul(&s)?;
+            let patches = ctx.patch.map(|p| p.shared.as_slice()).filter(|p| !p.is_empty());
+            if !edits.mute_shared || patches.is_some() {
+                let mut s = if edits.mute_shared {
+                    crate::patch::zeros_like_rows(x)?
+                } else {
+                    let s = shared.forward(x)?;
+                    match &self.shared_gate {
+                        Some(g) => candle_nn::ops::sigmoid(&g.forward(x)?)?.broadcast_mul(&s)?,
+                        None => s,
+                    }
+                };
+                if let Some(rows) = patches {
+                    s = crate::patch::replace_rows(s, rows, ctx.start)?;
                 }
                 if plan.wants(Quantity::SharedNorm) {
                     ctx.capture.push(Quantity::SharedNorm, &l2(&s)?);
                 }
+                if plan.wants(Quantity::SharedOut) {
+                    ctx.capture.push(Quantity::SharedOut, &s.to_dtype(DType::F32)?);
+                }
                 out = (out + s)?;
-            } else if plan.wants(Quantity::SharedNorm) {
-                ctx.capture.push(Quantity::SharedNorm, &Tensor::zeros(t, DType::F32, x.device())?);
+            } else {
+                if plan.wants(Quantity::SharedNorm) {
+                    ctx.capture.push(Quantity::SharedNorm, &Tensor::zeros(t, DType::F32, x.device())?);
+                }
+                if plan.wants(Quantity::SharedOut) {
+                    ctx.capture.push(Quantity::SharedOut, &Tensor::zeros(x.dims2()?, DType::F32, x.device())?);
+                }
             }
         }
         Ok(out)
@@ -299,21 +322,24 @@ impl Moe {
             }
         }
         let device = x.device();
-        // Each expert's tokens and weights, in expert order, gathered in one pass.
-        let mut picked: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); self.experts.len()];
+        // Each expert's tokens, weights and (token, slot) indices, in expert order, gathered in
+        // one pass.
+        let mut picked: Vec<(Vec<u32>, Vec<f32>, Vec<u32>)> = vec![(Vec::new(), Vec::new(), Vec::new()); self.experts.len()];
         for (slot, (&ex, &wt)) in experts.iter().zip(&weights).enumerate() {
             if wt != 0.0 {
-                if let Some((rows, ws)) = picked.get_mut(ex as usize) {
+                if let Some((rows, ws, slots)) = picked.get_mut(ex as usize) {
                     rows.push((slot / k) as u32);
                     ws.push(wt);
+                    slots.push(slot as u32);
                 }
             }
         }
+        let slots: Vec<Vec<u32>> = picked.iter().filter(|(rows, ..)| !rows.is_empty()).map(|(.., s)| s.clone()).collect();
         let picked: Vec<(usize, Tensor, Vec<f32>)> = picked
             .into_iter()
             .enumerate()
-            .filter(|(_, (rows, _))| !rows.is_empty())
-            .map(|(e, (rows, ws))| Ok((e, Tensor::from_vec(rows, ws.len(), device)?, ws)))
+            .filter(|(_, (rows, ..))| !rows.is_empty())
+            .map(|(e, (rows, ws, _))| Ok((e, Tensor::from_vec(rows, ws.len(), device)?, ws)))
             .collect::<Result<_>>()?;
         let packed: Option<Vec<_>> = self.experts.iter().map(Mlp::packed).collect();
         let ys: Vec<Tensor> = if let Some(packed) = packed.filter(|_| x.dtype() == DType::F32) {
@@ -335,13 +361,40 @@ impl Moe {
         } else {
             picked.iter().map(|(e, idx, _)| self.experts[*e].forward(&x.index_select(idx, 0)?)).collect::<Result<_>>()?
         };
+        let plan = ctx.plan();
+        let d = x.dim(1)?;
         let mut out = x.zeros_like()?;
-        for ((_, idx, ws), y) in picked.into_iter().zip(ys) {
+        // `[T·k, D]`: each (token, slot)'s weighted expert output, when recorded.
+        let mut by_slot = if plan.wants(Quantity::ExpertOut) { Some(Tensor::zeros((t * k, d), DType::F32, device)?) } else { None };
+        let expert_patches = ctx.patch.map(|p| p.experts.as_slice()).unwrap_or_default();
+        let mut patch_deltas: Vec<(usize, Tensor)> = vec![];
+        for (((e, idx, ws), y), slots) in picked.into_iter().zip(ys).zip(slots) {
             let n = ws.len();
             let y = y.broadcast_mul(&Tensor::from_vec(ws, (n, 1), device)?.to_dtype(y.dtype())?)?;
             out = out.index_add(&idx, &y, 0)?;
+            if let Some(b) = &mut by_slot {
+                *b = b.index_add(&Tensor::from_vec(slots.clone(), n, device)?, &y.to_dtype(DType::F32)?, 0)?;
+            }
+            // An expert patch subtracts this run's contribution of the expert at its row.
+            for (_, row) in expert_patches.iter().filter(|(pe, _)| *pe == e) {
+                for (r, _) in crate::patch::in_call(std::slice::from_ref(row), ctx.start, t) {
+                    if let Some(i) = slots.iter().position(|&s| s as usize / k == r) {
+                        patch_deltas.push((r, y.narrow(0, i, 1)?.to_dtype(DType::F32)?.neg()?));
+                    }
+                }
+            }
         }
-        let plan = ctx.plan();
+        for (_, row) in expert_patches {
+            for (r, v) in crate::patch::in_call(std::slice::from_ref(row), ctx.start, t) {
+                patch_deltas.push((r, crate::patch::values(v, x)?.reshape((1, d))?));
+            }
+        }
+        for (r, delta) in patch_deltas {
+            out = crate::patch::add_to_row(out, r, &delta)?;
+        }
+        if let Some(b) = by_slot {
+            ctx.capture.push(Quantity::ExpertOut, &b.reshape((t, k, d))?);
+        }
         if plan.wants(Quantity::RouterExperts) {
             ctx.capture.push(Quantity::RouterExperts, &Tensor::from_vec(experts, (t, k), device)?);
         }

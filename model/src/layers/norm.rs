@@ -15,6 +15,16 @@ use crate::config::{NormConfig, NormKind};
 use crate::error::Result;
 use crate::weights::Weights;
 
+/// A norm's parameters on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NormParameters {
+    pub kind: NormKind,
+    pub weight: Vec<f32>,
+    /// LayerNorm's bias (zeros for a bias-free LayerNorm).
+    pub bias: Option<Vec<f32>>,
+    pub eps: f32,
+}
+
 #[derive(Clone, Debug)]
 pub struct Norm {
     weight: Tensor,
@@ -41,6 +51,17 @@ impl Norm {
             _ => None,
         };
         Ok(Norm { weight, bias, run, kind: config.kind, eps: config.eps as f32 })
+    }
+
+    /// Kind, weight, bias (LayerNorm) and epsilon, as f32 on the host: what linearising the
+    /// norm around one input needs.
+    pub fn parameters(&self) -> Result<NormParameters> {
+        Ok(NormParameters {
+            kind: self.kind,
+            weight: self.weight.to_vec1()?,
+            bias: self.bias.as_ref().map(|b| b.to_vec1()).transpose()?,
+            eps: self.eps,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

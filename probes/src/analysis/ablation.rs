@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::needle::Trial;
 use super::retrieval::{run_trial, HeadScores, Progress, ScanMode, RETRIEVAL_THRESHOLD};
 use crate::error::{ProbeError, Result};
+use crate::stats::log_softmax;
 
 /// A named intervention set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,12 +39,6 @@ pub struct ArmResult {
     pub mean_kl: f64,
     /// Per prompt, KL at each generated position.
     pub kl_by_position: Vec<Vec<f64>>,
-}
-
-fn log_softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = logits.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max;
-    logits.iter().map(|&x| x as f64 - lse).collect()
 }
 
 /// KL(p ‖ q) in nats between the softmaxes of two logit rows.

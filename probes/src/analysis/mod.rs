@@ -2,8 +2,10 @@
 //! specialization; and the run diff over two traces.
 
 pub mod ablation;
+pub mod attribution;
 pub mod corpus;
 pub mod diff;
 pub mod fidelity;
 pub mod needle;
+pub mod patching;
 pub mod retrieval;

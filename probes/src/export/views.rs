@@ -8,9 +8,11 @@ use super::figure::{to_png, to_svg};
 use super::plots::{Bars, CategoryMap, Heatmap, Lines};
 use super::Format;
 use crate::analysis::ablation::{ArmResult, RetrievalAblation};
+use crate::analysis::attribution::{Attribution, Contribution};
 use crate::analysis::corpus::{LayerSpecialization, CLASSES};
 use crate::analysis::diff::{diff, RunDiff};
 use crate::analysis::fidelity::FidelityReport;
+use crate::analysis::patching::{PatchResult, SweepSite};
 use crate::analysis::retrieval::HeadScores;
 use crate::atomic::write_atomic;
 use crate::error::{ProbeError, Result};
@@ -542,6 +544,97 @@ pub fn routing_fidelity(r: &FidelityReport) -> View {
             scale_label: "share of positions whose top-k set differs".into(),
             range: Some((0.0, 1.0)),
             annotate: true,
+        },
+    )
+}
+
+/// An activation-patching sweep: the share of the clean-vs-corrupted gap each cell recovers.
+pub fn patching(r: &PatchResult, model: &str) -> View {
+    let mut t = Table::new(&["layer", "column", "label", "metric", "recovered"]);
+    for (row, &l) in r.layers.iter().enumerate() {
+        for (col, (&c, label)) in r.columns.iter().zip(&r.column_labels).enumerate() {
+            t.push(vec![l.to_string(), c.to_string(), label.clone(), num(r.values[row][col]), num(r.recovered[row][col])]);
+        }
+    }
+    let (what, x_label) = match r.site {
+        SweepSite::Resid => ("residual stream", "position (corrupted → clean token)".to_string()),
+        SweepSite::Attn => ("attention output", "position (corrupted → clean token)".to_string()),
+        SweepSite::Mlp => ("MLP / MoE output", "position (corrupted → clean token)".to_string()),
+        SweepSite::Shared => ("shared-expert output", "position (corrupted → clean token)".to_string()),
+        SweepSite::Dense => ("dense-residual output", "position (corrupted → clean token)".to_string()),
+        SweepSite::Head => ("head outputs", format!("head (patched at {} positions)", r.positions.len())),
+        SweepSite::Expert => ("expert outputs", format!("expert (patched at {} positions)", r.positions.len())),
+    };
+    let cells = r.columns.len() * r.layers.len();
+    View::Heatmap(
+        t,
+        Heatmap {
+            title: format!(
+                "{model}: patching {what}, {} (clean {}, corrupted {}){}",
+                r.metric.describe(),
+                num(r.clean_metric),
+                num(r.corrupt_metric),
+                if r.incomplete { " — cancelled, partial" } else { "" }
+            ),
+            x_label,
+            y_label: "layer".into(),
+            row_labels: r.layers.iter().map(|l| l.to_string()).collect(),
+            col_labels: r.column_labels.clone(),
+            values: r.recovered.clone(),
+            scale_label: "share of the clean − corrupted gap recovered".into(),
+            range: None,
+            annotate: cells <= 400,
+        },
+    )
+}
+
+/// Direct logit attribution: the components that move the target's logit most, both ways.
+pub fn attribution(a: &Attribution, model: &str, top: usize) -> View {
+    let mut t = Table::new(&["component", "layer", "contribution"]);
+    for c in &a.components {
+        t.push(vec![c.label.clone(), c.component.layer().map(|l| l.to_string()).unwrap_or_default(), num(c.value as f64)]);
+    }
+    let mut ranked: Vec<&Contribution> = a.components.iter().collect();
+    ranked.sort_by(|x, y| y.value.abs().total_cmp(&x.value.abs()));
+    ranked.truncate(top);
+    View::Bars(
+        t,
+        Bars {
+            title: format!(
+                "{model}: direct logit attribution of {:?} at position {} (logit {:.3}; {})",
+                a.target_text, a.position, a.logit, a.norm
+            ),
+            x_label: "component".into(),
+            y_label: "contribution to the logit".into(),
+            categories: ranked.iter().map(|c| c.label.clone()).collect(),
+            series: vec![("contribution".into(), ranked.iter().map(|c| c.value as f64).collect())],
+        },
+    )
+}
+
+/// The logit lens: per layer and position, the probability the residual stream after the
+/// layer gives the model's final top token.
+pub fn logit_lens(a: &Attribution, model: &str, tokens: &[String]) -> View {
+    let mut t = Table::new(&["layer", "position", "token", "final_top_token", "probability"]);
+    for (l, row) in a.lens_map.iter().enumerate() {
+        for (p, &v) in row.iter().enumerate() {
+            let tok = tokens.get(p).cloned().unwrap_or_default();
+            t.push(vec![l.to_string(), p.to_string(), tok, a.final_tokens.get(p).cloned().unwrap_or_default(), num(v)]);
+        }
+    }
+    let n = a.final_tokens.len();
+    View::Heatmap(
+        t,
+        Heatmap {
+            title: format!("{model}: logit lens, probability of the final prediction after each layer"),
+            x_label: "position: input token → final prediction".into(),
+            y_label: "layer".into(),
+            row_labels: (0..a.lens_map.len()).map(|l| l.to_string()).collect(),
+            col_labels: (0..n).map(|p| format!("{:?}→{:?}", tokens.get(p).cloned().unwrap_or_default(), a.final_tokens[p])).collect(),
+            values: a.lens_map.clone(),
+            scale_label: "probability".into(),
+            range: Some((0.0, 1.0)),
+            annotate: n * a.lens_map.len() <= 400,
         },
     )
 }

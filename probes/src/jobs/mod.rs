@@ -9,6 +9,8 @@
 //! | [`scan::ScanJob`] | [`scan::ScanSettings`] (needle grid and phrasing, mode) | [`crate::analysis::retrieval::ScanResult`] |
 //! | [`ablation::AblationJob`] | head scores, [`ablation::AblationSettings`] | [`crate::analysis::ablation::RetrievalAblation`] |
 //! | [`specialization::SpecializationJob`] | [`specialization::SpecializationSettings`] | [`specialization::SpecializationOutput`] |
+//! | [`patch::PatchJob`] | clean and corrupted prompts, [`crate::analysis::patching::PatchSettings`] | [`crate::analysis::patching::PatchResult`] |
+//! | [`attribute::AttributeJob`] | prompt, [`crate::analysis::attribution::AttributionSettings`] | [`crate::analysis::attribution::Attribution`] |
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,7 +20,9 @@ use routelab_model::session::Session;
 use crate::error::Result;
 
 pub mod ablation;
+pub mod attribute;
 pub mod compare;
+pub mod patch;
 pub mod run;
 pub mod scan;
 pub mod specialization;

@@ -26,3 +26,10 @@ pub fn entropy_nats(weights: &[f64]) -> f64 {
         })
         .sum()
 }
+
+/// Log-probabilities of a logit row (in f64, stable for any logit scale).
+pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = logits.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max;
+    logits.iter().map(|&x| x as f64 - lse).collect()
+}
