@@ -38,6 +38,8 @@ from ._session import Session, load  # noqa: E402,F401
 from ._trace import Trace, open_trace  # noqa: E402,F401
 from ._analyses import (  # noqa: E402,F401
     Ablation,
+    Attribution,
+    Patching,
     RetrievalScan,
     RoutingFidelity,
     RunDiff,
@@ -62,6 +64,8 @@ __all__ = [
     "Specialization",
     "RunDiff",
     "RoutingFidelity",
+    "Patching",
+    "Attribution",
     "Error",
     "FileError",
     "ModelError",

@@ -216,3 +216,52 @@ def routing_fidelity(a, b, prompts, max_new_tokens=64, names=None, progress=None
         )
     return RoutingFidelity(json.loads(result), figure)
 
+
+
+class Patching(_Figured):
+    """An activation-patching sweep: ``recovered`` (numpy [layers, columns], the share of the
+    clean − corrupted gap each cell recovers; NaN where a layer lacks the site), ``values``
+    (the metric per cell), ``layers``, ``columns`` and ``column_labels``, ``clean_metric``,
+    ``corrupt_metric``, ``result`` (the CLI's ``patching.json``) and ``figure`` (the heat
+    map)."""
+
+    def __init__(self, result, figure):
+        self.result = result
+        self.figure = Figure(figure)
+        nan = float("nan")
+        as_array = lambda rows: np.array([[nan if v is None else v for v in r] for r in rows], dtype=np.float64)
+        self.recovered = as_array(result["recovered"])
+        self.values = as_array(result["values"])
+        self.layers = result["layers"]
+        self.columns = result["columns"]
+        self.column_labels = result["column_labels"]
+        self.clean_metric = result["clean_metric"]
+        self.corrupt_metric = result["corrupt_metric"]
+
+    def __repr__(self):
+        return f"<routelab.Patching {self.result['site']}: {len(self.layers)} layers × {len(self.columns)}>"
+
+
+class Attribution(_Figured):
+    """Direct logit attribution of ``target`` at ``position``: ``components`` (a list of
+    (label, contribution), e.g. ``("layers.3.experts.5", 0.42)``; they sum to ``logit`` up to
+    float rounding, ``residual``), ``lens`` (per layer: the target's rank and probability and
+    the top tokens), ``promotions`` (per selected expert: the tokens its output promotes),
+    ``figure`` (the largest contributions) and ``lens_figure`` (the logit lens over every
+    position); ``result`` is the CLI's ``attribution.json``."""
+
+    def __init__(self, result, figure, lens_figure):
+        self.result = result
+        self.figure = Figure(figure)
+        self.lens_figure = Figure(lens_figure)
+        self.position = result["position"]
+        self.target = result["target_text"]
+        self.logit = result["logit"]
+        self.residual = result["residual"]
+        self.components = [(c["label"], c["value"]) for c in result["components"]]
+        self.lens = result["lens"]
+        self.promotions = result["promotions"]
+
+    def __repr__(self):
+        return f"<routelab.Attribution {self.target!r} at {self.position}: logit {self.logit:.4f}>"
+

@@ -4,7 +4,7 @@ import json
 
 from . import _routelab
 from ._routelab import InvalidArgument
-from ._analyses import Ablation, RetrievalScan, Specialization, _compare, _settings
+from ._analyses import Ablation, Attribution, Patching, RetrievalScan, Specialization, _compare, _settings
 from ._progress import reporting
 from ._trace import Trace
 
@@ -220,6 +220,36 @@ class Session:
         with reporting(progress) as report:
             result, figure = _routelab.ablation(self._inner, settings, method, scores, csv, report)
         return Ablation(json.loads(result), figure)
+
+    def patch(self, clean, corrupt, site="resid", metric="kl", layers=None, positions=None, progress=None):
+        """Activation patching (``routelab patch``): for each cell, one forward of ``corrupt``
+        with ``clean``'s activation copied in. ``site``: ``resid``, ``attn``, ``mlp``,
+        ``shared``, ``dense`` (cells layer × position) or ``head``, ``expert`` (layer × head or
+        expert, patched at ``positions`` together); ``metric``: ``"logit-diff: A, B"``,
+        ``"prob: A"`` or ``"kl"`` on the last position's next-token logits. The two prompts
+        must be the same number of tokens."""
+        with reporting(progress) as report:
+            result, figure = _routelab.patch(
+                self._inner,
+                clean,
+                corrupt,
+                site,
+                metric,
+                None if layers is None else [int(l) for l in layers],
+                None if positions is None else [int(p) for p in positions],
+                report,
+            )
+        return Patching(json.loads(result), figure)
+
+    def attribute(self, prompt, position=None, target=None, top=None, plot_top=20):
+        """Direct logit attribution over heads and experts, the logit lens and what each
+        selected expert promotes, at ``position`` (default the last) for token ``target``
+        (text, leading space included; default the model's prediction) (``routelab
+        attribute``)."""
+        result, figure, lens = _routelab.attribute(
+            self._inner, prompt, _settings(position=position, target=target, top=top), plot_top
+        )
+        return Attribution(json.loads(result), figure, lens)
 
     def specialization(self, corpus, chunk_tokens=None, max_tokens=None, code_domains=None, progress=None):
         """Expert specialization over a labelled corpus (one subdirectory of text files per

@@ -1,5 +1,5 @@
 //! The analyses from Python: retrieval-head scan, ablation, specialization, run diff and
-//! compare. Each runs the job the CLI and the GUI run, with its settings as JSON (fields left
+//! compare, routing fidelity, activation patching and logit attribution. Each runs the job the CLI and the GUI run, with its settings as JSON (fields left
 //! out take the job's own defaults), and returns its result as JSON plus its views.
 
 use std::path::PathBuf;
@@ -9,11 +9,14 @@ use routelab_model::interventions::HeadMethod;
 use routelab_model::session::Prompt;
 use routelab_probes::analysis::diff::diff as run_diff;
 use routelab_probes::analysis::fidelity::{routing_fidelity as fidelity, FidelitySettings};
+use routelab_probes::analysis::patching::{Metric, PatchSettings, SweepSite};
 use routelab_probes::analysis::retrieval::HeadScores;
 use routelab_probes::export::csv::Table;
 use routelab_probes::export::views;
 use routelab_probes::jobs::ablation::{AblationJob, AblationSettings};
+use routelab_probes::jobs::attribute::AttributeJob;
 use routelab_probes::jobs::compare::CompareJob;
+use routelab_probes::jobs::patch::PatchJob;
 use routelab_probes::jobs::scan::{ScanJob, ScanSettings};
 use routelab_probes::jobs::specialization::{Export, SpecializationJob, SpecializationSettings};
 use routelab_probes::jobs::{Job, Progress};
@@ -172,4 +175,59 @@ pub fn routing_fidelity(
         fidelity(&a.core, &b.core, (&na, &nb), &settings, &mut steps("prompts", report), cancel)
     })?;
     Ok((json(&report)?, Figure::new(views::routing_fidelity(&report))))
+}
+
+/// An activation-patching sweep (`routelab patch`): `site` and `metric` in the CLI's forms
+/// (`resid`…; `logit-diff: A, B`, `prob: A`, `kl`). Returns the result as JSON and its heat map.
+#[pyfunction]
+#[pyo3(signature = (session, clean, corrupt, site, metric, layers=None, positions=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn patch(
+    py: Python<'_>,
+    session: &Session,
+    clean: &str,
+    corrupt: &str,
+    site: &str,
+    metric: &str,
+    layers: Option<Vec<usize>>,
+    positions: Option<Vec<usize>>,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(String, Figure)> {
+    let settings = PatchSettings {
+        site: SweepSite::parse(site).map_err(|e| to_py(e, None))?,
+        metric: Metric::parse(metric).map_err(|e| to_py(e, None))?,
+        layers,
+        positions,
+    };
+    let job = PatchJob { clean: Prompt::text(clean), corrupt: Prompt::text(corrupt), settings };
+    let result = session.detached(py, progress, None, |cancel, report| job.execute(&session.core, &mut steps("cells", report), cancel))?;
+    Ok((json(&result)?, Figure::new(views::patching(&result, &session.core.name))))
+}
+
+/// Direct logit attribution, the logit lens and what each selected expert promotes
+/// (`routelab attribute`): `settings` are `AttributionSettings` (`position`, `target`, `top`).
+/// Returns the result as JSON, the attribution bars (`plot_top` components) and the lens map.
+#[pyfunction]
+#[pyo3(signature = (session, prompt, settings_json, plot_top=20))]
+pub fn attribute(
+    py: Python<'_>,
+    session: &Session,
+    prompt: &str,
+    settings_json: &str,
+    plot_top: usize,
+) -> PyResult<(String, Figure, Figure)> {
+    let job = AttributeJob { prompt: Prompt::text(prompt), settings: settings(settings_json, "attribute")? };
+    let result = session.detached(py, None, None, |cancel, _| job.execute(&session.core, &mut |_| {}, cancel))?;
+    let core = &session.core;
+    let tokens: Vec<String> = core
+        .encode(&job.prompt)
+        .map_err(|e| to_py(e, None))?
+        .iter()
+        .map(|&t| core.tokenizer.decode(&[t], false).unwrap_or_default())
+        .collect();
+    Ok((
+        json(&result)?,
+        Figure::new(views::attribution(&result, &core.name, plot_top)),
+        Figure::new(views::logit_lens(&result, &core.name, &tokens)),
+    ))
 }

@@ -32,5 +32,7 @@ fn _routelab(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(analyses::diff, m)?)?;
     m.add_function(wrap_pyfunction!(analyses::compare, m)?)?;
     m.add_function(wrap_pyfunction!(analyses::routing_fidelity, m)?)?;
+    m.add_function(wrap_pyfunction!(analyses::patch, m)?)?;
+    m.add_function(wrap_pyfunction!(analyses::attribute, m)?)?;
     Ok(())
 }

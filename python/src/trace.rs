@@ -203,6 +203,9 @@ fn missing_hint(hook: &HookPoint) -> String {
                 Quantity::RoutedNorm | Quantity::SharedNorm | Quantity::DenseNorm => "contributions".into(),
                 Quantity::RouterLogits | Quantity::RouterExperts | Quantity::RouterWeights => "router".into(),
                 Quantity::AttnEntropy | Quantity::AttnArgmax | Quantity::AttnSink => "stats".into(),
+                Quantity::AttnZ | Quantity::AttnOut | Quantity::MlpOut | Quantity::ExpertOut | Quantity::SharedOut | Quantity::DenseOut => {
+                    format!("outputs:{layer}")
+                }
             };
             format!("not captured, or the layer has no such part (capture it with capture={item:?})")
         }

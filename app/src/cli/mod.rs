@@ -1,13 +1,15 @@
 //! Command-line interface: `gui` (the default), `run`, `forward`, `bench`, `info`, `scan`,
-//! `analyze`, `export`, `selftest`.
+//! `analyze`, `patch`, `attribute`, `export`, `selftest`.
 
 mod analyze;
 mod args;
+mod attribute;
 mod bench;
 mod export;
 mod forward;
 mod generate;
 mod info;
+mod patch;
 mod scan;
 mod selftest;
 
@@ -40,6 +42,12 @@ pub enum Command {
     /// Analyses: expert specialization over a corpus, head ablations.
     #[command(subcommand)]
     Analyze(analyze::AnalyzeCommand),
+    /// Activation patching: a clean prompt's activations copied into a corrupted one's run,
+    /// cell by cell (layer × position, head or expert), scored on the next-token logits.
+    Patch(patch::PatchArgs),
+    /// Direct logit attribution over heads and experts, the logit lens, and what each
+    /// selected expert promotes.
+    Attribute(attribute::AttributeArgs),
     /// Export a view of a trace as PNG, SVG or CSV.
     Export(export::ExportArgs),
     /// Check a device (CUDA) against the CPU reference on the fixture models.
@@ -67,6 +75,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Scan(c)) => scan::run(c),
         Some(Command::Analyze(c)) => analyze::run(c),
+        Some(Command::Patch(a)) => patch::run(a),
+        Some(Command::Attribute(a)) => attribute::run(a),
         Some(Command::Export(a)) => export::run(a),
         Some(Command::Selftest(a)) => selftest::run(a),
         None => crate::gui::run(None, None, false),
