@@ -7,6 +7,7 @@
 //! | [`run::RunJob`] | prompt, [`run::GenerationSettings`], interventions, capture | [`run::RunOutput`]: the trace and how the run ended |
 //! | [`compare::CompareJob`] | two traces, the second's interventions | [`compare::CompareSummary`] |
 //! | [`scan::ScanJob`] | [`scan::ScanSettings`] (needle grid and phrasing, mode) | [`crate::analysis::retrieval::ScanResult`] |
+//! | [`heads_experts::HeadsExpertsJob`] | heads (given, from scores, or scanned), [`heads_experts::HeadsExpertsSettings`] | [`crate::analysis::heads_experts::HeadsExpertsRun`] |
 //! | [`ablation::AblationJob`] | head scores, [`ablation::AblationSettings`] | [`crate::analysis::ablation::RetrievalAblation`] |
 //! | [`specialization::SpecializationJob`] | [`specialization::SpecializationSettings`] | [`specialization::SpecializationOutput`] |
 
@@ -19,6 +20,7 @@ use crate::error::Result;
 
 pub mod ablation;
 pub mod compare;
+pub mod heads_experts;
 pub mod run;
 pub mod scan;
 pub mod specialization;
