@@ -38,6 +38,7 @@ from ._session import Session, load  # noqa: E402,F401
 from ._trace import Trace, open_trace  # noqa: E402,F401
 from ._analyses import (  # noqa: E402,F401
     Ablation,
+    HeadsExperts,
     RetrievalScan,
     RoutingFidelity,
     RunDiff,
@@ -59,6 +60,7 @@ __all__ = [
     "Table",
     "RetrievalScan",
     "Ablation",
+    "HeadsExperts",
     "Specialization",
     "RunDiff",
     "RoutingFidelity",
