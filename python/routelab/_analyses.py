@@ -95,6 +95,34 @@ class Ablation(_Figured):
         )
 
 
+class HeadsExperts(_Figured):
+    """The experts each MoE layer selects at the decoding steps where the chosen heads copy the
+    needle, against the other steps: ``heads`` ((layer, head) pairs), ``trials``, ``positions``
+    (decoding steps), ``copy_positions``, ``copy_events``, ``layers`` ({layer: [per expert
+    {"expert", "at_copy", "elsewhere", "share_copy", "share_elsewhere", "enrichment", "z",
+    "p_value", "log_odds", "log_odds_se"}]}; undefined values None), ``scan`` (the same trials'
+    retrieval scan) and ``figure`` (the layer × expert log odds ratio; its table is the CLI's
+    ``heads_experts.csv``)."""
+
+    def __init__(self, result, figure):
+        self.result = result
+        self.figure = Figure(figure)
+        report = result["report"]
+        self.heads = [tuple(h) for h in report["heads"]]
+        self.trials = report["trials"]
+        self.positions = report["positions"]
+        self.copy_positions = report["copy_positions"]
+        self.copy_events = report["copy_events"]
+        self.layers = {l["layer"]: l["experts"] for l in report["layers"]}
+        self.scan = result["scan"]
+
+    def __repr__(self):
+        return (
+            f"<routelab.HeadsExperts {len(self.heads)} heads, {self.copy_positions} copy steps of {self.positions}, "
+            f"{len(self.layers)} MoE layers>"
+        )
+
+
 class Specialization(_Figured):
     """Expert specialization over a corpus: ``report`` (``report.json``'s content),
     ``results`` (every figure and table by the file stem the CLI writes: ``summary``, ``load``,

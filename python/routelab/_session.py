@@ -4,7 +4,7 @@ import json
 
 from . import _routelab
 from ._routelab import InvalidArgument
-from ._analyses import Ablation, Attribution, Patching, RetrievalScan, Specialization, _compare, _settings
+from ._analyses import Ablation, Attribution, HeadsExperts, Patching, RetrievalScan, Specialization, _compare, _settings
 from ._progress import reporting
 from ._trace import Trace
 
@@ -250,6 +250,48 @@ class Session:
             self._inner, prompt, _settings(position=position, target=target, top=top), plot_top
         )
         return Attribution(json.loads(result), figure, lens)
+
+    def heads_experts(
+        self,
+        heads=None,
+        threshold=None,
+        mode="generate",
+        lengths=None,
+        depths=None,
+        per_cell=None,
+        seed=None,
+        haystack=None,
+        needle=None,
+        question=None,
+        digits=None,
+        progress=None,
+    ):
+        """Which experts each MoE layer selects at the needle trials' decoding steps where
+        ``heads`` copy the answer (the retrieval scan's copy rule), against the other steps
+        (``routelab analyze heads-experts``). ``heads``: (layer, head) pairs, ``"all"``, a
+        :class:`RetrievalScan` or the path of the CSV a scan wrote (then the heads above
+        ``threshold``), or None for the heads above ``threshold`` in a scan of the same trials.
+        ``mode`` ``generate`` or ``teacher-forced``."""
+        if mode not in ("generate", "teacher-forced", "teacher_forced"):
+            raise InvalidArgument(f"mode {mode!r}: expected generate or teacher-forced")
+        settings = _settings(
+            threshold=threshold,
+            teacher_forced=mode != "generate",
+            **_needle(lengths, depths, per_cell, seed, haystack, needle, question, digits),
+        )
+        pairs, scores, csv = None, None, None
+        if isinstance(heads, RetrievalScan):
+            scores = json.dumps(heads._head_scores)
+        elif isinstance(heads, str) and heads == "all":
+            layers, per_layer = self.info["layers"], self.info["heads"]
+            pairs = [(l, h) for l in range(layers) for h in range(per_layer)]
+        elif isinstance(heads, (str, bytes)) or hasattr(heads, "__fspath__"):
+            csv = str(heads)
+        elif heads is not None:
+            pairs = [(int(l), int(h)) for l, h in heads]
+        with reporting(progress) as report:
+            result, figure = _routelab.heads_experts(self._inner, settings, pairs, scores, csv, report)
+        return HeadsExperts(json.loads(result), figure)
 
     def specialization(self, corpus, chunk_tokens=None, max_tokens=None, code_domains=None, progress=None):
         """Expert specialization over a labelled corpus (one subdirectory of text files per

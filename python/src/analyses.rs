@@ -1,5 +1,6 @@
-//! The analyses from Python: retrieval-head scan, ablation, specialization, run diff and
-//! compare, routing fidelity, activation patching and logit attribution. Each runs the job the CLI and the GUI run, with its settings as JSON (fields left
+//! The analyses from Python: retrieval-head scan, ablation, heads × experts, specialization,
+//! run diff and compare, routing fidelity, activation patching and logit attribution. Each
+//! runs the job the CLI and the GUI run, with its settings as JSON (fields left
 //! out take the job's own defaults), and returns its result as JSON plus its views.
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use routelab_model::session::Prompt;
 use routelab_probes::analysis::diff::diff as run_diff;
 use routelab_probes::analysis::fidelity::{routing_fidelity as fidelity, FidelitySettings};
 use routelab_probes::analysis::patching::{Metric, PatchSettings, SweepSite};
+use routelab_probes::analysis::heads_experts::HeadChoice;
 use routelab_probes::analysis::retrieval::HeadScores;
 use routelab_probes::export::csv::Table;
 use routelab_probes::export::views;
@@ -17,6 +19,7 @@ use routelab_probes::jobs::ablation::{AblationJob, AblationSettings};
 use routelab_probes::jobs::attribute::AttributeJob;
 use routelab_probes::jobs::compare::CompareJob;
 use routelab_probes::jobs::patch::PatchJob;
+use routelab_probes::jobs::heads_experts::{HeadsExpertsJob, HeadsExpertsSettings};
 use routelab_probes::jobs::scan::{ScanJob, ScanSettings};
 use routelab_probes::jobs::specialization::{Export, SpecializationJob, SpecializationSettings};
 use routelab_probes::jobs::{Job, Progress};
@@ -64,6 +67,19 @@ pub fn scan_retrieval(
     Ok((json(&result)?, Figure::new(view)))
 }
 
+/// Head scores from a scan's `HeadScores` as JSON or the CSV a scan wrote; None without either.
+fn head_scores(scores_json: Option<&str>, scores_csv: Option<&std::path::Path>) -> PyResult<Option<HeadScores>> {
+    match (scores_json, scores_csv) {
+        (Some(j), None) => Ok(Some(settings(j, "head scores")?)),
+        (None, Some(p)) => {
+            let table = Table::read(p).map_err(|e| to_py(e, None))?;
+            Ok(Some(HeadScores::from_table(&table, p).map_err(|e| to_py(e, None))?))
+        }
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(invalid("give the head scores once: a scan's result or the CSV it wrote, not both")),
+    }
+}
+
 /// Needle accuracy with the top retrieval heads masked against random heads (`routelab analyze
 /// ablation`). `scores` is a scan's `HeadScores` as JSON, or `scores_csv` the CSV a scan wrote;
 /// `method` uniform or zero.
@@ -83,13 +99,8 @@ pub fn ablation(
         "zero" => HeadMethod::Zero,
         other => return Err(invalid(format!("method {other:?}: expected uniform or zero"))),
     };
-    let scores: HeadScores = match (scores_json, &scores_csv) {
-        (Some(j), None) => settings(j, "head scores")?,
-        (None, Some(p)) => {
-            let table = Table::read(p).map_err(|e| to_py(e, None))?;
-            HeadScores::from_table(&table, p).map_err(|e| to_py(e, None))?
-        }
-        _ => return Err(invalid("give the head scores: a scan's result or the CSV it wrote")),
+    let Some(scores) = head_scores(scores_json, scores_csv.as_deref())? else {
+        return Err(invalid("give the head scores: a scan's result or the CSV it wrote"));
     };
     let mut s: AblationSettings = settings(settings_json, "ablation")?;
     s.method = method;
@@ -100,6 +111,36 @@ pub fn ablation(
         session.detached(py, progress, None, |cancel, report| job.execute(&session.core, &mut steps("ablation", report), cancel))?;
     let view = views::retrieval_ablation(&result, &session.core.name);
     Ok((json(&result)?, Figure::new(view)))
+}
+
+/// The experts each MoE layer selects where heads copy the needle (`routelab analyze
+/// heads-experts`): `settings` are `HeadsExpertsSettings` (the needle settings, `teacher_forced`,
+/// `threshold`). The heads are `heads` ((layer, head) pairs), else those above the threshold in
+/// `scores_json` (a scan's `HeadScores`) or `scores_csv`, else in a scan of the same trials.
+/// Returns the run (`HeadsExpertsRun` as JSON: `report` and `scan`) and the layer × expert view.
+#[pyfunction]
+#[pyo3(signature = (session, settings_json, heads=None, scores_json=None, scores_csv=None, progress=None))]
+pub fn heads_experts(
+    py: Python<'_>,
+    session: &Session,
+    settings_json: &str,
+    heads: Option<Vec<(usize, usize)>>,
+    scores_json: Option<&str>,
+    scores_csv: Option<PathBuf>,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(String, Figure)> {
+    let choice = match (heads, head_scores(scores_json, scores_csv.as_deref())?) {
+        (Some(h), None) => HeadChoice::Heads(h),
+        (None, Some(s)) => HeadChoice::Scores(s),
+        (None, None) => HeadChoice::Scan,
+        (Some(_), Some(_)) => return Err(invalid("give the heads or the head scores, not both")),
+    };
+    let job = HeadsExpertsJob { settings: settings::<HeadsExpertsSettings>(settings_json, "heads-experts")?, heads: choice };
+    let context = scores_csv.as_ref().map(|p| format!("head scores {}", p.display()));
+    let run = session
+        .detached(py, progress, context.as_deref(), |cancel, report| job.execute(&session.core, &mut steps("trials", report), cancel))?;
+    let view = views::heads_experts(&run.report, &session.core.name);
+    Ok((json(&run)?, Figure::new(view)))
 }
 
 /// The report as JSON, each result by file stem (a `Figure` or a `TableData`), the files skipped.

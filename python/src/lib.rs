@@ -28,6 +28,7 @@ fn _routelab(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(trace::quantities, m)?)?;
     m.add_function(wrap_pyfunction!(analyses::scan_retrieval, m)?)?;
     m.add_function(wrap_pyfunction!(analyses::ablation, m)?)?;
+    m.add_function(wrap_pyfunction!(analyses::heads_experts, m)?)?;
     m.add_function(wrap_pyfunction!(analyses::specialization, m)?)?;
     m.add_function(wrap_pyfunction!(analyses::diff, m)?)?;
     m.add_function(wrap_pyfunction!(analyses::compare, m)?)?;

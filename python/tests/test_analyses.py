@@ -39,6 +39,24 @@ def test_ablation_equals_the_cli(dense, scan, tmp_path):
     assert 0.0 <= from_scan.baseline <= 1.0 and len(from_scan.random_draws) == 2
 
 
+def test_heads_experts_equals_the_cli(moe, tmp_path):
+    # tiny-moe has few retrieval heads: name them, as the CLI's --heads does.
+    heads = [(l, h) for l in range(moe.info["layers"]) for h in range(moe.info["heads"])]
+    out = tmp_path / "hx"
+    cli("analyze", "heads-experts", "-m", "tiny-moe", "--heads", "all", "--mode", "teacher-forced", *NEEDLE_ARGS, "--out", out)
+    result = moe.heads_experts(heads, mode="teacher-forced", **NEEDLE, progress=False)
+    assert result.figure.csv() == (out / "heads_experts.csv").read_text()
+    assert moe.heads_experts("all", mode="teacher-forced", **NEEDLE, progress=False).figure.csv() == result.figure.csv()
+    # The table's counts hold the report's: each layer's selections at copy steps sum to k per step.
+    k = moe.info["top_k"]
+    for layer, experts in result.layers.items():
+        assert sum(e["at_copy"] for e in experts) == k * result.copy_positions, layer
+        assert sum(e["elsewhere"] for e in experts) == k * (result.positions - result.copy_positions), layer
+    # Teacher-forced: one decoding step per answer token of each trial.
+    assert result.positions == sum(t["answer_len"] for t in result.scan["trials"])
+    assert result.copy_positions > 0, "the comparison needs copy steps"
+
+
 def test_specialization_equals_the_cli(moe, tmp_path):
     corpus = tmp_path / "corpus"
     texts = {

@@ -261,3 +261,101 @@ fn needle_trials_have_the_asked_length_and_their_answers_where_they_say() {
     assert_eq!(again, trials);
     assert!(trials.iter().map(|t| &t.answer_text).collect::<std::collections::BTreeSet<_>>().len() > 6);
 }
+
+/// Heads × experts on tiny-moe, counted again from separate runs of the same trials: each run
+/// with the head statistics and the router recorded (another capture than the job's), the copy
+/// rule written out here (a head's argmax inside the answer, on the token produced next), and each
+/// MoE layer's selections tallied at the steps where any chosen head copies and at the others.
+/// tiny-moe has few retrieval heads, so the heads are named: every head of every layer.
+#[test]
+fn heads_experts_counts_the_experts_separate_runs_select_where_heads_copy() {
+    use routelab_model::hooks::{HookPoint, Quantity};
+    use routelab_probes::analysis::heads_experts::HeadChoice;
+    use routelab_probes::jobs::heads_experts::{HeadsExpertsJob, HeadsExpertsSettings};
+    use routelab_probes::jobs::scan::NeedleSettings;
+    use routelab_probes::jobs::{Cancel, Job};
+    use std::collections::BTreeMap;
+    let s = Session::load(&ModelSource::parse("tiny-moe").unwrap(), &LoadOptions::default(), &mut |_| {}).unwrap();
+    let c = s.config();
+    let heads: Vec<(usize, usize)> = (0..c.num_layers).flat_map(|l| (0..c.attention.num_heads).map(move |h| (l, h))).collect();
+    let needle = NeedleSettings { lengths: vec![160], depths: vec![0.0, 0.5, 1.0], per_cell: 1, seed: 5, ..Default::default() };
+    let trials = needle.trials(&s).unwrap();
+    for teacher_forced in [true, false] {
+        let settings = HeadsExpertsSettings { needle: needle.clone(), teacher_forced, ..Default::default() };
+        let job = HeadsExpertsJob { settings, heads: HeadChoice::Heads(heads.clone()) };
+        let r = job.execute(&s, &mut |_| {}, &Cancel::new()).unwrap().report;
+        // (layer, expert) -> (steps selecting it where a head copies, other steps selecting it).
+        let mut want: BTreeMap<(usize, usize), (usize, usize)> = BTreeMap::new();
+        let (mut positions, mut copy_positions, mut copy_events) = (0, 0, 0);
+        for t in &trials {
+            let (req, prompt_len) = if teacher_forced {
+                let tokens = [t.tokens.clone(), t.answer.clone()].concat();
+                (RunRequest::forward(tokens, CaptureSpec::items(&["stats", "router"]), Interventions::default()), t.tokens.len())
+            } else {
+                let req = RunRequest {
+                    tokens: t.tokens.clone(),
+                    max_new_tokens: t.answer.len() + 2,
+                    sampling: SamplingSettings::default(),
+                    capture: CaptureSpec::items(&["stats", "router"]),
+                    interventions: Interventions::default(),
+                    stop_at_eos: true,
+                    replay: None,
+                };
+                (req, t.tokens.len())
+            };
+            let run = s.run(&req, &mut |_| true).unwrap();
+            let tokens = run.store.tokens();
+            // Each token after the prompt is produced from the query before it.
+            for p in prompt_len..tokens.len() {
+                let (q, w) = (p - 1, tokens[p]);
+                let copying = heads
+                    .iter()
+                    .filter(|&&(l, h)| {
+                        let j = run.store.row_u32(&HookPoint::layer(l, Quantity::AttnArgmax), q).unwrap()[h] as usize;
+                        t.answer_spans.iter().any(|span| span.contains(&j)) && tokens[j] == w
+                    })
+                    .count();
+                positions += 1;
+                copy_events += copying;
+                copy_positions += usize::from(copying > 0);
+                for l in (0..c.num_layers).filter(|&l| c.moe(l).is_some()) {
+                    for &e in run.store.router(l).unwrap().experts_at(q) {
+                        let tally = want.entry((l, e as usize)).or_default();
+                        if copying > 0 {
+                            tally.0 += 1;
+                        } else {
+                            tally.1 += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let mode = if teacher_forced { "teacher-forced" } else { "generate" };
+        assert_eq!((r.positions, r.copy_positions, r.copy_events), (positions, copy_positions, copy_events), "{mode}");
+        let got: BTreeMap<(usize, usize), (usize, usize)> = r
+            .layers
+            .iter()
+            .flat_map(|l| {
+                l.experts.iter().filter(|e| e.at_copy + e.elsewhere > 0).map(move |e| ((l.layer, e.expert), (e.at_copy, e.elsewhere)))
+            })
+            .collect();
+        assert_eq!(got, want, "{mode}");
+        // Shares are of steps; 0 / 0 (no step on that side) is undefined on both sides.
+        let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
+        for e in r.layers.iter().flat_map(|l| &l.experts) {
+            assert!(same(e.share_copy, e.at_copy as f64 / copy_positions as f64), "{mode}");
+            assert!(same(e.share_elsewhere, e.elsewhere as f64 / (positions - copy_positions) as f64), "{mode}");
+        }
+        if teacher_forced {
+            // Without copy steps the comparison would be empty and this test would check nothing.
+            assert!(copy_positions > 0 && copy_positions < positions, "{copy_positions} of {positions}");
+            // The view: one row per MoE layer and expert, a CSV that round-trips, a plot.
+            let v = views::heads_experts(&r, "tiny-moe");
+            assert_eq!(v.table().rows.len(), c.moe_layers().count() * c.max_experts());
+            let dir = tempfile::tempdir().unwrap();
+            v.write_all(dir.path(), "hx").unwrap();
+            assert_eq!(&Table::read(&dir.path().join("hx.csv")).unwrap(), v.table());
+            assert!(std::fs::read(dir.path().join("hx.png")).unwrap().starts_with(b"\x89PNG"));
+        }
+    }
+}

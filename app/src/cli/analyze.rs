@@ -1,4 +1,4 @@
-//! `routelab analyze specialization | ablation | routing-fidelity`.
+//! `routelab analyze specialization | ablation | routing-fidelity | heads-experts`.
 
 use std::path::PathBuf;
 
@@ -7,10 +7,12 @@ use clap::{Args, Subcommand};
 use routelab_model::interventions::HeadMethod;
 use routelab_model::session::Prompt;
 use routelab_probes::analysis::fidelity::{routing_fidelity, FidelitySettings};
+use routelab_probes::analysis::heads_experts::{ExpertEnrichment, HeadChoice};
 use routelab_probes::analysis::retrieval::HeadScores;
 use routelab_probes::export::csv::Table;
 use routelab_probes::export::views;
 use routelab_probes::jobs::ablation::{AblationJob, AblationSettings};
+use routelab_probes::jobs::heads_experts::{HeadsExpertsJob, HeadsExpertsSettings};
 use routelab_probes::jobs::specialization::{Export, SpecializationJob, SpecializationOutput, SpecializationSettings};
 use routelab_probes::jobs::{Cancel, Job};
 
@@ -26,6 +28,34 @@ pub enum AnalyzeCommand {
     /// per MoE layer, how often the second selects other experts, by the first's routing
     /// margin, and where the two texts part.
     RoutingFidelity(FidelityArgs),
+    /// At the needle trials' decoding steps where chosen heads copy the answer (the retrieval
+    /// scan's copy rule), which experts each MoE layer selects, against the other steps.
+    HeadsExperts(HeadsExpertsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HeadsExpertsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The heads whose copies count, `L:H` comma-separated, or `all`. Without it (and without
+    /// --scores): the heads above --threshold in a retrieval scan of the same trials.
+    #[arg(long, value_delimiter = ',', conflicts_with = "scores")]
+    pub heads: Vec<String>,
+    /// Per-head retrieval scores from `routelab scan retrieval` (its CSV): the heads above
+    /// --threshold count.
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
+    /// Retrieval-score threshold for heads taken from --scores or the scan.
+    #[arg(long, default_value_t = HeadsExpertsSettings::default().threshold)]
+    pub threshold: f64,
+    /// generate (the model answers greedily) or teacher-forced (the answer in one prefill).
+    #[arg(long, default_value = "generate")]
+    pub mode: String,
+    #[command(flatten)]
+    pub needle: NeedleArgs,
+    /// Output directory (created).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -105,7 +135,106 @@ pub fn run(cmd: AnalyzeCommand) -> anyhow::Result<()> {
         AnalyzeCommand::Specialization(a) => run_specialization(a),
         AnalyzeCommand::Ablation(a) => run_ablation(a),
         AnalyzeCommand::RoutingFidelity(a) => run_fidelity(a),
+        AnalyzeCommand::HeadsExperts(a) => run_heads_experts(a),
     }
+}
+
+/// `--heads`: `all`, or `L:H` items within the model's layers and heads.
+fn parse_heads(items: &[String], layers: usize, heads: usize) -> anyhow::Result<Vec<(usize, usize)>> {
+    if items.len() == 1 && items[0] == "all" {
+        return Ok((0..layers).flat_map(|l| (0..heads).map(move |h| (l, h))).collect());
+    }
+    items
+        .iter()
+        .map(|item| {
+            let parsed = item.split_once(':').and_then(|(l, h)| Some((l.trim().parse().ok()?, h.trim().parse().ok()?)));
+            match parsed {
+                Some((l, h)) if l < layers && h < heads => Ok((l, h)),
+                Some(_) => anyhow::bail!("--heads {item:?}: the model has {layers} layers × {heads} heads"),
+                None => anyhow::bail!("--heads {item:?}: expected LAYER:HEAD (e.g. 3:5) or all"),
+            }
+        })
+        .collect()
+}
+
+fn run_heads_experts(a: HeadsExpertsArgs) -> anyhow::Result<()> {
+    let teacher_forced = match a.mode.as_str() {
+        "generate" => false,
+        "teacher-forced" | "teacher_forced" => true,
+        other => anyhow::bail!("--mode {other:?}: expected generate or teacher-forced"),
+    };
+    let scores = match &a.scores {
+        Some(p) => Some(HeadScores::from_table(&Table::read(p)?, p)?),
+        None => None,
+    };
+    let session = a.model.load()?;
+    let c = session.config();
+    let heads = match scores {
+        Some(s) => HeadChoice::Scores(s),
+        None if a.heads.is_empty() => HeadChoice::Scan,
+        None => HeadChoice::Heads(parse_heads(&a.heads, c.num_layers, c.attention.num_heads)?),
+    };
+    let scanned = matches!(heads, HeadChoice::Scan);
+    let settings = HeadsExpertsSettings { needle: a.needle.settings(), teacher_forced, threshold: a.threshold };
+    let job = HeadsExpertsJob { settings, heads };
+    let run = job.execute(&session, &mut |p| print_progress("trials", p), &Cancel::new())?;
+    let r = &run.report;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    views::heads_experts(r, &session.name).write_all(&a.out, "heads_experts")?;
+    if scanned {
+        views::head_scores(&run.scan.head_scores(), &session.name).write_all(&a.out, "head_scores")?;
+    }
+    routelab_probes::atomic::write_atomic(&a.out.join("heads_experts.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
+    let source = match (&a.scores, scanned) {
+        (Some(p), _) => format!(" above {} in {}", a.threshold, p.display()),
+        (None, true) => format!(" above {} in a scan of these trials", a.threshold),
+        (None, false) => String::new(),
+    };
+    let named = if r.heads.len() <= 8 {
+        let list: Vec<String> = r.heads.iter().map(|(l, h)| format!("{l}:{h}")).collect();
+        format!(" ({})", list.join(" "))
+    } else {
+        String::new()
+    };
+    let mode = if teacher_forced { "teacher-forced" } else { "generated" };
+    println!(
+        "{}: {} trials ({mode} answers), needle accuracy {:.0}%; {} head(s){named}{source}",
+        session.name,
+        r.trials,
+        100.0 * run.scan.accuracy(),
+        r.heads.len()
+    );
+    println!(
+        "{} decoding steps: {} where a head copies ({} copy events), {} others",
+        r.positions,
+        r.copy_positions,
+        r.copy_events,
+        r.other_positions()
+    );
+    // Strongest evidence first: the (layer, expert) pairs by |z| (pooled two-proportion z).
+    let mut rows: Vec<(usize, &ExpertEnrichment)> = r.layers.iter().flat_map(|l| l.experts.iter().map(move |e| (l.layer, e))).collect();
+    rows.retain(|(_, e)| e.z.is_finite());
+    rows.sort_by(|x, y| y.1.z.abs().total_cmp(&x.1.z.abs()).then((x.0, x.1.expert).cmp(&(y.0, y.1.expert))));
+    if rows.is_empty() {
+        println!("no expert to compare: {}", if r.copy_positions == 0 { "no head copied" } else { "every step is a copy step" });
+    } else {
+        println!("experts by |z| (share: of steps; z: pooled two-proportion z, p two-sided; log OR: +0.5 per cell, ± se):");
+        println!(
+            "{:>5} {:>6} {:>8} {:>9} {:>10} {:>10} {:>10} {:>7} {:>9} {:>14}",
+            "layer", "expert", "at copy", "elsewhere", "share copy", "share else", "enrichment", "z", "p", "log OR"
+        );
+        for (layer, e) in rows.iter().take(12) {
+            println!(
+                "{layer:>5} {:>6} {:>8} {:>9} {:>10.3} {:>10.3} {:>10.2} {:>7.2} {:>9.2e} {:>6.2} ± {:>5.2}",
+                e.expert, e.at_copy, e.elsewhere, e.share_copy, e.share_elsewhere, e.enrichment, e.z, e.p_value, e.log_odds, e.log_odds_se
+            );
+        }
+        if rows.len() > 12 {
+            println!("  ({} more with a defined z in heads_experts.csv)", rows.len() - 12);
+        }
+    }
+    println!("written to {}", a.out.display());
+    Ok(())
 }
 
 fn run_fidelity(a: FidelityArgs) -> anyhow::Result<()> {

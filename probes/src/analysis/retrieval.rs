@@ -25,7 +25,7 @@ use routelab_model::capture::CaptureSpec;
 use routelab_model::hooks::{HookPoint, Quantity};
 use routelab_model::interventions::Interventions;
 use routelab_model::sampling::SamplingSettings;
-use routelab_model::session::{RunRequest, Session};
+use routelab_model::session::{RunRecord, RunRequest, Session};
 use routelab_model::store::CaptureStore;
 use serde::{Deserialize, Serialize};
 
@@ -178,6 +178,14 @@ impl HeadScores {
     }
 }
 
+/// The copy rule: at a decoding step that produces `produced`, a head whose most-attended
+/// position is `argmax` copies when that position lies inside the answer and holds `produced`.
+/// Returns the copied position. The scan and the heads × experts analysis both count with it.
+pub fn copied_position(tokens: &[u32], in_answer: &dyn Fn(usize) -> bool, produced: u32, argmax: u32) -> Option<usize> {
+    let j = argmax as usize;
+    (in_answer(j) && tokens.get(j) == Some(&produced)).then_some(j)
+}
+
 /// Counts copies: `pairs` are (query position, token produced from it); `argmax(q, layer, head)`
 /// is the most-attended position of that query.
 pub fn count_hits(
@@ -192,11 +200,8 @@ pub fn count_hits(
     for &(q, w) in pairs {
         for l in 0..layers {
             for h in 0..heads {
-                if let Some(j) = argmax(q, l, h) {
-                    let j = j as usize;
-                    if in_answer(j) && tokens.get(j) == Some(&w) {
-                        copied[l * heads + h].insert(j);
-                    }
+                if let Some(j) = argmax(q, l, h).and_then(|j| copied_position(tokens, &in_answer, w, j)) {
+                    copied[l * heads + h].insert(j);
                 }
             }
         }
@@ -208,46 +213,78 @@ fn argmax_of(store: &CaptureStore, q: usize, l: usize, h: usize) -> Option<u32> 
     store.row_u32(&HookPoint::layer(l, Quantity::AttnArgmax), q)?.get(h).copied()
 }
 
-/// Runs one trial.
-pub fn run_trial(session: &Session, trial: &Trial, mode: ScanMode, interventions: &Interventions) -> Result<TrialResult> {
-    let c = session.config();
-    let (layers, heads) = (c.num_layers, c.attention.num_heads);
-    let capture = CaptureSpec::items(&["stats"]);
-    let n = trial.answer.len();
+/// A trial as run: the record (prompt then answer, generated or teacher-forced) and its decoding
+/// steps as (query position, token produced from it).
+pub struct TrialRun {
+    pub record: RunRecord,
+    pub steps: Vec<(usize, u32)>,
+}
+
+/// Runs a trial in `mode`, recording `capture` (teacher-forced runs add the logits, which
+/// [`trial_result`] needs to tell whether each answer token was predicted).
+pub fn run_steps(
+    session: &Session,
+    trial: &Trial,
+    mode: ScanMode,
+    capture: CaptureSpec,
+    interventions: &Interventions,
+) -> Result<TrialRun> {
     let prompt_len = trial.tokens.len();
     match mode {
         ScanMode::Generate => {
             let req = RunRequest {
                 tokens: trial.tokens.clone(),
-                max_new_tokens: n + 2,
+                max_new_tokens: trial.answer.len() + 2,
                 sampling: SamplingSettings::default(),
                 capture,
                 interventions: interventions.clone(),
                 stop_at_eos: true,
                 replay: None,
             };
-            let run = session.run(&req, &mut |_| true)?;
+            let record = session.run(&req, &mut |_| true)?;
             // Step s reads the query at prompt_len − 1 + s and produces token prompt_len + s.
-            let tokens = run.tokens();
-            let pairs: Vec<(usize, u32)> = (prompt_len..tokens.len()).map(|p| (p - 1, tokens[p])).collect();
-            let hits = count_hits(tokens, |j| trial.in_answer(j), &pairs, layers, heads, |q, l, h| argmax_of(&run.store, q, l, h));
-            let generated = session.tokenizer.decode(run.generated(), true)?;
-            Ok(TrialResult { id: trial.id.clone(), hits, answer_len: n, correct: trial.is_correct(&generated), generated })
+            let tokens = record.tokens();
+            let steps = (prompt_len..tokens.len()).map(|p| (p - 1, tokens[p])).collect();
+            Ok(TrialRun { record, steps })
         }
         ScanMode::TeacherForced => {
             let mut tokens = trial.tokens.clone();
             tokens.extend_from_slice(&trial.answer);
-            let req = RunRequest::forward(tokens.clone(), capture.with("logits"), interventions.clone());
-            let run = session.run(&req, &mut |_| true)?;
-            let pairs: Vec<(usize, u32)> = (0..n).map(|i| (prompt_len - 1 + i, trial.answer[i])).collect();
-            let hits = count_hits(&tokens, |j| trial.in_answer(j), &pairs, layers, heads, |q, l, h| argmax_of(&run.store, q, l, h));
-            let predicted: Vec<u32> =
-                pairs.iter().map(|&(q, _)| routelab_model::sampling::argmax(run.logits_at(q).unwrap_or(&[]))).collect();
-            let correct = predicted == trial.answer;
-            let generated = session.tokenizer.decode(&predicted, true)?;
-            Ok(TrialResult { id: trial.id.clone(), hits, answer_len: n, correct, generated })
+            let req = RunRequest::forward(tokens, capture.with("logits"), interventions.clone());
+            let record = session.run(&req, &mut |_| true)?;
+            let steps = trial.answer.iter().enumerate().map(|(i, &w)| (prompt_len - 1 + i, w)).collect();
+            Ok(TrialRun { record, steps })
         }
     }
+}
+
+/// A trial's result from its run (which recorded `attn.argmax`): the distinct answer positions
+/// each head copied, and whether the answer was right.
+pub fn trial_result(session: &Session, trial: &Trial, mode: ScanMode, run: &TrialRun) -> Result<TrialResult> {
+    let c = session.config();
+    let (layers, heads) = (c.num_layers, c.attention.num_heads);
+    let store = &run.record.store;
+    let hits = count_hits(store.tokens(), |j| trial.in_answer(j), &run.steps, layers, heads, |q, l, h| argmax_of(store, q, l, h));
+    let n = trial.answer.len();
+    let (generated, correct) = match mode {
+        ScanMode::Generate => {
+            let generated = session.tokenizer.decode(run.record.generated(), true)?;
+            let correct = trial.is_correct(&generated);
+            (generated, correct)
+        }
+        ScanMode::TeacherForced => {
+            let predicted: Vec<u32> =
+                run.steps.iter().map(|&(q, _)| routelab_model::sampling::argmax(run.record.logits_at(q).unwrap_or(&[]))).collect();
+            (session.tokenizer.decode(&predicted, true)?, predicted == trial.answer)
+        }
+    };
+    Ok(TrialResult { id: trial.id.clone(), hits, answer_len: n, correct, generated })
+}
+
+/// Runs one trial.
+pub fn run_trial(session: &Session, trial: &Trial, mode: ScanMode, interventions: &Interventions) -> Result<TrialResult> {
+    let run = run_steps(session, trial, mode, CaptureSpec::items(&["stats"]), interventions)?;
+    trial_result(session, trial, mode, &run)
 }
 
 /// State file: a JSON header line, then one JSON line per finished trial.

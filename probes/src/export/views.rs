@@ -13,6 +13,7 @@ use crate::analysis::corpus::{LayerSpecialization, CLASSES};
 use crate::analysis::diff::{diff, RunDiff};
 use crate::analysis::fidelity::FidelityReport;
 use crate::analysis::patching::{PatchResult, SweepSite};
+use crate::analysis::heads_experts::HeadsExperts;
 use crate::analysis::retrieval::HeadScores;
 use crate::atomic::write_atomic;
 use crate::error::{ProbeError, Result};
@@ -405,6 +406,75 @@ pub fn head_scores(scores: &HeadScores, model: &str) -> View {
             values,
             scale_label: "retrieval score".into(),
             range: Some((0.0, scores.scores.iter().cloned().fold(0.1, f64::max))),
+        },
+    )
+}
+
+/// Heads × experts: per MoE layer and expert, the selections at the steps where the heads copy
+/// against the other decoding steps; the plot is the layer × expert log odds ratio.
+pub fn heads_experts(r: &HeadsExperts, model: &str) -> View {
+    let mut t = Table::new(&[
+        "layer",
+        "expert",
+        "at_copy",
+        "copy_positions",
+        "elsewhere",
+        "other_positions",
+        "share_copy",
+        "share_elsewhere",
+        "enrichment",
+        "log2_enrichment",
+        "z",
+        "p_value",
+        "log_odds",
+        "log_odds_se",
+    ]);
+    let (copy, other) = (r.copy_positions.to_string(), r.other_positions().to_string());
+    for l in &r.layers {
+        for e in &l.experts {
+            t.push(vec![
+                l.layer.to_string(),
+                e.expert.to_string(),
+                e.at_copy.to_string(),
+                copy.clone(),
+                e.elsewhere.to_string(),
+                other.clone(),
+                num(e.share_copy),
+                num(e.share_elsewhere),
+                num(e.enrichment),
+                num(e.enrichment.log2()),
+                num(e.z),
+                num(e.p_value),
+                num(e.log_odds),
+                num(e.log_odds_se),
+            ]);
+        }
+    }
+    // The log odds ratio stays finite where an expert never appears on one side (where the
+    // enrichment is 0 or infinite); an expert never selected at these steps is drawn grey.
+    let values: Vec<Vec<f64>> = r
+        .layers
+        .iter()
+        .map(|l| l.experts.iter().map(|e| if e.at_copy + e.elsewhere > 0 { e.log_odds } else { f64::NAN }).collect())
+        .collect();
+    let reach = values.iter().flatten().filter(|v| v.is_finite()).fold(1.0f64, |m, v| m.max(v.abs()));
+    View::Heatmap(
+        t,
+        Heatmap {
+            title: format!(
+                "Experts where {} head(s) copy — {model}: {} of {} decoding steps",
+                r.heads.len(),
+                r.copy_positions,
+                r.positions
+            ),
+            x_label: "expert".into(),
+            y_label: "layer".into(),
+            row_labels: r.layers.iter().map(|l| l.layer.to_string()).collect(),
+            col_labels: (0..r.num_experts).map(|e| e.to_string()).collect(),
+            annotate: r.num_experts <= 16 && r.layers.len() <= 16,
+            values,
+            scale_label: "log odds ratio, copy steps vs others (+0.5 per cell; grey: never selected)".into(),
+            range: Some((-reach, reach)),
         },
     )
 }

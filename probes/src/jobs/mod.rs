@@ -7,6 +7,7 @@
 //! | [`run::RunJob`] | prompt, [`run::GenerationSettings`], interventions, capture | [`run::RunOutput`]: the trace and how the run ended |
 //! | [`compare::CompareJob`] | two traces, the second's interventions | [`compare::CompareSummary`] |
 //! | [`scan::ScanJob`] | [`scan::ScanSettings`] (needle grid and phrasing, mode) | [`crate::analysis::retrieval::ScanResult`] |
+//! | [`heads_experts::HeadsExpertsJob`] | heads (given, from scores, or scanned), [`heads_experts::HeadsExpertsSettings`] | [`crate::analysis::heads_experts::HeadsExpertsRun`] |
 //! | [`ablation::AblationJob`] | head scores, [`ablation::AblationSettings`] | [`crate::analysis::ablation::RetrievalAblation`] |
 //! | [`specialization::SpecializationJob`] | [`specialization::SpecializationSettings`] | [`specialization::SpecializationOutput`] |
 //! | [`patch::PatchJob`] | clean and corrupted prompts, [`crate::analysis::patching::PatchSettings`] | [`crate::analysis::patching::PatchResult`] |
@@ -23,6 +24,7 @@ pub mod ablation;
 pub mod attribute;
 pub mod compare;
 pub mod patch;
+pub mod heads_experts;
 pub mod run;
 pub mod scan;
 pub mod specialization;

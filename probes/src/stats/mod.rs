@@ -5,9 +5,11 @@
 //!   transitions, consecutive-token agreement, contribution norms;
 //! - [`specialization`]: vocabulary and domain specialization, Jensen–Shannon divergence,
 //!   router saturation, mutual information between token class and expert;
-//! - [`heads`]: per-head entropy, attention sink, previous-token and induction scores.
+//! - [`heads`]: per-head entropy, attention sink, previous-token and induction scores;
+//! - [`proportions`]: the two-proportion z test and its normal p-value.
 
 pub mod heads;
+pub mod proportions;
 pub mod routing;
 pub mod specialization;
 
