@@ -1,6 +1,7 @@
 //! The workbench driven as a user would, with egui_kittest, on the bundled tiny-moe model:
 //! run the example cells, hover a token, mask an expert and re-run, get a compare cell, export
-//! a plot, save and reopen. Snapshot images are in tests/snapshots/.
+//! a plot, save and reopen; an activation-patching cell (tiny-dense) and a logit-attribution
+//! cell. Snapshot images are in tests/snapshots/.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,12 +27,16 @@ fn fresh_dir(name: &str) -> PathBuf {
 }
 
 fn harness(dir: &Path, exports: &Path) -> (Harness<'static, WorkbenchApp>, Arc<Mutex<Vec<PathBuf>>>) {
+    harness_on(dir, exports, model())
+}
+
+fn harness_on(dir: &Path, exports: &Path, model: String) -> (Harness<'static, WorkbenchApp>, Arc<Mutex<Vec<PathBuf>>>) {
     let given = Arc::new(Mutex::new(vec![]));
     let g = given.clone();
     let (dir, exports) = (dir.to_path_buf(), exports.to_path_buf());
     // Model output can hold any character; the app draws a box for glyphs no font has.
     let mut h = Harness::builder().with_size([1400.0, 1000.0]).allow_missing_glyphs().build_eframe(move |cc| {
-        let mut app = WorkbenchApp::new(&cc.egui_ctx, dir, Some(model()), Box::new(FixedDialogs { dir: exports, given: g }));
+        let mut app = WorkbenchApp::new(&cc.egui_ctx, dir, Some(model), Box::new(FixedDialogs { dir: exports, given: g }));
         app.state.ui.show_timings = false;
         // No autosave during a test: whether one happened before a snapshot would depend on how
         // fast the machine ran (the top bar shows "unsaved" until it does). Saving is tested
@@ -326,4 +331,200 @@ fn choosing_bf16_reloads_the_model_with_bf16_weights_and_it_runs() {
         let run = &h.state().state.results.runs[&id];
         assert!(run.len() > run.prompt_len, "cell {id} generated nothing on bf16 weights");
     }
+}
+
+/// Adds a cell from the notebook's last "+ Add cell" menu; returns its id.
+fn add_cell(h: &mut Harness<'_, WorkbenchApp>, item: &str) -> u64 {
+    let before: Vec<u64> = h.state().state.doc.notebook.cells.iter().map(|c| c.id).collect();
+    // The menu under the last cell, scrolled into view so that its items are on screen.
+    h.get_all_by_label("+ Add cell").last().unwrap().scroll_to_me();
+    h.run_steps(6);
+    h.get_all_by_label("+ Add cell").last().unwrap().click();
+    h.run_steps(2);
+    h.get_by_label(item).click();
+    h.run_steps(2);
+    let added: Vec<u64> = h.state().state.doc.notebook.cells.iter().map(|c| c.id).filter(|id| !before.contains(id)).collect();
+    assert_eq!(added.len(), 1, "{item} added {added:?}");
+    added[0]
+}
+
+fn set_patching_prompts(h: &mut Harness<'_, WorkbenchApp>, id: u64, clean_text: &str, corrupt_text: &str) {
+    if let Some(CellKind::Patching { clean, corrupt, .. }) = h.state_mut().state.doc.notebook.cell_mut(id).map(|c| &mut c.kind) {
+        (*clean, *corrupt) = (clean_text.into(), corrupt_text.into());
+    }
+    h.run_steps(2);
+}
+
+fn run_cell(h: &mut Harness<'_, WorkbenchApp>, id: u64) {
+    h.state_mut().apply(routelab::gui::state::Action::RunCell(id));
+    h.step();
+    wait(h, "the cell's job", idle);
+}
+
+/// Scrolls `label` into view and waits for the scrolling animation to end.
+fn scroll_to(h: &mut Harness<'_, WorkbenchApp>, label: &str) {
+    h.get_by_label(label).scroll_to_me();
+    // The animation starts a frame or two later: settle only after it has.
+    h.run_steps(4);
+    let mut last = h.get_by_label(label).rect();
+    for _ in 0..60 {
+        h.step();
+        let now = h.get_by_label(label).rect();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+}
+
+fn patch_result(a: &WorkbenchApp, id: u64) -> Option<routelab::notebook::PatchSummary> {
+    match &a.state.doc.notebook.cell(id)?.kind {
+        CellKind::Patching { result, .. } => result.clone(),
+        _ => None,
+    }
+}
+
+/// The patching cell on tiny-dense: a corrupted prompt of another length is flagged before the
+/// run and refused by it; a same-length pair sweeps every layer × position of the residual
+/// stream. Two results follow from the architecture alone: a position before the first changed
+/// token has the same residual stream in both runs (causal attention), so patching it recovers
+/// nothing; the residual after the last layer at the last position is all the final norm and
+/// head read, so patching it recovers everything.
+#[test]
+fn a_patching_cell_sweeps_the_residual_stream_and_draws_its_heat_map() {
+    let dir = fresh_dir("patching");
+    let out = fresh_dir("patching-out");
+    let (mut h, given) = harness_on(&dir, &out, "tiny-dense".into());
+    let id = add_cell(&mut h, "Activation patching");
+
+    let clean = "The capital of France is Paris. The capital of France is";
+    set_patching_prompts(&mut h, id, clean, "The capital of France is Paris. The capital of Spain, the country, is");
+    assert!(h.query_by_label_contains("the token counts differ").is_some(), "no warning for prompts of different lengths");
+    run_cell(&mut h, id);
+    assert!(patch_result(h.state(), id).is_none());
+    let refused = h.state().state.ui.messages.iter().any(|(_, m)| m.contains("must be the same length"));
+    assert!(refused, "{:?}", h.state().state.ui.messages);
+
+    set_patching_prompts(&mut h, id, clean, CORRUPT);
+    assert!(h.query_by_label_contains("the token counts differ").is_none());
+    // " France" is three tokens in the bundled models' small vocabulary, " Spain" too.
+    assert!(h.query_by_label_contains("3 positions differ: 5").is_some(), "the changed positions are named");
+    run_cell(&mut h, id);
+    let r = patch_result(h.state(), id).expect("a patching result").result;
+    let tokens = h.state().state.model.tokenizer.as_ref().unwrap().encode(clean, true).unwrap();
+    assert_eq!(r.layers, (0..6).collect::<Vec<_>>(), "every layer of tiny-dense");
+    assert_eq!(r.columns, (0..tokens.len()).collect::<Vec<_>>(), "every position");
+    assert!(!r.incomplete && r.corrupt_metric > 0.0 && r.clean_metric == 0.0, "{} {}", r.clean_metric, r.corrupt_metric);
+    let first_diff = r.column_labels.iter().position(|l| l.contains('→')).expect("a changed position");
+    for row in &r.recovered {
+        for &v in &row[..first_diff] {
+            assert!(v.abs() < 1e-5, "a position before the change recovered {v}");
+        }
+    }
+    let last = r.recovered[5][tokens.len() - 1];
+    assert!((last - 1.0).abs() < 1e-5, "the last layer's last position recovered {last}");
+
+    // What the user sees: the metric values, the heat map, a hovered cell's numbers.
+    assert!(h.query_by_label_contains("KL(clean ‖ patched): clean 0.0000 · corrupted ").is_some());
+    let map = format!("patching heat map {id}");
+    scroll_to(&mut h, &map);
+    let geo = h.state().state.ui.cells[&id].patch_grid.expect("heat map drawn");
+    h.hover_at(geo.center(5, tokens.len() - 1));
+    // Tooltips wait for the pointer to rest (egui's tooltip delay).
+    let card = "layer 5 · position";
+    for _ in 0..60 {
+        h.step();
+        if h.query_by_label_contains(card).is_some() {
+            break;
+        }
+    }
+    let shown = h.query_by_label_contains(card).map(|n| format!("{n:?}")).unwrap_or_default();
+    assert!(shown.contains("recovered 100.0% of the clean − corrupted gap"), "hover card: {shown:?}");
+    snapshot(&mut h, "patching_cell");
+
+    // Export: the CSV has one row per cell.
+    h.get_all_by_label("Export ▾").last().unwrap().click();
+    h.run_steps(2);
+    h.get_by_label("as CSV").click();
+    h.run_steps(2);
+    let csv = std::fs::read_to_string(given.lock().unwrap().last().unwrap()).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6 * tokens.len());
+
+    // Saved in the notebook: it reopens with the result, without running.
+    h.get_by_label("Save").click();
+    h.run_steps(2);
+    drop(h);
+    let (mut h, _) = harness_on(&dir, &out, "tiny-dense".into());
+    h.run_steps(3);
+    assert!(!h.state().state.busy());
+    let back = patch_result(h.state(), id).unwrap().result;
+    assert_eq!((&back.layers, &back.column_labels, back.site), (&r.layers, &r.column_labels, r.site));
+    // JSON keeps every float to within its last bit (serde_json's default parser).
+    let close = |a: &[Vec<f64>], b: &[Vec<f64>]| {
+        a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| (x - y).abs() <= 1e-12 * x.abs().max(1e-300))
+    };
+    assert!(close(&back.recovered, &r.recovered) && close(&back.values, &r.values));
+    assert!(h.query_by_label(&map).is_some());
+}
+
+/// The new cell's corrupted prompt: the same token count as the clean one.
+const CORRUPT: &str = "The capital of Spain is Paris. The capital of France is";
+
+fn attribution_result(a: &WorkbenchApp, id: u64) -> Option<routelab::notebook::AttributionSummary> {
+    match &a.state.doc.notebook.cell(id)?.kind {
+        CellKind::Attribution { result, .. } => result.clone(),
+        _ => None,
+    }
+}
+
+/// The attribution cell on tiny-moe, on the first example prompt: the lens after the last
+/// layer is the model's own output, so the attributed prediction ranks first there; the
+/// experts whose promotions it lists are the ones the router picked at that position in the
+/// prompt cell's run of the same prompt.
+#[test]
+fn an_attribution_cell_shows_contributions_the_lens_and_the_experts() {
+    let dir = fresh_dir("attribution");
+    let (mut h, given) = harness(&dir, &dir);
+    let prompt_cell = prompt_ids(h.state())[0];
+    run_cell(&mut h, prompt_cell);
+    let prompt = match &h.state().state.doc.notebook.cell(prompt_cell).unwrap().kind {
+        CellKind::Prompt { prompt: routelab_model::session::Prompt::Text { text }, .. } => text.clone(),
+        k => panic!("{k:?}"),
+    };
+    let id = add_cell(&mut h, "Logit attribution and lens");
+    if let Some(CellKind::Attribution { prompt: p, .. }) = h.state_mut().state.doc.notebook.cell_mut(id).map(|c| &mut c.kind) {
+        *p = prompt.clone();
+    }
+    run_cell(&mut h, id);
+    let s = attribution_result(h.state(), id).expect("an attribution result");
+    let a = &s.result;
+    let run = &h.state().state.results.runs[&prompt_cell];
+    assert_eq!(s.tokens.len(), run.prompt_len);
+    assert_eq!(a.position, run.prompt_len - 1, "the last position by default");
+    assert_eq!(a.lens.len(), 6);
+    assert_eq!(a.lens[5].target_rank, 0, "the final layer's lens is the model's prediction");
+    let sum: f32 = a.components.iter().map(|c| c.value).sum();
+    assert!((sum - a.logit).abs() < 1e-3 * a.logit.abs().max(1.0), "contributions sum to {sum}, the logit is {}", a.logit);
+    let t = &h.state().state.results.traces[&prompt_cell];
+    for l in 0..6 {
+        let r = t.router(l).unwrap();
+        let mut routed: Vec<usize> = r.experts_at(a.position).iter().map(|&e| e as usize).collect();
+        let mut listed: Vec<usize> = a.promotions.iter().filter(|p| p.layer == l).map(|p| p.expert).collect();
+        routed.sort();
+        listed.sort();
+        assert_eq!(listed, routed, "layer {l}");
+    }
+
+    let bars = format!("attribution bars {id}");
+    assert!(h.query_by_label_contains(&format!("sum of {} contributions", a.components.len())).is_some());
+    assert!(h.query_by_label_contains("What the experts selected").is_some());
+    scroll_to(&mut h, &bars);
+    snapshot(&mut h, "attribution_cell");
+
+    h.get_by_label("Export lens ▾").click();
+    h.run_steps(2);
+    h.get_by_label("as CSV").click();
+    h.run_steps(2);
+    let csv = std::fs::read_to_string(given.lock().unwrap().last().unwrap()).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6 * s.tokens.len(), "one row per layer and position");
 }

@@ -16,6 +16,13 @@ pub struct Tokenizer {
     pub eos_token: Option<String>,
 }
 
+// By where it came from: the vocabulary would fill a page.
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
 /// `"<s>"` or `{"content": "<s>", ...}` (both occur in tokenizer_config.json).
 pub fn token_field(v: Option<&serde_json::Value>) -> Option<String> {
     match v? {

@@ -14,6 +14,7 @@ pub mod atomic;
 pub mod error;
 pub mod export;
 pub mod jobs;
+pub mod json_float;
 pub mod stats;
 pub mod summary;
 pub mod trace;

@@ -18,6 +18,9 @@ pub enum ExportKind {
     Coactivation,
     HeadScores,
     Compare,
+    Patching,
+    Attribution,
+    LogitLens,
 }
 
 impl ExportKind {
@@ -30,6 +33,9 @@ impl ExportKind {
             ExportKind::Coactivation => "coactivation",
             ExportKind::HeadScores => "retrieval-heads",
             ExportKind::Compare => "routing-diff",
+            ExportKind::Patching => "patching",
+            ExportKind::Attribution => "attribution",
+            ExportKind::LogitLens => "logit-lens",
         }
     }
 }
@@ -39,6 +45,12 @@ pub fn view_of(doc: &Document, results: &Results, ui: &UiState, cell: u64, kind:
     let c = doc.notebook.cell(cell).ok_or("no such cell")?;
     match (&c.kind, kind) {
         (CellKind::RetrievalScan { result: Some(r), .. }, _) => Ok(views::head_scores(&r.scores, &r.model)),
+        (CellKind::Patching { result: Some(r), .. }, _) => Ok(views::patching(&r.result, &r.model)),
+        (CellKind::Attribution { result: Some(r), .. }, ExportKind::LogitLens) => Ok(views::logit_lens(&r.result, &r.model, &r.tokens)),
+        // The plot shows as many components as the cell lists; the CSV has them all.
+        (CellKind::Attribution { result: Some(r), .. }, _) => {
+            Ok(views::attribution(&r.result, &r.model, crate::gui::views::attribution::BARS))
+        }
         (CellKind::Compare { a, b, .. }, _) => {
             let (ta, tb) = (results.traces.get(a).ok_or("run cell A first")?, results.traces.get(b).ok_or("run cell B first")?);
             let d = routelab_probes::analysis::diff::diff(ta, tb).map_err(|e| e.to_string())?;
@@ -70,6 +82,8 @@ pub fn export_cell(doc: &Document, results: &Results, ui: &UiState, cell: u64, d
         }
         CellKind::Compare { .. } => &[ExportKind::Compare],
         CellKind::RetrievalScan { .. } => &[ExportKind::HeadScores],
+        CellKind::Patching { .. } => &[ExportKind::Patching],
+        CellKind::Attribution { .. } => &[ExportKind::Attribution, ExportKind::LogitLens],
         _ => &[],
     };
     let stem = slug(&c.title);

@@ -3,12 +3,16 @@
 //! ([`UiState`]); and the actions views request, applied here. Nothing here draws.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use routelab_model::hub::{self, QuantListing};
 use routelab_model::interventions::{ExpertMethod, HeadMethod, Intervention, Interventions};
 use routelab_model::session::{ModelInfo, Prompt};
 use routelab_model::source::{LoadProgress, ModelSource};
+use routelab_model::tokenizer::Tokenizer;
+use routelab_probes::jobs::attribute::AttributeJob;
+use routelab_probes::jobs::patch::PatchJob;
 use routelab_probes::jobs::run::RunJob;
 
 use super::dialogs::FileDialogs;
@@ -20,7 +24,7 @@ use super::results::Results;
 use super::run_view::RunView;
 pub use super::ui_state::{CellUi, MaskTarget, Severity, UiState};
 use super::worker::{Command, Event, Worker};
-use crate::notebook::{self, prompt_cell, Cell, CellKind, SpecializationSettings};
+use crate::notebook::{self, attribution_cell, patching_cell, prompt_cell, Cell, CellKind, SpecializationSettings};
 
 /// What a view asks for.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +39,8 @@ pub enum Action {
     AddPrompt(Option<u64>),
     AddScan(Option<u64>),
     AddSpecialization(Option<u64>),
+    AddPatching(Option<u64>),
+    AddAttribution(Option<u64>),
     SetMaskTarget(u64, MaskTarget),
     SetMask(u64, Intervention),
     RemoveIntervention(u64, usize),
@@ -57,6 +63,8 @@ pub struct ModelStatus {
     pub load_started: Option<Instant>,
     pub info: Option<ModelInfo>,
     pub has_chat_template: bool,
+    /// The loaded model's tokenizer, for counting a prompt's tokens as it is typed.
+    pub tokenizer: Option<Arc<Tokenizer>>,
     pub error: Option<String>,
     /// The quants of the hub repo last asked for, to choose from.
     pub quants: Option<QuantList>,
@@ -162,6 +170,8 @@ impl AppState {
                     | Event::CompareDone { .. }
                     | Event::ScanDone { .. }
                     | Event::SpecializationDone { .. }
+                    | Event::PatchDone { .. }
+                    | Event::AttributeDone { .. }
                     | Event::Failed { cell: Some(_), .. }
             );
             if ended || matches!(e, Event::Prefilled { .. } | Event::Token { .. } | Event::Progress { .. }) {
@@ -175,7 +185,8 @@ impl AppState {
         }
         match e {
             Event::LoadProgress(p) => self.model.loading = Some(p),
-            Event::Loaded { info, has_chat_template } => {
+            Event::Loaded { info, has_chat_template, tokenizer } => {
+                self.model.tokenizer = Some(tokenizer);
                 self.model.loading = None;
                 self.model.error = None;
                 self.info(format!("loaded {}: {}", info.name, info.summary));
@@ -222,6 +233,7 @@ impl AppState {
             Event::LoadFailed(m) => {
                 self.model.loading = None;
                 self.model.info = None;
+                self.model.tokenizer = None;
                 self.model.error = Some(m.clone());
                 self.jobs.queue.clear();
                 self.error(format!("loading {} failed: {m}", self.model.requested));
@@ -301,6 +313,23 @@ impl AppState {
                 self.mark_dirty();
                 self.finish_job(cell, worker);
             }
+            Event::PatchDone { cell, summary } => {
+                if summary.result.incomplete {
+                    self.info("patching cancelled: the cell shows the cells swept so far");
+                }
+                if let Some(CellKind::Patching { result, .. }) = self.doc.notebook.cell_mut(cell).map(|c| &mut c.kind) {
+                    *result = Some(summary);
+                }
+                self.mark_dirty();
+                self.finish_job(cell, worker);
+            }
+            Event::AttributeDone { cell, summary } => {
+                if let Some(CellKind::Attribution { result, .. }) = self.doc.notebook.cell_mut(cell).map(|c| &mut c.kind) {
+                    *result = Some(*summary);
+                }
+                self.mark_dirty();
+                self.finish_job(cell, worker);
+            }
             Event::Failed { cell, message } => {
                 let title = cell.and_then(|c| self.doc.notebook.cell(c)).map(|c| c.title.clone()).unwrap_or_default();
                 self.error(if title.is_empty() { message } else { format!("cell “{title}”: {message}") });
@@ -371,6 +400,12 @@ impl AppState {
             }
             CellKind::RetrievalScan { settings, .. } => Command::Scan { cell: id, settings },
             CellKind::Specialization { settings, .. } => Command::Specialization { cell: id, settings },
+            CellKind::Patching { clean, corrupt, settings, .. } => {
+                Command::Patch { cell: id, job: PatchJob { clean: Prompt::text(&clean), corrupt: Prompt::text(&corrupt), settings } }
+            }
+            CellKind::Attribution { prompt, settings, .. } => {
+                Command::Attribute { cell: id, job: AttributeJob { prompt: Prompt::text(&prompt), settings } }
+            }
         };
         self.jobs.running = Some(id);
         worker.send(cmd);
@@ -500,6 +535,16 @@ impl AppState {
                         kind: CellKind::Specialization { settings: SpecializationSettings { corpus, ..Default::default() }, result: None },
                     },
                 );
+                self.mark_dirty();
+            }
+            Action::AddPatching(after) => {
+                let id = self.doc.notebook.fresh_id();
+                self.doc.notebook.insert_after(after, patching_cell(id));
+                self.mark_dirty();
+            }
+            Action::AddAttribution(after) => {
+                let id = self.doc.notebook.fresh_id();
+                self.doc.notebook.insert_after(after, attribution_cell(id));
                 self.mark_dirty();
             }
             Action::SetMaskTarget(id, t) => self.cell_ui(id).mask_target = Some(t),

@@ -45,6 +45,11 @@ pub struct CellUi {
     /// Where the expert-load and head grids were drawn last frame.
     pub load_grid: Option<super::views::grid::GridGeometry>,
     pub head_grid: Option<super::views::grid::GridGeometry>,
+    /// Where a patching cell's heat map was drawn last frame.
+    pub patch_grid: Option<super::views::grid::GridGeometry>,
+    /// A patching cell's layer and position lists as typed (kept while they do not parse).
+    pub layers_text: Option<String>,
+    pub positions_text: Option<String>,
 }
 
 /// The UI's own state: per cell, and for the whole window.

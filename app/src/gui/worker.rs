@@ -14,15 +14,18 @@ use routelab_model::interventions::Interventions;
 use routelab_model::session::{LoadOptions, ModelInfo, RunEvent, Session};
 use routelab_model::source::{LoadProgress, ModelSource};
 use routelab_model::store::CaptureStore;
+use routelab_model::tokenizer::Tokenizer;
 use routelab_probes::analysis::retrieval::Progress;
+use routelab_probes::jobs::attribute::AttributeJob;
 use routelab_probes::jobs::compare::{CompareJob, CompareSummary};
+use routelab_probes::jobs::patch::PatchJob;
 use routelab_probes::jobs::run::RunJob;
 use routelab_probes::jobs::scan::{ScanJob, ScanSettings};
 use routelab_probes::jobs::specialization::{SpecializationJob, SpecializationSettings};
 use routelab_probes::jobs::{Cancel, Job};
 use routelab_probes::trace::Trace;
 
-use crate::notebook::{self, RunSummary, ScanSummary, SpecializationSummary};
+use crate::notebook::{self, AttributionSummary, PatchSummary, RunSummary, ScanSummary, SpecializationSummary};
 
 /// What the UI asks the worker to do: load a model, or run a job for a cell.
 pub enum Command {
@@ -53,6 +56,14 @@ pub enum Command {
         cell: u64,
         settings: SpecializationSettings,
     },
+    Patch {
+        cell: u64,
+        job: PatchJob,
+    },
+    Attribute {
+        cell: u64,
+        job: AttributeJob,
+    },
 }
 
 pub enum Event {
@@ -60,6 +71,8 @@ pub enum Event {
     Loaded {
         info: ModelInfo,
         has_chat_template: bool,
+        /// A copy for the UI thread, which counts prompts' tokens as they are typed.
+        tokenizer: Arc<Tokenizer>,
     },
     LoadFailed(String),
     /// The quants of the hub repo `repo` (`owner/name[@revision]`), or why they are unknown.
@@ -104,6 +117,15 @@ pub enum Event {
     SpecializationDone {
         cell: u64,
         summary: SpecializationSummary,
+    },
+    /// A patching sweep ended; cancelled, `summary.result.incomplete` and the cells done so far.
+    PatchDone {
+        cell: u64,
+        summary: PatchSummary,
+    },
+    AttributeDone {
+        cell: u64,
+        summary: Box<AttributionSummary>,
     },
     Failed {
         cell: Option<u64>,
@@ -199,7 +221,9 @@ impl WorkerState {
             Command::Run { cell, .. }
             | Command::Compare { cell, .. }
             | Command::Scan { cell, .. }
-            | Command::Specialization { cell, .. } => Some(*cell),
+            | Command::Specialization { cell, .. }
+            | Command::Patch { cell, .. }
+            | Command::Attribute { cell, .. } => Some(*cell),
         };
         if let Err(message) = self.try_handle(cmd) {
             self.emit(Event::Failed { cell, message });
@@ -230,8 +254,9 @@ impl WorkerState {
                     Ok(s) => {
                         let info = s.info();
                         let has_chat_template = s.chat_template.is_some();
+                        let tokenizer = Arc::new(s.tokenizer.clone());
                         self.session = Some(s);
-                        self.emit(Event::Loaded { info, has_chat_template });
+                        self.emit(Event::Loaded { info, has_chat_template, tokenizer });
                     }
                     Err(e) => self.emit(Event::LoadFailed(e)),
                 }
@@ -312,6 +337,20 @@ impl WorkerState {
                         model: s.name.clone(),
                     },
                 });
+                Ok(())
+            }
+            Command::Patch { cell, job } => {
+                let s = self.session()?;
+                let result = job.execute(s, &mut |p| self.emit(Event::Progress { cell, progress: p }), &self.cancel).map_err(explain)?;
+                self.emit(Event::PatchDone { cell, summary: PatchSummary { result, model: s.name.clone() } });
+                Ok(())
+            }
+            Command::Attribute { cell, job } => {
+                let s = self.session()?;
+                let result = job.execute(s, &mut |_| {}, &self.cancel).map_err(explain)?;
+                let tokens =
+                    s.encode(&job.prompt).map_err(explain)?.iter().map(|&t| s.tokenizer.decode(&[t], false).unwrap_or_default()).collect();
+                self.emit(Event::AttributeDone { cell, summary: Box::new(AttributionSummary { result, tokens, model: s.name.clone() }) });
                 Ok(())
             }
         }

@@ -3,6 +3,10 @@
 use routelab_model::capture::CaptureSpec;
 use routelab_model::interventions::Interventions;
 use routelab_model::session::Prompt;
+use routelab_probes::analysis::attribution::Attribution;
+pub use routelab_probes::analysis::attribution::AttributionSettings;
+use routelab_probes::analysis::patching::PatchResult;
+pub use routelab_probes::analysis::patching::PatchSettings;
 use routelab_probes::analysis::retrieval::HeadScores;
 // A cell's settings are its job's settings (their defaults live with the jobs).
 pub use routelab_probes::jobs::compare::CompareSummary;
@@ -43,6 +47,22 @@ pub struct SpecializationSummary {
     pub model: String,
 }
 
+/// A finished (or cancelled: `result.incomplete`) patching sweep. Small (layers × columns), so
+/// it is kept in `notebook.json` itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PatchSummary {
+    pub result: PatchResult,
+    pub model: String,
+}
+
+/// A finished attribution, with the prompt's token texts (the logit lens's columns).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttributionSummary {
+    pub result: Attribution,
+    pub tokens: Vec<String>,
+    pub model: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum CellKind {
@@ -70,6 +90,21 @@ pub enum CellKind {
         settings: SpecializationSettings,
         result: Option<SpecializationSummary>,
     },
+    /// Activation patching: `clean`'s activations copied into `corrupt`'s run, cell by cell.
+    Patching {
+        clean: String,
+        corrupt: String,
+        #[serde(default)]
+        settings: PatchSettings,
+        result: Option<PatchSummary>,
+    },
+    /// Direct logit attribution, the logit lens and the experts' promoted tokens at one position.
+    Attribution {
+        prompt: String,
+        #[serde(default)]
+        settings: AttributionSettings,
+        result: Option<AttributionSummary>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,6 +123,8 @@ impl Cell {
             CellKind::Compare { .. } => "compare",
             CellKind::RetrievalScan { .. } => "retrieval scan",
             CellKind::Specialization { .. } => "specialization",
+            CellKind::Patching { .. } => "activation patching",
+            CellKind::Attribution { .. } => "logit attribution",
         }
     }
 
@@ -98,6 +135,8 @@ impl Cell {
             CellKind::Compare { result, .. } => result.is_some(),
             CellKind::RetrievalScan { result, .. } => result.is_some(),
             CellKind::Specialization { result, .. } => result.is_some(),
+            CellKind::Patching { result, .. } => result.is_some(),
+            CellKind::Attribution { result, .. } => result.is_some(),
         }
     }
 
@@ -108,6 +147,8 @@ impl Cell {
             CellKind::Compare { result, .. } => *result = None,
             CellKind::RetrievalScan { result, .. } => *result = None,
             CellKind::Specialization { result, .. } => *result = None,
+            CellKind::Patching { result, .. } => *result = None,
+            CellKind::Attribution { result, .. } => *result = None,
         }
     }
 }
@@ -125,5 +166,127 @@ pub fn prompt_cell(id: u64, title: &str, prompt: Prompt) -> Cell {
             capture: CaptureSpec::default(),
             result: None,
         },
+    }
+}
+
+/// A new patching cell: a factual-recall pair whose context names another country (the same
+/// token count in the bundled models' tokenizer).
+pub fn patching_cell(id: u64) -> Cell {
+    Cell {
+        id,
+        title: "Activation patching".into(),
+        kind: CellKind::Patching {
+            clean: "The capital of France is Paris. The capital of France is".into(),
+            corrupt: "The capital of Spain is Paris. The capital of France is".into(),
+            settings: PatchSettings::default(),
+            result: None,
+        },
+    }
+}
+
+/// A new attribution cell (the last position, the model's own prediction).
+pub fn attribution_cell(id: u64) -> Cell {
+    Cell {
+        id,
+        title: "Logit attribution".into(),
+        kind: CellKind::Attribution { prompt: "The capital of France is".into(), settings: AttributionSettings::default(), result: None },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notebook::{load, save, Notebook};
+    use routelab_probes::analysis::attribution::{Component, Contribution, ExpertPromotion, LensRow};
+    use routelab_probes::analysis::patching::{Metric, SweepSite};
+
+    fn patched() -> Cell {
+        let mut c = patching_cell(1);
+        if let CellKind::Patching { settings, result, .. } = &mut c.kind {
+            settings.site = SweepSite::Expert;
+            settings.metric = Metric::LogitDiff { answer: " 7".into(), other: " 8".into() };
+            settings.layers = Some(vec![0, 2]);
+            *result = Some(PatchSummary {
+                result: PatchResult {
+                    site: SweepSite::Expert,
+                    metric: settings.metric.clone(),
+                    layers: vec![0, 2],
+                    columns: vec![0, 1],
+                    column_labels: vec!["e0".into(), "e1".into()],
+                    // A cancelled sweep: the cells it did not reach are NaN.
+                    values: vec![vec![1.5, -0.25], vec![f64::NAN, f64::NAN]],
+                    recovered: vec![vec![0.75, -0.125], vec![f64::NAN, f64::NAN]],
+                    clean_metric: 2.0,
+                    corrupt_metric: 0.0,
+                    positions: vec![3, 4],
+                    incomplete: true,
+                },
+                model: "tiny-moe".into(),
+            });
+        }
+        c
+    }
+
+    fn attributed() -> Cell {
+        let mut c = attribution_cell(2);
+        if let CellKind::Attribution { settings, result, .. } = &mut c.kind {
+            settings.position = Some(1);
+            settings.target = Some(" is".into());
+            let contribution = |component: Component, value| Contribution { label: component.label(), component, value };
+            *result = Some(AttributionSummary {
+                result: Attribution {
+                    position: 1,
+                    target: 42,
+                    target_text: " is".into(),
+                    logit: 3.0,
+                    scale: 1.5,
+                    norm: "RMSNorm".into(),
+                    components: vec![
+                        contribution(Component::Embed, 1.0),
+                        contribution(Component::Expert { layer: 0, expert: 3, weight: 0.5 }, 2.5),
+                        contribution(Component::Head { layer: 0, head: 1 }, -0.5),
+                    ],
+                    residual: 0.0,
+                    lens: vec![LensRow { layer: 0, target_logit: 3.0, target_prob: 0.25, target_rank: 0, top: vec![(" is".into(), 0.25)] }],
+                    promotions: vec![ExpertPromotion { layer: 0, expert: 3, weight: 0.5, top: vec![(" is".into(), 1.25)] }],
+                    lens_map: vec![vec![0.5, 0.25]],
+                    final_tokens: vec![" a".into(), " is".into()],
+                },
+                tokens: vec!["A".into(), " cat".into()],
+                model: "tiny-moe".into(),
+            });
+        }
+        c
+    }
+
+    #[test]
+    fn patching_and_attribution_cells_round_trip_with_their_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nb = Notebook::new("tiny-moe");
+        nb.cells = vec![patched(), attributed()];
+        nb.next_id = 3;
+        save(dir.path(), &nb).unwrap();
+        let back = load(dir.path()).unwrap();
+        // NaN is never equal to itself, so the sweep's unreached cells are checked apart.
+        let CellKind::Patching { result: Some(r), .. } = &back.cells[0].kind else { panic!("{:?}", back.cells[0]) };
+        assert!(r.result.values[1].iter().chain(&r.result.recovered[1]).all(|v| v.is_nan()));
+        assert_eq!((r.result.values[0].as_slice(), r.result.recovered[0].as_slice()), (&[1.5, -0.25][..], &[0.75, -0.125][..]));
+        assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&nb).unwrap());
+        assert_eq!(back.cells[1], nb.cells[1]);
+        assert_eq!((back.cells[0].kind_name(), back.cells[1].kind_name()), ("activation patching", "logit attribution"));
+    }
+
+    /// Settings left out (hand-written, or saved before a field existed) take the jobs' defaults.
+    #[test]
+    fn cells_without_settings_read_with_the_defaults() {
+        let json = r#"[
+            {"id": 4, "title": "p", "kind": "patching", "clean": "a b", "corrupt": "a c", "result": null},
+            {"id": 5, "title": "a", "kind": "attribution", "prompt": "a b", "settings": {"position": 1}, "result": null}
+        ]"#;
+        let cells: Vec<Cell> = serde_json::from_str(json).unwrap();
+        let CellKind::Patching { settings, .. } = &cells[0].kind else { panic!() };
+        assert_eq!(*settings, PatchSettings::default());
+        let CellKind::Attribution { settings, .. } = &cells[1].kind else { panic!() };
+        assert_eq!((settings.position, settings.top), (Some(1), AttributionSettings::default().top));
     }
 }

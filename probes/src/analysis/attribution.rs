@@ -201,7 +201,7 @@ pub fn attribute(session: &Session, tokens: &[u32], settings: &AttributionSettin
     attribute_run(session, &run, settings)
 }
 
-fn row<'a>(run: &'a RunRecord, l: usize, q: Quantity, p: usize) -> Option<&'a [f32]> {
+fn row(run: &RunRecord, l: usize, q: Quantity, p: usize) -> Option<&[f32]> {
     run.store.row_f32(&routelab_model::hooks::HookPoint::layer(l, q), p)
 }
 

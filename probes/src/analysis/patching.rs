@@ -196,11 +196,15 @@ pub struct PatchResult {
     /// Column labels (a position's clean and corrupted tokens; `h3`; `e5`).
     pub column_labels: Vec<String>,
     /// The metric per cell, `[layers][columns]`; NaN where a layer lacks the site or the sweep
-    /// stopped first.
+    /// stopped first (JSON `null`, read back as NaN).
+    #[serde(deserialize_with = "crate::json_float::matrix_or_nan")]
     pub values: Vec<Vec<f64>>,
     /// The share of the gap each cell recovers (module docs).
+    #[serde(deserialize_with = "crate::json_float::matrix_or_nan")]
     pub recovered: Vec<Vec<f64>>,
+    #[serde(deserialize_with = "crate::json_float::f64_or_nan")]
     pub clean_metric: f64,
+    #[serde(deserialize_with = "crate::json_float::f64_or_nan")]
     pub corrupt_metric: f64,
     /// Positions patched together in head and expert sweeps.
     pub positions: Vec<usize>,

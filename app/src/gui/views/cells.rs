@@ -3,8 +3,10 @@
 
 use egui::{RichText, Ui};
 
+use super::attribution::AttributionCell;
 use super::compare::CompareCell;
 use super::markdown::MarkdownCell;
+use super::patching::PatchingCell;
 use super::prompt::PromptCell;
 use super::scan::{self, ScanCell, SpecializationCell};
 use crate::gui::results::Results;
@@ -25,6 +27,8 @@ pub struct CellContext<'a> {
     pub results: &'a Results,
     /// Every cell's title, by id.
     pub titles: &'a std::collections::HashMap<u64, String>,
+    /// The loaded model's tokenizer (cells count their prompts' tokens).
+    pub tokenizer: Option<&'a routelab_model::tokenizer::Tokenizer>,
 }
 
 pub fn notebook(ui: &mut Ui, state: &mut AppState, actions: &mut Vec<Action>) {
@@ -47,6 +51,8 @@ pub fn add_buttons(ui: &mut Ui, after: Option<u64>, actions: &mut Vec<Action>) {
             ("Markdown", Action::AddMarkdown(after)),
             ("Retrieval-head scan", Action::AddScan(after)),
             ("Expert specialization over a corpus", Action::AddSpecialization(after)),
+            ("Activation patching", Action::AddPatching(after)),
+            ("Logit attribution and lens", Action::AddAttribution(after)),
         ] {
             if ui.button(label).clicked() {
                 actions.push(a);
@@ -111,21 +117,25 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
             });
         });
         if running {
+            let kind = &state.doc.notebook.cells[i].kind;
             if let Some(p) = state.jobs.progress.get(&id) {
                 scan::progress_bar(ui, Some(p), actions);
-            } else if !matches!(state.doc.notebook.cells[i].kind, CellKind::Prompt { .. }) {
+            } else if !matches!(kind, CellKind::Prompt { .. } | CellKind::Attribution { .. }) {
                 scan::progress_bar(ui, None, actions);
             } else {
+                // One run with no steps to count.
+                let doing = if matches!(kind, CellKind::Prompt { .. }) { "generating…" } else { "attributing…" };
                 ui.horizontal(|ui| {
                     ui.spinner();
-                    ui.label("generating…");
+                    ui.label(doing);
                     if ui.button("Cancel").clicked() {
                         actions.push(Action::Cancel);
                     }
                 });
             }
         }
-        let ctx = CellContext { id, running, busy, model_ready, has_chat, timings, results: &state.results, titles: &titles };
+        let tokenizer = state.model.tokenizer.as_deref();
+        let ctx = CellContext { id, running, busy, model_ready, has_chat, timings, results: &state.results, titles: &titles, tokenizer };
         let cell_ui = state.ui.cells.entry(id).or_default();
         match &mut state.doc.notebook.cells[i].kind {
             CellKind::Markdown { text } => MarkdownCell { text }.ui(ui, &ctx, cell_ui, actions),
@@ -135,6 +145,12 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
             CellKind::Compare { a, b, result } => CompareCell { a: *a, b: *b, result: result.as_ref() }.ui(ui, &ctx, actions),
             CellKind::RetrievalScan { settings, result } => ScanCell { settings, result: result.as_ref() }.ui(ui, &ctx, actions),
             CellKind::Specialization { settings, result } => SpecializationCell { settings, result: result.as_ref() }.ui(ui, &ctx, actions),
+            CellKind::Patching { clean, corrupt, settings, result } => {
+                PatchingCell { clean, corrupt, settings, result: result.as_ref() }.ui(ui, &ctx, cell_ui, actions)
+            }
+            CellKind::Attribution { prompt, settings, result } => {
+                AttributionCell { prompt, settings, result: result.as_ref() }.ui(ui, &ctx, actions)
+            }
         }
     });
 }

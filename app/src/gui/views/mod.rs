@@ -1,12 +1,17 @@
 //! The views: each draws one thing from the state and returns actions.
 
+pub mod attribution;
 pub mod cells;
 pub mod compare;
 pub mod grid;
+pub mod heatmap;
+pub mod index_list;
 pub mod markdown;
 pub mod model_panel;
+pub mod patching;
 pub mod prompt;
 pub mod scan;
+pub mod signed_bars;
 pub mod tokens;
 
 use egui::Color32;
@@ -35,7 +40,12 @@ pub fn text_on(bg: Color32) -> Color32 {
 
 /// A few export buttons for a view.
 pub fn export_buttons(ui: &mut egui::Ui, cell: u64, view: super::state::ExportKind, actions: &mut Vec<super::state::Action>) {
-    ui.menu_button("Export ▾", |ui| {
+    export_menu(ui, "Export ▾", cell, view, actions);
+}
+
+/// [`export_buttons`] under another title, for a cell with several views.
+pub fn export_menu(ui: &mut egui::Ui, title: &str, cell: u64, view: super::state::ExportKind, actions: &mut Vec<super::state::Action>) {
+    ui.menu_button(title, |ui| {
         for ext in ["png", "svg", "csv"] {
             if ui.button(format!("as {}", ext.to_uppercase())).clicked() {
                 actions.push(super::state::Action::ExportView { cell, view, ext });
