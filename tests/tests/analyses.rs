@@ -359,3 +359,59 @@ fn heads_experts_counts_the_experts_separate_runs_select_where_heads_copy() {
         }
     }
 }
+
+/// On tiny-dense, patching each head's output at the answer position from a needle prompt into
+/// the same prompt with another passkey moves the answer only through the heads the retrieval
+/// scan finds: the cells that recover most of the logit difference are retrieval heads.
+#[test]
+fn patching_the_needle_task_localises_the_answer_to_the_retrieval_heads() {
+    use routelab_probes::analysis::patching::{sweep, Metric, PatchSettings, SweepSite};
+    use routelab_probes::jobs::scan::{NeedleSettings, ScanJob, ScanSettings};
+    use routelab_probes::jobs::{Cancel, Job};
+    let s = Session::load(&ModelSource::parse("tiny-dense").unwrap(), &LoadOptions::default(), &mut |_| {}).unwrap();
+    let needle = NeedleSettings { lengths: vec![160], depths: vec![0.0, 0.5, 1.0], per_cell: 2, seed: 11, ..Default::default() };
+    let scan = ScanJob {
+        settings: ScanSettings { needle: needle.clone(), teacher_forced: true },
+        interventions: Interventions::default(),
+        state: None,
+    };
+    let scores = scan.execute(&s, &mut |_| {}, &Cancel::new()).unwrap().head_scores();
+    let retrieval: Vec<(usize, usize)> = scores.ranked(0.1).into_iter().map(|(l, h, _)| (l, h)).collect();
+    assert!(!retrieval.is_empty(), "the scan found no retrieval heads");
+
+    let digits: Vec<u32> = (0..10).map(|d| s.tokenizer.encode(&d.to_string(), false).unwrap()[0]).collect();
+    let trial = &needle.trials(&s).unwrap()[0];
+    let first = trial.answer.iter().position(|t| digits.contains(t)).unwrap();
+    // The prompt up to the answer's first digit, which the last position predicts.
+    let clean = [trial.tokens.clone(), trial.answer[..first].to_vec()].concat();
+    let digit = |t: u32| digits.iter().position(|&d| d == t);
+    let mut corrupt = clean.clone();
+    for span in &trial.answer_spans {
+        for p in span.clone() {
+            if let Some(d) = digit(clean[p]) {
+                corrupt[p] = digits[(d + 5) % 10];
+            }
+        }
+    }
+    let a = digit(trial.answer[first]).unwrap();
+    let metric = Metric::LogitDiff { answer: a.to_string(), other: ((a + 5) % 10).to_string() };
+    let last = clean.len() - 1;
+    let settings = PatchSettings { site: SweepSite::Head, metric, layers: None, positions: Some(vec![last]) };
+    let r = sweep(&s, &clean, &corrupt, &settings, &mut |_| true).unwrap();
+    assert!(r.clean_metric > 0.0 && r.corrupt_metric < 0.0, "the model reads the passkey: {} / {}", r.clean_metric, r.corrupt_metric);
+    let mut cells: Vec<((usize, usize), f64)> = r
+        .layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &l)| r.columns.iter().enumerate().map(move |(j, &h)| ((l, h), (i, j))))
+        .map(|(lh, (i, j))| (lh, r.recovered[i][j]))
+        .collect();
+    cells.sort_by(|x, y| y.1.total_cmp(&x.1));
+    eprintln!("retrieval heads {retrieval:?}; best patched heads {:?}", &cells[..6]);
+    for (head, recovered) in &cells[..3] {
+        assert!(retrieval.contains(head), "head {head:?} recovers {recovered:.3} but is not a retrieval head ({retrieval:?})");
+    }
+    // Heads the scan does not name move the answer by little.
+    let others = cells.iter().filter(|(h, _)| !retrieval.contains(h)).map(|c| c.1).fold(f64::NEG_INFINITY, f64::max);
+    assert!(others < cells[0].1 / 2.0, "a non-retrieval head recovers {others:.3}");
+}

@@ -31,6 +31,7 @@ fn missing_weights_say_what_was_looked_for() {
     let d = copy_case("llama");
     std::fs::remove_file(d.path().join("model.safetensors")).unwrap();
     std::fs::remove_file(d.path().join("reference.safetensors")).unwrap();
+    std::fs::remove_file(d.path().join("causal.safetensors")).unwrap();
     let e = load_err(d.path());
     assert!(e.contains("no weights found") && e.contains("model.safetensors"), "{e}");
 }

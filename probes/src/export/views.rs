@@ -12,8 +12,8 @@ use crate::analysis::attribution::{Attribution, Contribution};
 use crate::analysis::corpus::{LayerSpecialization, CLASSES};
 use crate::analysis::diff::{diff, RunDiff};
 use crate::analysis::fidelity::FidelityReport;
-use crate::analysis::patching::{PatchResult, SweepSite};
 use crate::analysis::heads_experts::HeadsExperts;
+use crate::analysis::patching::{PatchResult, SweepSite};
 use crate::analysis::retrieval::HeadScores;
 use crate::atomic::write_atomic;
 use crate::error::{ProbeError, Result};
@@ -632,30 +632,33 @@ pub fn patching(r: &PatchResult, model: &str) -> View {
         SweepSite::Mlp => ("MLP / MoE output", "position (corrupted → clean token)".to_string()),
         SweepSite::Shared => ("shared-expert output", "position (corrupted → clean token)".to_string()),
         SweepSite::Dense => ("dense-residual output", "position (corrupted → clean token)".to_string()),
-        SweepSite::Head => ("head outputs", format!("head (patched at {} positions)", r.positions.len())),
-        SweepSite::Expert => ("expert outputs", format!("expert (patched at {} positions)", r.positions.len())),
+        SweepSite::Head => ("head outputs", format!("head (patched at {})", positions_text(&r.positions))),
+        SweepSite::Expert => ("expert outputs", format!("expert (patched at {})", positions_text(&r.positions))),
     };
     let cells = r.columns.len() * r.layers.len();
     View::Heatmap(
         t,
         Heatmap {
-            title: format!(
-                "{model}: patching {what}, {} (clean {}, corrupted {}){}",
-                r.metric.describe(),
-                num(r.clean_metric),
-                num(r.corrupt_metric),
-                if r.incomplete { " — cancelled, partial" } else { "" }
-            ),
+            title: format!("{model}: patching {what}, {}{}", r.metric.describe(), if r.incomplete { " (cancelled, partial)" } else { "" }),
             x_label,
             y_label: "layer".into(),
             row_labels: r.layers.iter().map(|l| l.to_string()).collect(),
             col_labels: r.column_labels.clone(),
             values: r.recovered.clone(),
-            scale_label: "share of the clean − corrupted gap recovered".into(),
+            scale_label: format!("share of the gap recovered (clean {:.3}, corrupted {:.3})", r.clean_metric, r.corrupt_metric),
             range: None,
             annotate: cells <= 400,
         },
     )
+}
+
+/// "position 7", "positions 3–9" or "12 positions".
+fn positions_text(p: &[usize]) -> String {
+    match p {
+        [one] => format!("position {one}"),
+        [a, .., b] if b - a + 1 == p.len() => format!("positions {a}–{b}"),
+        _ => format!("{} positions", p.len()),
+    }
 }
 
 /// Direct logit attribution: the components that move the target's logit most, both ways.
@@ -670,11 +673,8 @@ pub fn attribution(a: &Attribution, model: &str, top: usize) -> View {
     View::Bars(
         t,
         Bars {
-            title: format!(
-                "{model}: direct logit attribution of {:?} at position {} (logit {:.3}; {})",
-                a.target_text, a.position, a.logit, a.norm
-            ),
-            x_label: "component".into(),
+            title: format!("{model}: logit attribution of {:?} at position {} (logit {:.3})", a.target_text, a.position, a.logit),
+            x_label: format!("component ({})", a.norm),
             y_label: "contribution to the logit".into(),
             categories: ranked.iter().map(|c| c.label.clone()).collect(),
             series: vec![("contribution".into(), ranked.iter().map(|c| c.value as f64).collect())],
