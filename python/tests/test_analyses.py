@@ -200,3 +200,40 @@ def test_routing_fidelity_equals_the_cli(moe, tmp_path):
     same = routelab.routing_fidelity(moe, moe, prompts[:1], max_new_tokens=16, progress=False)
     assert all(l["flips"] == 0 for l in same.layers.values())
 
+
+
+PASSKEY = (
+    "<|endoftext|>Welcome to The Rust Programming Language, an introductory book about Rust. "
+    "The passkey is 48213. Remember it. 48213 is the passkey. Rust challenges that conflict.\n"
+    "What is the passkey? The passkey is "
+)
+
+
+def test_patching_equals_the_cli_and_finds_the_answer_in_the_last_layer(dense, tmp_path):
+    corrupt = PASSKEY.replace("48213", "71596")
+    result = dense.patch(PASSKEY, corrupt, site="head", metric="logit-diff:4,7", progress=False)
+    out = tmp_path / "patch"
+    cli("patch", "-m", "tiny-dense", "--clean", PASSKEY, "--corrupt", corrupt, "--site", "head",
+        "--metric", "logit-diff:4,7", "--out", out)
+    assert result.figure.csv() == (out / "patching.csv").read_text()
+    import json
+
+    assert result.result == json.loads((out / "patching.json").read_text())
+    assert result.recovered.shape == (6, 8)
+    assert result.clean_metric > 0 > result.corrupt_metric
+    # tiny-dense's retrieval heads sit in its last layer (assets/README.md).
+    best_layer, _ = np.unravel_index(np.nanargmax(result.recovered), result.recovered.shape)
+    assert result.layers[best_layer] == 5
+
+
+def test_attribution_equals_the_cli_and_sums_to_the_logit(moe, tmp_path):
+    prompt = "The capital of France is"
+    a = moe.attribute(prompt)
+    out = tmp_path / "attribution"
+    cli("attribute", "-m", "tiny-moe", "-p", prompt, "--out", out)
+    assert a.figure.csv() == (out / "attribution.csv").read_text()
+    assert a.lens_figure.csv() == (out / "logit_lens.csv").read_text()
+    assert abs(sum(v for _, v in a.components) - a.logit) < 1e-3 * (1 + abs(a.logit))
+    # Every MoE layer's two selected experts promote tokens; the last lens row is the model's own.
+    assert len(a.promotions) == 6 * 2
+    assert a.lens[-1]["target_rank"] == 0
