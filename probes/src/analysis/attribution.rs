@@ -295,23 +295,38 @@ pub fn attribute_run(session: &Session, run: &RunRecord, settings: &AttributionS
     let mut lens = vec![];
     let mut lens_map = vec![];
     let final_top: Vec<usize> = (0..t).map(|q| run.logits_at(q).map_or(0, argmax)).collect();
+    // Positions go through the head a block at a time: a whole prompt's `[T, V]` logits per
+    // layer would be gigabytes on a large vocabulary.
+    const BLOCK: usize = 64;
     for l in 0..c.num_layers {
         let hidden = run
             .store
             .f32(&routelab_model::hooks::HookPoint::layer(l, Quantity::Hidden))
             .ok_or_else(|| missing(format!("layers.{l}.hidden")))?;
-        let rows: Vec<f32> =
-            model.unembed(&Tensor::from_slice(hidden, (t, c.hidden_size), &candle_core::Device::Cpu)?)?.flatten_all()?.to_vec1()?;
-        let lp: Vec<Vec<f64>> = rows.chunks(v).map(log_softmax).collect();
-        lens_map.push(lp.iter().zip(&final_top).map(|(r, &f)| r[f].exp()).collect());
-        let here = &lp[p];
+        let d = c.hidden_size;
+        let mut map_row = Vec::with_capacity(t);
+        let mut here: Option<(Vec<f64>, f32)> = None;
+        for start in (0..t).step_by(BLOCK) {
+            let n = BLOCK.min(t - start);
+            let x = Tensor::from_slice(&hidden[start * d..(start + n) * d], (n, d), &candle_core::Device::Cpu)?;
+            let rows: Vec<f32> = model.unembed(&x)?.flatten_all()?.to_vec1()?;
+            for (i, row) in rows.chunks(v).enumerate() {
+                let lp = log_softmax(row);
+                map_row.push(lp[final_top[start + i]].exp());
+                if start + i == p {
+                    here = Some((lp, row[target as usize]));
+                }
+            }
+        }
+        lens_map.push(map_row);
+        let Some((here, target_logit)) = here else { return Err(ProbeError::Invalid(format!("position {p} has no lens row"))) };
         let target_lp = here[target as usize];
         lens.push(LensRow {
             layer: l,
-            target_logit: rows[p * v + target as usize],
+            target_logit,
             target_prob: target_lp.exp(),
             target_rank: here.iter().filter(|&&x| x > target_lp).count(),
-            top: top_k(here, settings.top).into_iter().map(|(i, x)| (text(i as u32), x.exp())).collect(),
+            top: top_k(&here, settings.top).into_iter().map(|(i, x)| (text(i as u32), x.exp())).collect(),
         });
     }
 
