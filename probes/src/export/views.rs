@@ -618,8 +618,19 @@ pub fn routing_fidelity(r: &FidelityReport) -> View {
     )
 }
 
+/// A model named by a local path as its file or directory name, for a plot's title (hub ids
+/// and bundled names stay as they are).
+fn title_name(model: &str) -> &str {
+    let p = Path::new(model);
+    match p.file_name().and_then(|n| n.to_str()) {
+        Some(name) if p.exists() => name,
+        _ => model,
+    }
+}
+
 /// An activation-patching sweep: the share of the clean-vs-corrupted gap each cell recovers.
 pub fn patching(r: &PatchResult, model: &str) -> View {
+    let model = title_name(model);
     let mut t = Table::new(&["layer", "column", "label", "metric", "recovered"]);
     for (row, &l) in r.layers.iter().enumerate() {
         for (col, (&c, label)) in r.columns.iter().zip(&r.column_labels).enumerate() {
@@ -663,6 +674,7 @@ fn positions_text(p: &[usize]) -> String {
 
 /// Direct logit attribution: the components that move the target's logit most, both ways.
 pub fn attribution(a: &Attribution, model: &str, top: usize) -> View {
+    let model = title_name(model);
     let mut t = Table::new(&["component", "layer", "contribution"]);
     for c in &a.components {
         t.push(vec![c.label.clone(), c.component.layer().map(|l| l.to_string()).unwrap_or_default(), num(c.value as f64)]);
@@ -685,6 +697,7 @@ pub fn attribution(a: &Attribution, model: &str, top: usize) -> View {
 /// The logit lens: per layer and position, the probability the residual stream after the
 /// layer gives the model's final top token.
 pub fn logit_lens(a: &Attribution, model: &str, tokens: &[String]) -> View {
+    let model = title_name(model);
     let mut t = Table::new(&["layer", "position", "token", "final_top_token", "probability"]);
     for (l, row) in a.lens_map.iter().enumerate() {
         for (p, &v) in row.iter().enumerate() {
