@@ -11,7 +11,7 @@ use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use routelab::gui::dialogs::FixedDialogs;
 use routelab::gui::WorkbenchApp;
-use routelab::notebook::CellKind;
+use routelab::notebook::{CellKind, ReplaySettings};
 
 /// The bundled default model (override to try another).
 fn model() -> String {
@@ -527,4 +527,73 @@ fn an_attribution_cell_shows_contributions_the_lens_and_the_experts() {
     h.run_steps(2);
     let csv = std::fs::read_to_string(given.lock().unwrap().last().unwrap()).unwrap();
     assert_eq!(csv.lines().count(), 1 + 6 * s.tokens.len(), "one row per layer and position");
+}
+
+fn set_prompt(h: &mut Harness<'_, WorkbenchApp>, id: u64, text: &str) {
+    if let Some(CellKind::Prompt { prompt, .. }) = h.state_mut().state.doc.notebook.cell_mut(id).map(|c| &mut c.kind) {
+        *prompt = routelab_model::session::Prompt::text(text);
+    }
+    h.run_steps(2);
+}
+
+fn set_replay(h: &mut Harness<'_, WorkbenchApp>, id: u64, to: Option<ReplaySettings>) {
+    if let Some(CellKind::Prompt { replay, .. }) = h.state_mut().state.doc.notebook.cell_mut(id).map(|c| &mut c.kind) {
+        *replay = to;
+    }
+    h.run_steps(2);
+}
+
+/// A finished prompt cell's trace, read back from its file.
+fn read_trace(h: &Harness<'_, WorkbenchApp>, dir: &Path, id: u64) -> routelab_probes::trace::Trace {
+    routelab_probes::trace::Trace::read(&dir.join(trace_of(h.state(), id))).unwrap()
+}
+
+/// Routing replay on tiny-moe: cell B, on a prompt of the same length as cell A's, routes
+/// differently with its own router; set to replay A's routing in every layer, it selects A's
+/// experts at every prompt position of every layer. A source cell without a run is refused with
+/// a message. The setting is shown in the cell and saved in notebook.json.
+#[test]
+fn a_prompt_cell_replays_another_cells_routing() {
+    let dir = fresh_dir("replay");
+    let (mut h, _) = harness(&dir, &dir);
+    let ids = prompt_ids(h.state());
+    let (a, b, unrun) = (ids[0], ids[1], ids[2]);
+    let clean = "The capital of France is Paris. The capital of France is";
+    set_prompt(&mut h, a, clean);
+    set_prompt(&mut h, b, CORRUPT);
+    let tokenizer = h.state().state.model.tokenizer.clone().unwrap();
+    let n = tokenizer.encode(clean, true).unwrap().len();
+    assert_eq!(tokenizer.encode(CORRUPT, true).unwrap().len(), n);
+
+    set_replay(&mut h, b, Some(ReplaySettings { cell: unrun, layers: None, weights: false }));
+    run_cell(&mut h, b);
+    assert!(!h.state().state.doc.notebook.cell(b).unwrap().has_result(), "ran without the routing it was to replay");
+    let refused = h.state().state.ui.messages.iter().any(|(_, m)| m.contains("has no finished run to replay"));
+    assert!(refused, "{:?}", h.state().state.ui.messages);
+
+    set_replay(&mut h, b, None);
+    run_cell(&mut h, a);
+    run_cell(&mut h, b);
+    let experts = |t: &routelab_probes::trace::Trace, l: usize| {
+        let r = t.router(l).unwrap();
+        r.experts[..n * r.top_k].to_vec()
+    };
+    let (ta, tb) = (read_trace(&h, &dir, a), read_trace(&h, &dir, b));
+    assert!((0..6).any(|l| experts(&ta, l) != experts(&tb, l)), "the two prompts route alike: replay would show nothing");
+
+    set_replay(&mut h, b, Some(ReplaySettings { cell: a, layers: None, weights: false }));
+    assert!(h.query_by_label_contains(&format!("routing replayed from cell {a} “")).is_some(), "the setting is not shown");
+    run_cell(&mut h, b);
+    let tb = read_trace(&h, &dir, b);
+    for l in 0..6 {
+        assert_eq!(experts(&tb, l), experts(&ta, l), "layer {l}");
+    }
+    let summary = tb.meta.replay.as_ref().expect("the trace records the replay");
+    assert_eq!((summary.layers.clone(), summary.weights), ((0..6).collect::<Vec<_>>(), false));
+
+    h.get_by_label("Save").click();
+    h.run_steps(2);
+    let saved = routelab::notebook::load(&dir).unwrap();
+    let CellKind::Prompt { replay, .. } = &saved.cell(b).unwrap().kind else { panic!() };
+    assert_eq!(*replay, Some(ReplaySettings { cell: a, layers: None, weights: false }));
 }

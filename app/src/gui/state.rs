@@ -8,12 +8,14 @@ use std::time::Instant;
 
 use routelab_model::hub::{self, QuantListing};
 use routelab_model::interventions::{ExpertMethod, HeadMethod, Intervention, Interventions};
+use routelab_model::replay::RoutingReplay;
 use routelab_model::session::{ModelInfo, Prompt};
 use routelab_model::source::{LoadProgress, ModelSource};
 use routelab_model::tokenizer::Tokenizer;
 use routelab_probes::jobs::attribute::AttributeJob;
 use routelab_probes::jobs::patch::PatchJob;
 use routelab_probes::jobs::run::RunJob;
+use routelab_probes::trace::Trace;
 
 use super::dialogs::FileDialogs;
 pub use super::document::example_notebook;
@@ -24,7 +26,7 @@ use super::results::Results;
 use super::run_view::RunView;
 pub use super::ui_state::{CellUi, MaskTarget, Severity, UiState};
 use super::worker::{Command, Event, Worker};
-use crate::notebook::{self, attribution_cell, patching_cell, prompt_cell, Cell, CellKind, SpecializationSettings};
+use crate::notebook::{self, attribution_cell, patching_cell, prompt_cell, Cell, CellKind, ReplaySettings, SpecializationSettings};
 
 /// What a view asks for.
 #[derive(Clone, Debug, PartialEq)]
@@ -370,13 +372,21 @@ impl AppState {
         let Some(cell) = self.doc.notebook.cell(id).cloned() else { return false };
         let cmd = match cell.kind {
             CellKind::Markdown { .. } => return false,
-            CellKind::Prompt { prompt, settings, interventions, capture, .. } => {
+            CellKind::Prompt { prompt, settings, interventions, capture, replay, .. } => {
+                // Built before the run begins, so a bad source leaves the cell as it was.
+                let replay = match replay.map(|r| self.routing_replay(&r)).transpose() {
+                    Ok(r) => r.map(Arc::new),
+                    Err(e) => {
+                        self.error(format!("cell “{}”: {e}", cell.title));
+                        return false;
+                    }
+                };
                 // The cell keeps its saved result (and trace) until the new run is recorded,
                 // so a crash or a cancel mid-run loses nothing; the view shows the live run.
                 let trace_rel = self.doc.begin_run(id);
                 self.results.remove(id);
                 // Logits make compare cells possible; margins colour the strip by near ties.
-                let job = RunJob { prompt, settings, interventions, capture: capture.with("logits").with("margin"), replay: None };
+                let job = RunJob { prompt, settings, interventions, capture: capture.with("logits").with("margin"), replay };
                 Command::Run { cell: id, job, dir: self.doc.dir.clone(), trace_rel }
             }
             CellKind::Compare { a, b, .. } => {
@@ -410,6 +420,28 @@ impl AppState {
         self.jobs.running = Some(id);
         worker.send(cmd);
         true
+    }
+
+    /// The routing a prompt cell replays: its source cell's latest trace (kept in memory
+    /// since the run, else read back), at every position it recorded.
+    fn routing_replay(&self, r: &ReplaySettings) -> Result<RoutingReplay, String> {
+        let source = self.doc.notebook.cell(r.cell);
+        let Some(Cell { kind: CellKind::Prompt { result: Some(run), .. }, .. }) = source else {
+            return Err(match source {
+                Some(c) => format!("routing replay: “{}” has no finished run to replay (run it first)", c.title),
+                None => format!("routing replay: cell {} is no longer in the notebook", r.cell),
+            });
+        };
+        let read;
+        let trace = match self.results.traces.get(&r.cell) {
+            Some(t) => t,
+            None => {
+                read = Trace::read(&self.doc.dir.join(&run.trace)).map_err(|e| format!("routing replay: {e}"))?;
+                &read
+            }
+        };
+        RoutingReplay::from_store(&trace.store, &run.trace, r.layers.as_deref(), 0..trace.store.len(), r.weights)
+            .map_err(|e| format!("routing replay: {e}"))
     }
 
     fn add_compare(&mut self, a: u64, b: u64, worker: &Worker) {
@@ -621,7 +653,7 @@ impl AppState {
     /// compare cell is added.
     fn rerun_with_masks(&mut self, id: u64, worker: &Worker) {
         let pending = std::mem::take(&mut self.cell_ui(id).pending);
-        let Some(Cell { title, kind: CellKind::Prompt { prompt, settings, interventions, capture, .. }, .. }) =
+        let Some(Cell { title, kind: CellKind::Prompt { prompt, settings, interventions, capture, replay, .. }, .. }) =
             self.doc.notebook.cell(id).cloned()
         else {
             return;
@@ -636,7 +668,7 @@ impl AppState {
         let cell = Cell {
             id: new_id,
             title: format!("{title} + {}", labels.join(", ")),
-            kind: CellKind::Prompt { prompt, settings, interventions: all, capture, result: None },
+            kind: CellKind::Prompt { prompt, settings, interventions: all, capture, result: None, replay },
         };
         self.doc.notebook.insert_after(Some(id), cell);
         self.mark_dirty();

@@ -47,7 +47,8 @@ pub struct CellUi {
     pub head_grid: Option<super::views::grid::GridGeometry>,
     /// Where a patching cell's heat map was drawn last frame.
     pub patch_grid: Option<super::views::grid::GridGeometry>,
-    /// A patching cell's layer and position lists as typed (kept while they do not parse).
+    /// A patching cell's layer and position lists as typed (kept while they do not parse); a
+    /// prompt cell's replayed layers in `layers_text`.
     pub layers_text: Option<String>,
     pub positions_text: Option<String>,
 }

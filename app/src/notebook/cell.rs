@@ -63,6 +63,20 @@ pub struct AttributionSummary {
     pub model: String,
 }
 
+/// A prompt cell's routing replay (`routelab_model::replay`): the expert choices, and the
+/// weights when `weights`, of another prompt cell's finished run, at all of its positions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplaySettings {
+    /// The source prompt cell's id (its latest trace is read when this cell runs).
+    pub cell: u64,
+    /// `None`: every layer the source recorded routing for.
+    #[serde(default)]
+    pub layers: Option<Vec<usize>>,
+    /// Replay the combine weights too, instead of recomputing them from this run's router.
+    #[serde(default)]
+    pub weights: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum CellKind {
@@ -75,6 +89,9 @@ pub enum CellKind {
         interventions: Interventions,
         capture: CaptureSpec,
         result: Option<RunSummary>,
+        /// Routing taken from another prompt cell's run; absent in notebooks saved before it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replay: Option<ReplaySettings>,
     },
     /// Two prompt cells side by side.
     Compare {
@@ -165,6 +182,7 @@ pub fn prompt_cell(id: u64, title: &str, prompt: Prompt) -> Cell {
             interventions: Interventions::default(),
             capture: CaptureSpec::default(),
             result: None,
+            replay: None,
         },
     }
 }
@@ -274,6 +292,26 @@ mod tests {
         assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&nb).unwrap());
         assert_eq!(back.cells[1], nb.cells[1]);
         assert_eq!((back.cells[0].kind_name(), back.cells[1].kind_name()), ("activation patching", "logit attribution"));
+    }
+
+    /// A prompt cell's replay setting survives a save; one saved without it reads as none.
+    #[test]
+    fn prompt_cells_round_trip_their_replay_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nb = Notebook::new("tiny-moe");
+        let mut b = prompt_cell(2, "b", Prompt::text("a b"));
+        if let CellKind::Prompt { replay, .. } = &mut b.kind {
+            *replay = Some(ReplaySettings { cell: 1, layers: Some(vec![0, 1, 2, 3, 5]), weights: true });
+        }
+        nb.cells = vec![prompt_cell(1, "a", Prompt::text("a c")), b];
+        nb.next_id = 3;
+        save(dir.path(), &nb).unwrap();
+        let back = load(dir.path()).unwrap();
+        assert_eq!(back.cells, nb.cells);
+        let json = serde_json::to_string(&back.cells[0]).unwrap();
+        assert!(!json.contains("replay"), "an unset replay is left out: {json}");
+        let old: Cell = serde_json::from_str(&json).unwrap();
+        assert!(matches!(old.kind, CellKind::Prompt { replay: None, .. }));
     }
 
     /// Settings left out (hand-written, or saved before a field existed) take the jobs' defaults.

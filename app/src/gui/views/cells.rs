@@ -139,8 +139,8 @@ fn cell(ui: &mut Ui, state: &mut AppState, id: u64, actions: &mut Vec<Action>) {
         let cell_ui = state.ui.cells.entry(id).or_default();
         match &mut state.doc.notebook.cells[i].kind {
             CellKind::Markdown { text } => MarkdownCell { text }.ui(ui, &ctx, cell_ui, actions),
-            CellKind::Prompt { prompt, settings, interventions, result, .. } => {
-                PromptCell { prompt, settings, interventions, result: result.as_ref() }.ui(ui, &ctx, cell_ui, actions)
+            CellKind::Prompt { prompt, settings, interventions, result, replay, .. } => {
+                PromptCell { prompt, settings, interventions, result: result.as_ref(), replay }.ui(ui, &ctx, cell_ui, actions)
             }
             CellKind::Compare { a, b, result } => CompareCell { a: *a, b: *b, result: result.as_ref() }.ui(ui, &ctx, actions),
             CellKind::RetrievalScan { settings, result } => ScanCell { settings, result: result.as_ref() }.ui(ui, &ctx, actions),

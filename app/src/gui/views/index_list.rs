@@ -49,6 +49,26 @@ pub fn format(v: Option<&[usize]>) -> String {
     parts.join("+")
 }
 
+/// A text field for a list, kept as typed (`typed`) while it does not parse, with the error
+/// beside it; true when it changed `value`.
+pub fn field(ui: &mut egui::Ui, name: &str, typed: &mut Option<String>, value: &mut Option<Vec<usize>>) -> bool {
+    let text = typed.get_or_insert_with(|| format(value.as_deref()));
+    let l = ui.label(name);
+    let r = ui.add(egui::TextEdit::singleline(text).desired_width(120.0).hint_text("all (e.g. 0-3+6)")).labelled_by(l.id);
+    match parse(text) {
+        Ok(v) => {
+            if r.changed() && v != *value {
+                *value = v;
+                return true;
+            }
+        }
+        Err(e) => {
+            ui.colored_label(super::patching::WARN, e);
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ pub mod markdown;
 pub mod model_panel;
 pub mod patching;
 pub mod prompt;
+pub mod replay;
 pub mod scan;
 pub mod signed_bars;
 pub mod tokens;

@@ -13,7 +13,7 @@ use super::index_list;
 use crate::gui::state::{Action, CellUi, ExportKind};
 use crate::notebook::PatchSummary;
 
-const WARN: Color32 = Color32::from_rgb(235, 90, 70);
+pub(super) const WARN: Color32 = Color32::from_rgb(235, 90, 70);
 
 /// What the sweep's columns are, as the axis says it.
 fn column_title(site: SweepSite, positions: usize) -> String {
@@ -139,24 +139,6 @@ fn metric_editor(ui: &mut Ui, id: u64, metric: &mut Metric, tokenizer: Option<&T
 
 /// An optional index list; the text as typed lives in the cell's UI state so that a half-typed
 /// range (`0-`) is not thrown away each frame.
-fn list_field(ui: &mut Ui, name: &str, typed: &mut Option<String>, value: &mut Option<Vec<usize>>) -> bool {
-    let text = typed.get_or_insert_with(|| index_list::format(value.as_deref()));
-    let l = ui.label(name);
-    let r = ui.add(egui::TextEdit::singleline(text).desired_width(120.0).hint_text("all (e.g. 0-3+6)")).labelled_by(l.id);
-    match index_list::parse(text) {
-        Ok(v) => {
-            if r.changed() && v != *value {
-                *value = v;
-                return true;
-            }
-        }
-        Err(e) => {
-            ui.colored_label(WARN, e);
-        }
-    }
-    false
-}
-
 pub fn settings_ui(
     ui: &mut Ui,
     clean: &mut String,
@@ -197,8 +179,8 @@ pub fn settings_ui(
             changed = true;
         }
         changed |= metric_editor(ui, id, &mut s.metric, tokenizer);
-        changed |= list_field(ui, "layers", &mut cell_ui.layers_text, &mut s.layers);
-        changed |= list_field(ui, "positions", &mut cell_ui.positions_text, &mut s.positions);
+        changed |= index_list::field(ui, "layers", &mut cell_ui.layers_text, &mut s.layers);
+        changed |= index_list::field(ui, "positions", &mut cell_ui.positions_text, &mut s.positions);
     });
     if changed {
         actions.push(Action::Edited);

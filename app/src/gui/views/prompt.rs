@@ -14,7 +14,7 @@ use super::{expert_color, export_buttons, scale_color, text_on};
 use crate::gui::run_view::RunView;
 use crate::gui::state::{expert_mask, head_mask, Action, CellUi, ExportKind, MaskTarget};
 use crate::gui::ui_state::StripColour;
-use crate::notebook::{GenerationSettings, RunSummary};
+use crate::notebook::{GenerationSettings, ReplaySettings, RunSummary};
 use routelab_model::hooks::HookPoint;
 
 /// The editable parts of a prompt cell.
@@ -381,12 +381,16 @@ pub struct PromptCell<'a> {
     pub settings: &'a mut GenerationSettings,
     pub interventions: &'a Interventions,
     pub result: Option<&'a RunSummary>,
+    pub replay: &'a mut Option<ReplaySettings>,
 }
 
 impl PromptCell<'_> {
     pub fn ui(self, ui: &mut Ui, ctx: &CellContext, cell_ui: &mut CellUi, actions: &mut Vec<Action>) {
         let id = ctx.id;
-        ui.add_enabled_ui(!ctx.running, |ui| editor(ui, id, self.prompt, self.settings, ctx.has_chat, actions));
+        ui.add_enabled_ui(!ctx.running, |ui| {
+            editor(ui, id, self.prompt, self.settings, ctx.has_chat, actions);
+            super::replay::editor(ui, ctx, self.replay, cell_ui, actions);
+        });
         interventions(ui, id, self.interventions, actions);
         if let Some(run) = ctx.results.runs.get(&id) {
             // While it re-runs, the kept result is the previous run's, not the live one's.
