@@ -499,7 +499,7 @@ fn an_attribution_cell_shows_contributions_the_lens_and_the_experts() {
     let s = attribution_result(h.state(), id).expect("an attribution result");
     let a = &s.result;
     let run = &h.state().state.results.runs[&prompt_cell];
-    assert_eq!(s.tokens.len(), run.prompt_len);
+    assert_eq!(a.tokens.len(), run.prompt_len);
     assert_eq!(a.position, run.prompt_len - 1, "the last position by default");
     assert_eq!(a.lens.len(), 6);
     assert_eq!(a.lens[5].target_rank, 0, "the final layer's lens is the model's prediction");
@@ -526,7 +526,7 @@ fn an_attribution_cell_shows_contributions_the_lens_and_the_experts() {
     h.get_by_label("as CSV").click();
     h.run_steps(2);
     let csv = std::fs::read_to_string(given.lock().unwrap().last().unwrap()).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 6 * s.tokens.len(), "one row per layer and position");
+    assert_eq!(csv.lines().count(), 1 + 6 * a.tokens.len(), "one row per layer and position");
 }
 
 fn set_prompt(h: &mut Harness<'_, WorkbenchApp>, id: u64, text: &str) {

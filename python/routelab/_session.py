@@ -17,6 +17,13 @@ def _items(x):
     return [str(i) for i in x]
 
 
+def _teacher_forced(mode):
+    """A needle analysis's ``mode``: ``generate`` (False) or ``teacher-forced`` (True)."""
+    if mode not in ("generate", "teacher-forced", "teacher_forced"):
+        raise InvalidArgument(f"mode {mode!r}: expected generate or teacher-forced")
+    return mode != "generate"
+
+
 def _needle(lengths, depths, per_cell, seed, haystack, needle, question, digits):
     """The needle-trial settings a scan and an ablation share (``NeedleSettings``)."""
     return dict(
@@ -180,11 +187,9 @@ class Session:
         trials each; ``mode`` ``generate`` (the paper's) or ``teacher-forced``. ``state``: a
         file that keeps finished trials so an interrupted scan resumes. Settings left None
         take the CLI's defaults."""
-        if mode not in ("generate", "teacher-forced", "teacher_forced"):
-            raise InvalidArgument(f"mode {mode!r}: expected generate or teacher-forced")
         settings = _settings(
             **_needle(lengths, depths, per_cell, seed, haystack, needle, question, digits),
-            teacher_forced=mode != "generate",
+            teacher_forced=_teacher_forced(mode),
         )
         with reporting(progress) as report:
             result, figure = _routelab.scan_retrieval(
@@ -272,11 +277,9 @@ class Session:
         :class:`RetrievalScan` or the path of the CSV a scan wrote (then the heads above
         ``threshold``), or None for the heads above ``threshold`` in a scan of the same trials.
         ``mode`` ``generate`` or ``teacher-forced``."""
-        if mode not in ("generate", "teacher-forced", "teacher_forced"):
-            raise InvalidArgument(f"mode {mode!r}: expected generate or teacher-forced")
         settings = _settings(
             threshold=threshold,
-            teacher_forced=mode != "generate",
+            teacher_forced=_teacher_forced(mode),
             **_needle(lengths, depths, per_cell, seed, haystack, needle, question, digits),
         )
         pairs, scores, csv = None, None, None

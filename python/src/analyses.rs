@@ -260,15 +260,9 @@ pub fn attribute(
     let job = AttributeJob { prompt: Prompt::text(prompt), settings: settings(settings_json, "attribute")? };
     let result = session.detached(py, None, None, |cancel, _| job.execute(&session.core, &mut |_| {}, cancel))?;
     let core = &session.core;
-    let tokens: Vec<String> = core
-        .encode(&job.prompt)
-        .map_err(|e| to_py(e, None))?
-        .iter()
-        .map(|&t| core.tokenizer.decode(&[t], false).unwrap_or_default())
-        .collect();
     Ok((
         json(&result)?,
         Figure::new(views::attribution(&result, &core.name, plot_top)),
-        Figure::new(views::logit_lens(&result, &core.name, &tokens)),
+        Figure::new(views::logit_lens(&result, &core.name)),
     ))
 }

@@ -42,10 +42,8 @@ pub fn run(a: AttributeArgs) -> anyhow::Result<()> {
     let job = AttributeJob { prompt: Prompt::text(&a.prompt), settings };
     let r = job.execute(&session, &mut |_| {}, &Cancel::new())?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let tokens: Vec<String> =
-        session.encode(&job.prompt)?.iter().map(|&t| session.tokenizer.decode(&[t], false).unwrap_or_default()).collect();
     views::attribution(&r, &session.name, a.top).write_all(&a.out, "attribution")?;
-    views::logit_lens(&r, &session.name, &tokens).write_all(&a.out, "logit_lens")?;
+    views::logit_lens(&r, &session.name).write_all(&a.out, "logit_lens")?;
     let mut experts = Table::new(&["layer", "expert", "weight", "rank", "token", "logit_contribution"]);
     for p in &r.promotions {
         for (i, (tok, v)) in p.top.iter().enumerate() {

@@ -46,7 +46,7 @@ pub fn view_of(doc: &Document, results: &Results, ui: &UiState, cell: u64, kind:
     match (&c.kind, kind) {
         (CellKind::RetrievalScan { result: Some(r), .. }, _) => Ok(views::head_scores(&r.scores, &r.model)),
         (CellKind::Patching { result: Some(r), .. }, _) => Ok(views::patching(&r.result, &r.model)),
-        (CellKind::Attribution { result: Some(r), .. }, ExportKind::LogitLens) => Ok(views::logit_lens(&r.result, &r.model, &r.tokens)),
+        (CellKind::Attribution { result: Some(r), .. }, ExportKind::LogitLens) => Ok(views::logit_lens(&r.result, &r.model)),
         // The plot shows as many components as the cell lists; the CSV has them all.
         (CellKind::Attribution { result: Some(r), .. }, _) => {
             Ok(views::attribution(&r.result, &r.model, crate::gui::views::attribution::BARS))

@@ -348,9 +348,7 @@ impl WorkerState {
             Command::Attribute { cell, job } => {
                 let s = self.session()?;
                 let result = job.execute(s, &mut |_| {}, &self.cancel).map_err(explain)?;
-                let tokens =
-                    s.encode(&job.prompt).map_err(explain)?.iter().map(|&t| s.tokenizer.decode(&[t], false).unwrap_or_default()).collect();
-                self.emit(Event::AttributeDone { cell, summary: Box::new(AttributionSummary { result, tokens, model: s.name.clone() }) });
+                self.emit(Event::AttributeDone { cell, summary: Box::new(AttributionSummary { result, model: s.name.clone() }) });
                 Ok(())
             }
         }

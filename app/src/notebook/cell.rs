@@ -55,11 +55,10 @@ pub struct PatchSummary {
     pub model: String,
 }
 
-/// A finished attribution, with the prompt's token texts (the logit lens's columns).
+/// A finished attribution.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttributionSummary {
     pub result: Attribution,
-    pub tokens: Vec<String>,
     pub model: String,
 }
 
@@ -269,8 +268,8 @@ mod tests {
                     promotions: vec![ExpertPromotion { layer: 0, expert: 3, weight: 0.5, top: vec![(" is".into(), 1.25)] }],
                     lens_map: vec![vec![0.5, 0.25]],
                     final_tokens: vec![" a".into(), " is".into()],
+                    tokens: vec!["A".into(), " cat".into()],
                 },
-                tokens: vec!["A".into(), " cat".into()],
                 model: "tiny-moe".into(),
             });
         }

@@ -139,6 +139,9 @@ pub struct Attribution {
     pub lens_map: Vec<Vec<f64>>,
     /// The model's final top token at each position.
     pub final_tokens: Vec<String>,
+    /// The input tokens' texts (the lens map's columns).
+    #[serde(default)]
+    pub tokens: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,8 +187,7 @@ impl LinearNorm {
 
     /// A component's contribution.
     pub fn apply(&self, c: &[f32]) -> f32 {
-        let mean = if self.centre { c.iter().sum::<f32>() / c.len().max(1) as f32 } else { 0.0 };
-        c.iter().zip(&self.direction).map(|(c, d)| (c - mean) * d).sum()
+        self.normed(c).iter().sum()
     }
 }
 
@@ -370,12 +372,13 @@ pub fn attribute_run(session: &Session, run: &RunRecord, settings: &AttributionS
         promotions,
         lens_map,
         final_tokens: final_top.iter().map(|&i| text(i as u32)).collect(),
+        tokens: run.tokens().iter().map(|&i| text(i)).collect(),
     })
 }
 
 impl LinearNorm {
-    /// `g ⊙ (c − [LayerNorm] mean(c)) / s`: the component as the frozen norm passes it to the
-    /// head (built with `u` all ones, so `direction` is `g / s`).
+    /// `direction ⊙ (c − [LayerNorm] mean(c))`; built with `u` all ones, `g ⊙ (c − mean) / s`:
+    /// the component as the frozen norm passes it to the head.
     fn normed(&self, c: &[f32]) -> Vec<f32> {
         let mean = if self.centre { c.iter().sum::<f32>() / c.len().max(1) as f32 } else { 0.0 };
         c.iter().zip(&self.direction).map(|(c, d)| (c - mean) * d).collect()

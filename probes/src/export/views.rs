@@ -696,7 +696,8 @@ pub fn attribution(a: &Attribution, model: &str, top: usize) -> View {
 
 /// The logit lens: per layer and position, the probability the residual stream after the
 /// layer gives the model's final top token.
-pub fn logit_lens(a: &Attribution, model: &str, tokens: &[String]) -> View {
+pub fn logit_lens(a: &Attribution, model: &str) -> View {
+    let tokens = &a.tokens;
     let model = title_name(model);
     let mut t = Table::new(&["layer", "position", "token", "final_top_token", "probability"]);
     for (l, row) in a.lens_map.iter().enumerate() {

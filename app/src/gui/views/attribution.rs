@@ -89,7 +89,7 @@ fn result_ui(ui: &mut Ui, id: u64, s: &AttributionSummary, actions: &mut Vec<Act
                 "{:?} at position {} ({:?}): logit {:.4}",
                 a.target_text,
                 a.position,
-                s.tokens.get(a.position).cloned().unwrap_or_default(),
+                a.tokens.get(a.position).cloned().unwrap_or_default(),
                 a.logit
             ))
             .strong(),
